@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from .configuration_myna import SAMPLING_RATE, VARIANTS, MynaConfig
+from .data_collator_myna import MynaDataCollatorForAudioClassification
 from .feature_extraction_myna import MynaFeatureExtractor
 from .modeling_myna import (
     MynaContrastiveOutput,
@@ -51,6 +52,7 @@ __all__ = [
     "VARIANTS",
     "MynaConfig",
     "MynaContrastiveOutput",
+    "MynaDataCollatorForAudioClassification",
     "MynaFeatureExtractor",
     "MynaForAudioClassification",
     "MynaForContrastivePretraining",

@@ -83,6 +83,11 @@ class MynaConfig(PretrainedConfig):
             Output width of the contrastive projection (`linear_head` of the reference code).
         mask_ratio (`float`, *optional*, defaults to 0.9):
             Fraction of patch tokens dropped from each view in pre-training.
+        classifier_hidden_size (`int`, *optional*, defaults to 0):
+            Hidden width of the audio-classification head: 0 for a linear head, else Linear -> ReLU -> Dropout ->
+            Linear (the one-hidden-layer probe of JukeMIR).
+        classifier_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout of the hidden layer of that head.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated normal initialisation of linear layers.
         sampling_rate (`int`, *optional*, defaults to 16000):
@@ -115,6 +120,8 @@ class MynaConfig(PretrainedConfig):
         default_patch_mode: str | None = None,
         projection_dim: int = 128,
         mask_ratio: float = 0.9,
+        classifier_hidden_size: int = 0,
+        classifier_dropout: float = 0.0,
         initializer_range: float = 0.02,
         sampling_rate: int = SAMPLING_RATE,
         **kwargs,
@@ -132,6 +139,8 @@ class MynaConfig(PretrainedConfig):
         self.chunk_frames = chunk_frames if chunk_frames is not None else chunk_frames_for(self.patch_sizes)
         self.projection_dim = projection_dim
         self.mask_ratio = mask_ratio
+        self.classifier_hidden_size = classifier_hidden_size
+        self.classifier_dropout = classifier_dropout
         self.initializer_range = initializer_range
         self.sampling_rate = sampling_rate
         self._validate_geometry()

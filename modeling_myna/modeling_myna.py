@@ -579,6 +579,19 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
         return MynaContrastiveOutput(loss=loss, projections=tuple(projections), embeddings=tuple(embeddings))
 
 
+class MynaClassificationHead(nn.Module):
+    """Linear -> ReLU -> Dropout -> Linear on the pooled embedding (`config.classifier_hidden_size` wide)."""
+
+    def __init__(self, config: MynaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.embedding_size(), config.classifier_hidden_size)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.out_proj = nn.Linear(config.classifier_hidden_size, config.num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.dropout(torch.relu(self.dense(pooled))))
+
+
 class MynaForAudioClassification(MynaPreTrainedModel):
     """Myna with a linear head on the pooled embedding.
 
@@ -591,7 +604,10 @@ class MynaForAudioClassification(MynaPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.myna = MynaModel(config)
-        self.classifier = nn.Linear(config.embedding_size(), config.num_labels)
+        if config.classifier_hidden_size:
+            self.classifier = MynaClassificationHead(config)
+        else:
+            self.classifier = nn.Linear(config.embedding_size(), config.num_labels)
         self.post_init()
 
     def forward(
@@ -600,6 +616,7 @@ class MynaForAudioClassification(MynaPreTrainedModel):
         audio_index: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         patch_mode: str | None = None,
+        mask_ratio: float | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -615,11 +632,15 @@ class MynaForAudioClassification(MynaPreTrainedModel):
             labels (`torch.Tensor`, *optional*):
                 One row per input (or per chunk without `audio_index`): class indices, multi-hot vectors or
                 regression targets, as `config.problem_type` says.
+            mask_ratio (`float`, *optional*):
+                Drops this fraction of each chunk's tokens before the encoder (Myna's token masking, a fine-tuning
+                augmentation); no masking when not given.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.myna(
             input_values,
             patch_mode=patch_mode,
+            mask_ratio=mask_ratio,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
@@ -640,6 +661,7 @@ class MynaForAudioClassification(MynaPreTrainedModel):
 
 
 __all__ = [
+    "MynaClassificationHead",
     "MynaContrastiveOutput",
     "MynaForAudioClassification",
     "MynaForContrastivePretraining",
