@@ -600,6 +600,9 @@ class MynaForAudioClassification(MynaPreTrainedModel):
     `"single_label_classification"`, `"multi_label_classification"` or `"regression"`.
     """
 
+    # Its loss is a mean over the batch and ignores `num_items_in_batch`: Trainer must scale it for accumulation.
+    accepts_loss_kwargs = False
+
     def __init__(self, config: MynaConfig):
         super().__init__(config)
         self.num_labels = config.num_labels

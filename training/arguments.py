@@ -150,13 +150,14 @@ class PretrainingArguments:
 ARGUMENT_GROUPS = (ModelArguments, DataArguments, PretrainingArguments)
 
 
-def parse_arguments(argv: list[str] | None = None):
+def parse_arguments(argv: list[str] | None = None, groups: tuple = ARGUMENT_GROUPS):
     """`(model_args, data_args, training_args)` from flags, or from one `.yaml`/`.json` file.
 
     The file is given as the only argument or with `--config file`; other flags are not mixed with a file.
+    `groups` are the dataclasses to fill (fine-tuning passes its own).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(ARGUMENT_GROUPS)
+    parser = HfArgumentParser(groups)
     if len(argv) == 2 and argv[0] == "--config":
         argv = argv[1:]
     elif "--config" in argv:
