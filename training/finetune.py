@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
     except OSError:  # a folder without preprocessor_config.json: the extractor its config implies
         feature_extractor = MynaFeatureExtractor.from_config(model.config)
 
-    cache_dir = os.path.join(output_dir, "cache")
+    cache_dir = data_args.cache_dir or os.path.join(output_dir, "cache")
     features, dropped = {}, {}
     with training_args.main_process_first(desc="spectrograms"):
         for split, dataset in splits.items():

@@ -94,6 +94,9 @@ class FinetuneDataArguments:
         default=False,
         metadata={"help": "Compute spectrograms while training (large sets) instead of once, cached, with .map."},
     )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Where the chunk cache (Arrow) goes (default: <output_dir>/cache)."}
+    )
     preprocessing_batch_size: int = field(default=16, metadata={"help": "Clips per .map batch."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for .map."})
     time_mask_frames: int = field(
