@@ -165,7 +165,7 @@ def style_run(work):
 
 def test_finetuning_lowers_the_loss_and_beats_chance(style_run):
     losses = style_run["train_loss"]
-    assert len(losses) == 6 and losses[-1] < 0.8 * losses[0]
+    assert len(losses) == 6 and losses[-1] < 0.9 * losses[0] and losses[-1] < min(losses[:3])
     assert style_run["validation"]["validation_accuracy"] > 0.4  # 5 balanced-ish styles: chance 0.2
     assert style_run["test"]["test_accuracy"] > 0.3
     assert style_run["num_clips"] == {"train": 64, "validation": 32, "test": 32}

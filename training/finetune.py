@@ -27,7 +27,7 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, 
 
 import modeling_myna  # noqa: F401  (registers Myna with the Auto classes)
 from modeling_myna import MynaDataCollatorForAudioClassification, MynaFeatureExtractor
-from modeling_myna.audio_utils import AudioDecodeError, load_audio
+from modeling_myna.audio_utils import AUDIO_EXTENSIONS, AudioDecodeError, load_audio
 from modeling_myna.model_card import write_model_card
 from myna_evaluation.scoring import MULTI_LABEL, REGRESSION, SINGLE_LABEL, compute_metrics
 from myna_evaluation.tasks import SYNTHETIC_TASKS, TaskSpec, load_task
@@ -131,6 +131,53 @@ def _resolve_paths(dataset: datasets.Dataset, audio_column: str, root: str) -> d
     return dataset.map(resolve, desc="Audio paths")
 
 
+SPLIT_FOLDERS = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
+                 "test": "test"}
+
+
+def audiofolder(data_dir: str) -> datasets.DatasetDict:
+    """`datasets`' `audiofolder` layout, read without encoding the audio (its builder needs torchcodec).
+
+    Splits are the `train/`, `validation/` (`valid/`, `val/`) and `test/` sub-folders when there are any, else one
+    `train` split. Labels come from a `metadata.csv` or `metadata.jsonl` (a `file_name` column relative to it, plus
+    label columns) or, without metadata, from each file's parent folder name (`label`, a `ClassLabel`).
+    """
+    root = os.path.abspath(data_dir)
+    if not os.path.isdir(root):
+        raise ValueError(f"--data_dir {data_dir} is not a folder: pass the audiofolder root.")
+    split_dirs = {SPLIT_FOLDERS[d]: os.path.join(root, d) for d in sorted(os.listdir(root)) if d in SPLIT_FOLDERS}
+    split_dirs = split_dirs or {"train": root}
+    result, has_metadata = {}, {}
+    for split, folder in split_dirs.items():
+        candidates = [os.path.join(folder, name) for name in ("metadata.csv", "metadata.jsonl")]
+        metadata = next((path for path in candidates if os.path.isfile(path)), None)
+        has_metadata[split] = metadata is not None
+        if metadata is not None:
+            table = datasets.load_dataset(metadata.rsplit(".", 1)[1].replace("jsonl", "json"), data_files=metadata,
+                                          split="train")
+            if "file_name" not in table.column_names:
+                raise ValueError(f"{metadata} has no 'file_name' column (columns: {table.column_names}).")
+            base = os.path.dirname(metadata)
+            table = table.map(lambda row: {"audio": os.path.join(base, row["file_name"])}, remove_columns=["file_name"])
+            result[split] = table
+            continue
+        paths = sorted(
+            os.path.join(directory, name)
+            for directory, _, names in os.walk(folder)
+            for name in names
+            if name.lower().endswith(AUDIO_EXTENSIONS)
+        )
+        if not paths:
+            raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {folder}.")
+        result[split] = datasets.Dataset.from_dict(
+            {"audio": paths, "label": [os.path.basename(os.path.dirname(p)) for p in paths]}
+        )
+    if not any(has_metadata.values()):
+        names = sorted({label for d in result.values() for label in d["label"]})
+        result = {s: d.cast_column("label", datasets.ClassLabel(names=names)) for s, d in result.items()}
+    return datasets.DatasetDict(result)
+
+
 def load_custom_data(data_args, seed: int) -> tuple[TaskSpec, datasets.DatasetDict]:
     """Any `datasets` audio dataset as `(TaskSpec, DatasetDict)` with `audio` (undecoded) and `label` columns."""
     if data_args.train_file is not None:
@@ -149,6 +196,9 @@ def load_custom_data(data_args, seed: int) -> tuple[TaskSpec, datasets.DatasetDi
             }
         )
         source = f"files:{','.join(os.path.abspath(p) for p in files.values())}"
+    elif data_args.dataset_name == "audiofolder":
+        raw = audiofolder(data_args.data_dir or ".")
+        source = f"audiofolder:{os.path.abspath(data_args.data_dir or '.')}"
     else:
         raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name, data_dir=data_args.data_dir)
         source = f"{data_args.dataset_name}:{data_args.dataset_config_name or ''}:{data_args.data_dir or ''}"

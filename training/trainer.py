@@ -103,7 +103,9 @@ class MynaTrainer(Trainer):
         mask_ratio (`float`, *optional*): drop this fraction of patch tokens in training forwards.
     """
 
-    def __init__(self, *args, eval_data_collator=None, layer_decay: float = 1.0, mask_ratio: float | None = None, **kwargs):
+    def __init__(
+        self, *args, eval_data_collator=None, layer_decay: float = 1.0, mask_ratio: float | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         if not 0.0 < layer_decay <= 1.0:
             raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}: 1.0 turns it off, 0.75 is common.")
