@@ -19,6 +19,7 @@ that carries the data, the settings and the validation and test metrics; `pipeli
 """
 
 import dataclasses
+import json
 import os
 
 import datasets
@@ -378,7 +379,7 @@ def push_folder_to_hub(folder: str, repo_id: str, private: bool = False) -> str:
         api.upload_folder(
             repo_id=repo_id,
             folder_path=folder,
-            ignore_patterns=["checkpoint-*", "cache/*", "runs/*"],
+            ignore_patterns=["checkpoint-*", "cache/*", "runs/*", "results.json"],
             commit_message="Upload Myna fine-tuned with myna_training.finetune",
         )
     except Exception as error:
@@ -493,6 +494,7 @@ def main(argv: list[str] | None = None) -> dict:
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "epochs": trainer.state.epoch,
         "num_trainable_parameters": num_trainable,
+        "world_size": training_args.world_size,
         **results,
     }
     if trainer.is_world_process_zero():
@@ -524,6 +526,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"({model_args.finetuning_mode})",
             tags=["audio-classification", "fine-tuned"],
         )
+        with open(os.path.join(output_dir, "results.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2, default=str)
         if push_to_hub:
             repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
             summary["hub_url"] = push_folder_to_hub(output_dir, repo_id, bool(training_args.hub_private_repo))
