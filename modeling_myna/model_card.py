@@ -117,8 +117,10 @@ def render_model_card(
     if is_classifier:
         labels = [str(config.id2label[i]) for i in range(config.num_labels)]
         problem = getattr(config, "problem_type", None) or "single_label_classification"
+        hidden = getattr(config, "classifier_hidden_size", 0)
+        head = f"an MLP head (hidden width {hidden})" if hidden else "a linear classifier"
         lines.append(
-            f"- Head: a linear classifier on the `{config.default_patch_mode}` embedding, "
+            f"- Head: {head} on the `{config.default_patch_mode}` embedding, "
             f"{problem.replace('_', ' ')}, "
             f"{len(labels)} labels ({', '.join(labels)}); chunk logits are averaged over each input."
         )
