@@ -288,6 +288,43 @@ def test_regression_from_a_csv_and_single_label_from_an_audiofolder(work, tmp_pa
     assert set(config.label2id) == styles and "validation_accuracy" in summary["validation"]
 
 
+def test_labels_of_a_csv_become_multi_hot_class_or_regression_targets(tmp_path):
+    import csv
+
+    from modeling_myna.audio_utils import load_audio
+    from myna_training.finetune_arguments import FinetuneDataArguments
+    from myna_training.synthetic import write_synthetic_folder
+
+    folder = write_synthetic_folder(tmp_path / "clips", 6, seed=4, duration=1.0)
+    with open(folder / "metadata.csv", encoding="utf-8") as f:
+        rows = {row["file_name"]: row for row in csv.DictReader(f)}
+
+    def load(**kwargs):
+        args = FinetuneDataArguments(train_file=str(folder / "metadata.csv"), audio_column_name="file_name",
+                                     validation_split_percentage=34, **kwargs)
+        return finetune.load_finetuning_data(args, seed=0)
+
+    spec, data = load(label_column_name="instruments", problem_type="multi_label_classification")
+    assert (spec.problem_type, spec.metric, spec.primary) == ("multi_label_classification", "myna_tagging",
+                                                                "roc_auc_macro")
+    assert len(data["train"]) == 4 and len(data["validation"]) == 2
+    assert list(spec.label_names) == sorted({t for row in rows.values() for t in row["instruments"].split(";")})
+    for example in data["train"]:
+        tags = set(rows[os.path.basename(example["audio"])]["instruments"].split(";"))
+        assert example["label"] == [float(name in tags) for name in spec.label_names]
+        assert os.path.isabs(example["audio"]) and load_audio(example["audio"])[0].size > 0
+
+    spec, data = load(label_column_name="style")
+    assert spec.problem_type == "single_label_classification" and spec.metric == "myna_accuracy"
+    example = data["validation"][0]
+    assert spec.label_names[example["label"]] == rows[os.path.basename(example["audio"])]["style"]
+
+    spec, data = load(label_column_name="tempo", metric="myna_r2")
+    assert spec.problem_type == "regression" and spec.label_names == ("tempo",)
+    example = data["train"][0]
+    assert example["label"] == [pytest.approx(float(rows[os.path.basename(example["audio"])]["tempo"]))]
+
+
 def test_yaml_config_and_push_to_hub_up_to_the_network(work, tmp_path, monkeypatch):
     config = tmp_path / "finetune.yaml"
     config.write_text(

@@ -46,7 +46,6 @@ PRIMARY_KEYS = {
     "myna_r2": "r2_mean",
     "myna_key": "weighted_score",
 }
-SPLITS = ("train", "validation", "test")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -66,8 +65,15 @@ def _inner(feature):
     return None
 
 
-def _label_converter(dataset_dict: datasets.DatasetDict, label_columns: list[str], problem_type: str | None):
-    """`(problem_type, label_names, row -> label)` read from the label column's `datasets` feature."""
+def _label_converter(
+    dataset_dict: datasets.DatasetDict, label_columns: list[str], problem_type: str | None, tag_separator: str = ";"
+):
+    """`(problem_type, label_names, row -> label)` read from the label column's `datasets` feature.
+
+    Tags of a multi-label string column ("guitar;piano") are split at `tag_separator`.
+    """
+    if problem_type not in (None, *PROBLEM_TYPES):
+        raise ValueError(f"problem_type={problem_type!r}: choose one of {PROBLEM_TYPES}.")
     first = dataset_dict[next(iter(dataset_dict))]
     missing = [c for c in label_columns if c not in first.column_names]
     if missing:
@@ -82,6 +88,19 @@ def _label_converter(dataset_dict: datasets.DatasetDict, label_columns: list[str
     def values(column):
         return sorted({v for split in dataset_dict.values() for v in split[column]}, key=str)
 
+    is_text = isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+    if is_text and problem_type == MULTI_LABEL:
+        texts = [text for split in dataset_dict.values() for text in split[name]]
+        vocabulary = sorted({tag for text in texts for tag in text.split(tag_separator) if tag})
+        index = {t: i for i, t in enumerate(vocabulary)}
+
+        def split_tags(row):
+            hot = [0.0] * len(vocabulary)
+            for tag in filter(None, row[name].split(tag_separator)):
+                hot[index[tag]] = 1.0
+            return hot
+
+        return MULTI_LABEL, tuple(vocabulary), split_tags
     if isinstance(feature, datasets.ClassLabel) and problem_type in (None, SINGLE_LABEL):
         return SINGLE_LABEL, tuple(feature.names), lambda row: int(row[name])
     if inner is not None and not _is_float(inner) and problem_type in (None, MULTI_LABEL):
@@ -159,7 +178,9 @@ def audiofolder(data_dir: str) -> datasets.DatasetDict:
             if "file_name" not in table.column_names:
                 raise ValueError(f"{metadata} has no 'file_name' column (columns: {table.column_names}).")
             base = os.path.dirname(metadata)
-            table = table.map(lambda row: {"audio": os.path.join(base, row["file_name"])}, remove_columns=["file_name"])
+            table = table.map(
+                lambda row: {"audio": os.path.join(base, row["file_name"])}, remove_columns=["file_name"]
+            )
             result[split] = table
             continue
         paths = sorted(
@@ -224,7 +245,9 @@ def load_custom_data(data_args, seed: int) -> tuple[TaskSpec, datasets.DatasetDi
         raw["train"], raw["validation"] = held_out["train"], held_out["test"]
 
     label_columns = [c.strip() for c in data_args.label_column_name.split(",")]
-    problem_type, label_names, convert = _label_converter(raw, label_columns, data_args.problem_type)
+    problem_type, label_names, convert = _label_converter(
+        raw, label_columns, data_args.problem_type, data_args.tag_separator
+    )
     metric = data_args.metric or DEFAULT_METRICS[problem_type]
     spec = TaskSpec(
         name=data_args.dataset_name or os.path.basename(data_args.train_file),
@@ -344,7 +367,8 @@ def prepare_features(
 
 
 def make_compute_metrics(spec: TaskSpec):
-    """`compute_metrics` for `Trainer`: per-clip outputs (chunk logits averaged) through the task's `evaluate` module."""
+    """`compute_metrics` for `Trainer`: per-clip outputs (chunk logits averaged) through the task's `evaluate`
+    module."""
 
     def compute(eval_prediction) -> dict[str, float]:
         outputs = eval_prediction.predictions
@@ -359,9 +383,8 @@ def make_compute_metrics(spec: TaskSpec):
 def evaluation_table(results: dict[str, dict[str, float]]) -> str:
     """Markdown: one row per split (validation, test), one column per metric."""
     skip = {"loss", "runtime", "samples_per_second", "steps_per_second", "num_tags_skipped"}
-    keys = sorted(
-        {k[len(split) + 1 :] for split, metrics in results.items() for k in metrics if k.startswith(f"{split}_")} - skip
-    )
+    keys = {k[len(split) + 1 :] for split, metrics in results.items() for k in metrics if k.startswith(f"{split}_")}
+    keys = sorted(keys - skip)
     lines = ["| split | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for split, metrics in results.items():
         cells = [f"{metrics.get(f'{split}_{k}', float('nan')):.4f}" for k in keys]
@@ -370,7 +393,7 @@ def evaluation_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def push_folder_to_hub(folder: str, repo_id: str, private: bool = False) -> str:
-    """Uploads the fine-tuned model folder (weights, config, feature extractor, card), checkpoints and cache left out."""
+    """Uploads the fine-tuned model folder (weights, config, feature extractor, card); checkpoints and cache stay."""
     from huggingface_hub import HfApi
 
     api = HfApi()

@@ -78,6 +78,9 @@ class FinetuneDataArguments:
             "label column's type)."
         },
     )
+    tag_separator: str = field(
+        default=";", metadata={"help": "Multi-label string columns: the separator of the tags ('guitar;piano')."}
+    )
     metric: str | None = field(
         default=None,
         metadata={"help": "myna_accuracy, myna_tagging, myna_r2 or myna_key (default: from the problem type)."},
@@ -127,9 +130,15 @@ class MynaFinetuningArguments(TrainingArguments):
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "Clips (all their chunks) per batch."})
     warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps, or a fraction of them when < 1."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)."})
-    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "When to evaluate: 'no', 'steps' or 'epoch'."})
-    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "When to save: 'no', 'steps', 'epoch', 'best'."})
-    logging_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "When to log: 'no', 'steps' or 'epoch'."})
+    eval_strategy: IntervalStrategy | str = field(
+        default="epoch", metadata={"help": "When to evaluate: 'no', 'steps' or 'epoch'."}
+    )
+    save_strategy: SaveStrategy | str = field(
+        default="epoch", metadata={"help": "When to save: 'no', 'steps', 'epoch', 'best'."}
+    )
+    logging_strategy: IntervalStrategy | str = field(
+        default="epoch", metadata={"help": "When to log: 'no', 'steps' or 'epoch'."}
+    )
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept (the best one always)."})
     load_best_model_at_end: bool = field(default=True, metadata={"help": "End on the best validation checkpoint."})
     remove_unused_columns: bool = field(
