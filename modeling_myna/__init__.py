@@ -15,6 +15,7 @@ from transformers import (
 
 from .configuration_myna import SAMPLING_RATE, VARIANTS, MynaConfig
 from .feature_extraction_myna import MynaFeatureExtractor
+from .mel import MynaMelSpectrogram
 from .modeling_myna import (
     MynaContrastiveOutput,
     MynaForAudioClassification,
@@ -54,6 +55,7 @@ __all__ = [
     "MynaFeatureExtractor",
     "MynaForAudioClassification",
     "MynaForContrastivePretraining",
+    "MynaMelSpectrogram",
     "MynaModel",
     "MynaPreTrainedModel",
     "pool_chunks",

@@ -1,9 +1,9 @@
 """Feature extractor for Myna: raw audio to the raw power mel spectrogram of the released checkpoints.
 
-Audio is downmixed to mono, resampled to 16 kHz with soxr, and turned into a 128-bin power mel spectrogram by
-nnAudio's `MelSpectrogram` with its defaults (n_fft 2048, hop 512, Hann, centred reflect padding, Slaney mel),
-exactly as the reference code (ghost-signal/myna, example.py) computes it. No log is taken: the released models
-take the raw power.
+Audio is downmixed to mono, resampled to 16 kHz with soxr, and turned into a 128-bin power mel spectrogram: nnAudio's
+`MelSpectrogram` with its defaults (n_fft 2048, hop 512, Hann, centred reflect padding, Slaney mel), as the
+reference code (ghost-signal/myna, example.py) computes it, here with its STFT done by FFT (`MynaMelSpectrogram`,
+equal to nnAudio's to ~1e-6 of the maximum). No log is taken: the released models take the raw power.
 """
 
 from collections.abc import Sequence
@@ -23,10 +23,14 @@ from .configuration_myna import (
     SQUARE_PATCH,
     chunk_frames_for,
 )
+from .mel import MynaMelSpectrogram
 
 
 # A 2-D input is one multi-channel recording; its channel axis is the shorter one, and has at most this many.
 MAX_CHANNELS = 8
+# How the mel spectrogram is computed: "fft" (`MynaMelSpectrogram`, the default) or "nnaudio" (nnAudio's own
+# convolution STFT, the definition; slower on CPU).
+MEL_BACKENDS = ("fft", "nnaudio")
 
 
 class MynaFeatureExtractor(SequenceFeatureExtractor):
@@ -53,6 +57,10 @@ class MynaFeatureExtractor(SequenceFeatureExtractor):
             Frames between chunk starts; defaults to `chunk_frames` (no overlap).
         padding_value (`float`, *optional*, defaults to 0.0):
             Value used to pad spectrograms of different lengths when `chunk=False`.
+        mel_backend (`str`, *optional*, defaults to `"fft"`):
+            `"fft"` computes nnAudio's mel spectrogram with `torch.stft` ([`MynaMelSpectrogram`]); `"nnaudio"` runs
+            nnAudio's `MelSpectrogram` itself, for comparison. The two agree to ~1e-6 of the maximum. A run-time
+            choice, not saved with the extractor.
     """
 
     model_input_names = ["input_values"]
@@ -66,9 +74,13 @@ class MynaFeatureExtractor(SequenceFeatureExtractor):
         chunk_frames: int | None = None,
         hop_frames: int | None = None,
         padding_value: float = 0.0,
+        mel_backend: str = "fft",
         **kwargs,
     ):
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
+        if mel_backend not in MEL_BACKENDS:
+            raise ValueError(f"mel_backend={mel_backend!r}: choose one of {MEL_BACKENDS}.")
+        self.mel_backend = mel_backend
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.chunk_frames = chunk_frames if chunk_frames is not None else chunk_frames_for([SQUARE_PATCH])
@@ -88,17 +100,32 @@ class MynaFeatureExtractor(SequenceFeatureExtractor):
     def to_dict(self) -> dict:
         output = super().to_dict()
         output.pop("_mel_modules", None)
+        # How the same numbers are computed is no property of a saved extractor: folders stay loadable everywhere
+        # and cache keys built from `to_dict` do not change.
+        output.pop("mel_backend", None)
         return output
 
     def mel_spectrogram(self, device: str | torch.device = "cpu") -> torch.nn.Module:
-        """The nnAudio `MelSpectrogram` on `device`, built once per device (its filter banks are large)."""
+        """The mel module on `device`, built once per device: `(batch, samples)` float waveforms to
+        `(batch, num_mel_bins, samples // hop_length + 1)` float32 raw power."""
         key = str(torch.device(device))
+        if self.mel_backend != "fft":
+            key = f"{key} {self.mel_backend}"
         if key not in self._mel_modules:
-            from nnAudio.features.mel import MelSpectrogram
+            if self.mel_backend == "nnaudio":
+                from nnAudio.features.mel import MelSpectrogram
 
-            module = MelSpectrogram(
-                sr=self.sampling_rate, n_fft=self.n_fft, n_mels=self.feature_size, hop_length=self.hop_length, verbose=False
-            )
+                module = MelSpectrogram(
+                    sr=self.sampling_rate,
+                    n_fft=self.n_fft,
+                    n_mels=self.feature_size,
+                    hop_length=self.hop_length,
+                    verbose=False,
+                )
+            else:
+                module = MynaMelSpectrogram(
+                    sampling_rate=self.sampling_rate, n_fft=self.n_fft, hop_length=self.hop_length, n_mels=self.feature_size
+                )
             self._mel_modules[key] = module.to(device).eval()
         return self._mel_modules[key]
 
@@ -181,7 +208,7 @@ class MynaFeatureExtractor(SequenceFeatureExtractor):
             return_tensors (`str`, *optional*):
                 `"pt"` or `"np"`; lists of arrays otherwise.
             device (`str` or `torch.device`, *optional*, defaults to `"cpu"`):
-                Where nnAudio runs (a GPU makes long batches much faster). Outputs stay on that device with `"pt"`.
+                Where the mel spectrogram is computed (a GPU makes long batches faster). Outputs stay on that device with `"pt"`.
 
         Returns:
             [`BatchFeature`] with `input_values` `(num_chunks, num_mel_bins, chunk_frames)`, `audio_index`
