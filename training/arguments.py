@@ -95,6 +95,13 @@ class DataArguments:
         default=240, metadata={"help": "Held-out generated clips for the closing linear probe (0: no probe)."}
     )
     preprocessing_batch_size: int = field(default=16, metadata={"help": "Clips per spectrogram batch."})
+    preprocessing_num_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Processes computing spectrograms on the CPU, one thread each (default: one per core; 1: the "
+            "main process). A GPU preprocesses in the main process."
+        },
+    )
 
 
 @dataclass

@@ -227,11 +227,25 @@ def decode_spectrograms(array: np.ndarray, bfloat16: bool = False) -> torch.Tens
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).T
 
 
-def make_spectrogram_function(feature_extractor: MynaFeatureExtractor, min_frames: int, storage_dtype: str, device):
-    """A batched `Dataset.map` function: `{id, audio}` rows to `{id, spectrogram, num_frames, skip_reason}`."""
+def make_spectrogram_function(
+    feature_extractor: MynaFeatureExtractor,
+    min_frames: int,
+    storage_dtype: str,
+    device,
+    single_threaded_workers: bool = False,
+):
+    """A batched `Dataset.map` function: `{id, audio}` rows to `{id, spectrogram, num_frames, skip_reason}`.
+
+    With `single_threaded_workers`, a call in any process other than this one (a `Dataset.map(num_proc=...)`
+    worker) first sets torch to one thread: one worker per core, no oversubscription, and no OpenMP pool used
+    across the fork.
+    """
     empty = np.zeros((0, feature_extractor.feature_size), dtype=np.float32 if storage_dtype == "float32" else np.uint16)
+    parent_pid = os.getpid()
 
     def compute(batch):
+        if single_threaded_workers and os.getpid() != parent_pid and torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
         out = {"id": [], "spectrogram": [], "num_frames": [], "skip_reason": []}
         good, good_ids = [], []
         for clip_id, audio in zip(batch["id"], batch["audio"]):
@@ -280,16 +294,29 @@ def compute_spectrograms(
     device: str | torch.device = "cpu",
     cache_file: str | None = None,
     batch_size: int = 16,
+    num_proc: int | None = 1,
 ):
     """Spectrograms of every clip, computed once (cached in `cache_file` when given), bad clips dropped and counted.
 
     Returns a `Dataset` with `id`, `spectrogram` `(frames, num_mel_bins)` and `num_frames`. A streamed
     `IterableDataset` is mapped lazily and keeps its bad rows (`skip_reason` set): `StreamingSpectrograms` skips
     and counts them as it reads.
+
+    `num_proc` worker processes (`None`: one per CPU core) decode and transform on the CPU, each single-threaded,
+    each writing its contiguous shard of the cache (`<cache_file stem>_0000r_of_0000n.arrow`); `datasets` reloads
+    a complete set of shards whatever `num_proc` is later. On a GPU, and for streamed sets, one process does it all.
     """
     import datasets
 
-    function = make_spectrogram_function(feature_extractor, min_frames, storage_dtype, device)
+    if num_proc is None:
+        num_proc = os.cpu_count() or 1
+    if num_proc < 1:
+        raise ValueError(f"num_proc={num_proc}: use 1 (the main process) or more worker processes.")
+    if torch.device(device).type != "cpu":
+        num_proc = 1  # forked workers cannot use the parent's CUDA context; the GPU is the fast path anyway
+    function = make_spectrogram_function(
+        feature_extractor, min_frames, storage_dtype, device, single_threaded_workers=num_proc > 1
+    )
     features = spectrogram_features(feature_extractor.feature_size, storage_dtype)
     if isinstance(clips, datasets.IterableDataset):
         return clips.map(
@@ -304,6 +331,7 @@ def compute_spectrograms(
         remove_columns=clips.column_names,
         features=features,
         cache_file_name=cache_file,
+        num_proc=min(num_proc, len(clips)) if num_proc > 1 else None,
         desc="Spectrograms",
     )
     reasons = mapped["skip_reason"]

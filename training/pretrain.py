@@ -214,7 +214,11 @@ def main(argv: list[str] | None = None) -> dict:
             cache_dir,
             "spectrograms-"
             + cache_key(
-                {k: v for k, v in vars(data_args).items() if k not in ("cache_dir", "probe_clips", "max_crop_distance")},
+                {
+                    k: v
+                    for k, v in vars(data_args).items()
+                    if k not in ("cache_dir", "probe_clips", "max_crop_distance", "preprocessing_num_workers")
+                },
                 # Which clips: the content hash `datasets` keeps for in-memory sets (file lists, generated audio).
                 getattr(clips, "_fingerprint", None),
                 training_args.seed,
@@ -232,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
             device=preprocess_device,
             cache_file=None if data_args.streaming else cache_file,
             batch_size=data_args.preprocessing_batch_size,
+            num_proc=data_args.preprocessing_num_workers,
         )
     world_size, rank = accelerator.num_processes, accelerator.process_index
     batch_size = training_args.per_device_batch_size
