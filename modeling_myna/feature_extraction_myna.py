@@ -97,6 +97,13 @@ class MynaFeatureExtractor(SequenceFeatureExtractor):
             **kwargs,
         )
 
+    @classmethod
+    def from_dict(cls, feature_extractor_dict: dict, **kwargs):
+        # transformers applies only keywords the saved dict holds, and `mel_backend` is never saved.
+        if "mel_backend" in kwargs:
+            feature_extractor_dict = {**feature_extractor_dict, "mel_backend": kwargs.pop("mel_backend")}
+        return super().from_dict(feature_extractor_dict, **kwargs)
+
     def to_dict(self) -> dict:
         output = super().to_dict()
         output.pop("_mel_modules", None)

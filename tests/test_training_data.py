@@ -196,3 +196,55 @@ def test_streamed_set_yields_vectorised_crops_and_a_resumable_position(messy_fol
     data.next_batch(96, torch.Generator().manual_seed(1))
     assert data.epoch == 1
     assert skipped.counts == {"undecodable": 2, "silent": 1, "shorter than 96 frames": 1}
+
+
+def test_worker_processes_give_the_same_spectrograms_and_reload_their_shards(messy_folder, tmp_path_factory):
+    clips = folder_clips(str(messy_folder))
+    feature_extractor = MynaFeatureExtractor()
+    single = compute_spectrograms(clips, feature_extractor, 96, SkipReport(), batch_size=2)
+    cache = tmp_path_factory.mktemp("cache") / "spectrograms.arrow"
+    skipped = SkipReport()
+    parallel = compute_spectrograms(
+        clips, feature_extractor, 96, skipped, cache_file=str(cache), batch_size=2, num_proc=2
+    )
+    assert parallel["id"] == single["id"] and parallel["num_frames"] == single["num_frames"]  # order kept
+    for ours, theirs in zip(parallel.with_format("numpy")["spectrogram"], single.with_format("numpy")["spectrogram"]):
+        assert ours.shape == theirs.shape and np.abs(ours - theirs).max() <= 1e-6 * np.abs(theirs).max()
+    assert skipped.counts == {"undecodable": 2, "silent": 1, "shorter than 96 frames": 1}
+    # Each worker wrote its contiguous shard; any later run reloads them (whatever its num_proc) and still counts skips.
+    shards = sorted(cache.parent.glob("spectrograms_*_of_00002.arrow"))
+    assert [s.name for s in shards] == ["spectrograms_00000_of_00002.arrow", "spectrograms_00001_of_00002.arrow"]
+    written = [s.stat().st_mtime_ns for s in shards]
+    for num_proc in (2, 1):
+        again = SkipReport()
+        reloaded = compute_spectrograms(
+            clips, feature_extractor, 96, again, cache_file=str(cache), batch_size=2, num_proc=num_proc
+        )
+        assert reloaded["id"] == parallel["id"] and again.counts == skipped.counts
+    assert [s.stat().st_mtime_ns for s in shards] == written and not cache.exists()
+
+
+def test_spectrogram_workers_run_single_threaded_but_the_main_process_keeps_its_threads(messy_folder):
+    import os
+
+    from myna_training.data import make_spectrogram_function
+
+    clips = folder_clips(str(messy_folder)).select(range(2))
+    function = make_spectrogram_function(MynaFeatureExtractor(), 96, "float32", "cpu", single_threaded_workers=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        function(clips[:2])
+        assert torch.get_num_threads() == 2  # a map in the main process leaves the training threads alone
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # a worker, as datasets forks them
+            try:
+                function(clips[:2])
+                os.write(write, str(torch.get_num_threads()).encode())
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        assert os.read(read, 16) == b"1"
+    finally:
+        torch.set_num_threads(threads)
