@@ -131,7 +131,10 @@ class MynaFeatureExtractor(SequenceFeatureExtractor):
                 )
             else:
                 module = MynaMelSpectrogram(
-                    sampling_rate=self.sampling_rate, n_fft=self.n_fft, hop_length=self.hop_length, n_mels=self.feature_size
+                    sampling_rate=self.sampling_rate,
+                    n_fft=self.n_fft,
+                    hop_length=self.hop_length,
+                    n_mels=self.feature_size,
                 )
             self._mel_modules[key] = module.to(device).eval()
         return self._mel_modules[key]
@@ -215,7 +218,8 @@ class MynaFeatureExtractor(SequenceFeatureExtractor):
             return_tensors (`str`, *optional*):
                 `"pt"` or `"np"`; lists of arrays otherwise.
             device (`str` or `torch.device`, *optional*, defaults to `"cpu"`):
-                Where the mel spectrogram is computed (a GPU makes long batches faster). Outputs stay on that device with `"pt"`.
+                Where the mel spectrogram is computed (a GPU makes long batches faster). Outputs stay on that device
+                with `"pt"`.
 
         Returns:
             [`BatchFeature`] with `input_values` `(num_chunks, num_mel_bins, chunk_frames)`, `audio_index`

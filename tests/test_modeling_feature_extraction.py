@@ -26,7 +26,7 @@ def reference_mel(audio: np.ndarray) -> torch.Tensor:
 
 
 def assert_close_to_reference(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    """The FFT front end against nnAudio: max |difference| at most 1e-5 of the spectrogram's max (test_modeling_mel)."""
+    """The FFT front end against nnAudio: max |difference| <= 1e-5 of the spectrogram's max (see test_modeling_mel)."""
     assert actual.shape == expected.shape
     assert float((actual - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
 

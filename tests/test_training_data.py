@@ -211,7 +211,7 @@ def test_worker_processes_give_the_same_spectrograms_and_reload_their_shards(mes
     for ours, theirs in zip(parallel.with_format("numpy")["spectrogram"], single.with_format("numpy")["spectrogram"]):
         assert ours.shape == theirs.shape and np.abs(ours - theirs).max() <= 1e-6 * np.abs(theirs).max()
     assert skipped.counts == {"undecodable": 2, "silent": 1, "shorter than 96 frames": 1}
-    # Each worker wrote its contiguous shard; any later run reloads them (whatever its num_proc) and still counts skips.
+    # Each worker wrote its contiguous shard; a later run reloads them (whatever its num_proc) and counts the skips.
     shards = sorted(cache.parent.glob("spectrograms_*_of_00002.arrow"))
     assert [s.name for s in shards] == ["spectrograms_00000_of_00002.arrow", "spectrograms_00001_of_00002.arrow"]
     written = [s.stat().st_mtime_ns for s in shards]
