@@ -3,7 +3,7 @@
 The released checkpoints were trained on nnAudio's `MelSpectrogram(sr=16000, n_mels=128)` (SPEC §1). nnAudio
 computes the STFT as a 1-D convolution of the reflect-padded signal with 1025 windowed sine and cosine kernels of
 2048 taps each, then squares the magnitude and multiplies by its Slaney mel filterbank. That convolution is an
-O(n_fft) dot product per bin and frame; `torch.stft` gives the same sums by FFT, about 7-15x faster on a CPU core.
+O(n_fft) dot product per bin and frame; `torch.stft` gives the same sums by FFT, about 12x faster on a CPU core.
 
 `MynaMelSpectrogram` keeps nnAudio as the definition: its window and filterbank are the tensors nnAudio builds
 (`nnAudio.utils.get_window` + `pad_center`, `nnAudio.utils.get_mel`, the very calls `MelSpectrogram` makes), and
