@@ -324,6 +324,7 @@ def compute_spectrograms(
         )
     if cache_file is not None:
         os.makedirs(os.path.dirname(os.path.abspath(cache_file)), exist_ok=True)
+    workers = min(num_proc, len(clips))
     mapped = clips.map(
         function,
         batched=True,
@@ -331,7 +332,7 @@ def compute_spectrograms(
         remove_columns=clips.column_names,
         features=features,
         cache_file_name=cache_file,
-        num_proc=min(num_proc, len(clips)) if num_proc > 1 else None,
+        num_proc=workers if workers > 1 else None,  # None: the main process (datasets pools even num_proc=1)
         desc="Spectrograms",
     )
     reasons = mapped["skip_reason"]
