@@ -97,7 +97,7 @@ def test_masking_keeps_five_of_48_tokens_chosen_by_the_noise():
 def test_each_process_uses_its_slice_of_the_global_draws():
     # The loop draws crops for the whole global batch and slices: rank r of N gets what one process would give
     # rows r*B:(r+1)*B.
-    bank = SpectrogramBank(torch.rand(128, 1000), torch.tensor([313, 200, 187, 300]))
+    bank = SpectrogramBank(torch.rand(1000, 128), torch.tensor([313, 200, 187, 300]))
     index = torch.tensor([3, 1, 0, 2])
     first, second = random_crop_starts(bank.num_frames[index], 96, torch.Generator().manual_seed(3))
     whole = bank.crops(bank.offsets[index] + first, 96)
