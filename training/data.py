@@ -616,9 +616,10 @@ class SpectrogramStore:
         partial = directory + ".tmp"
         shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
+        stored_dtype = np.uint16 if bfloat16 else np.float32  # `datasets` hands uint16 columns out as int64
         with open(os.path.join(partial, "frames.bin"), "wb") as f:
             for array in iter_stored_spectrograms(spectrograms, chunk_size):
-                f.write(np.ascontiguousarray(array).tobytes())  # (T, F) rows, bfloat16 as its uint16 bits
+                f.write(np.ascontiguousarray(array, dtype=stored_dtype).tobytes())  # (T, F) rows
         np.save(os.path.join(partial, "num_frames.npy"), num_frames)
         meta = {
             "format": STORE_FORMAT,
