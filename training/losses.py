@@ -157,14 +157,14 @@ class SogCLRLoss(_GlobalContrastiveLoss):
       batch mean inside the log replaced by `u'_i`) summed over both views, averaged over examples. The value is a
       surrogate (it can go below 0); its gradient is the point.
 
-    Unlike libauc, the state is a buffer of shape `(num_tokenizers, dataset_size)` (one per tokenizer of a hybrid
-    model: their similarities differ; the reference's hybrid runs both tokenizers through one `GCLoss_v1`, whose single
-    `u` then mixes the two tokenizers' estimates), kept on the model's device and saved with the module's `state_dict`; the
-    first-visit check is a tensor, never read back to the host; under several processes every rank computes only its
-    own anchors' rows, and the indices and new values of every rank are gathered so that every rank holds the same
-    state (the reference instead computes the whole global batch's loss on every rank, which gives the same
-    gradients after DDP's averaging). iSogCLR (individual temperatures) and the cosine gamma schedule, both off in
-    the reference's defaults, are not implemented.
+    Unlike libauc, the state is a buffer of shape `(num_tokenizers, dataset_size)`, one per tokenizer of a hybrid
+    model, as their similarities differ (the reference runs both tokenizers through one `GCLoss_v1`, whose single `u`
+    then mixes the two tokenizers' estimates). It is kept on the model's device and saved with the module's
+    `state_dict`; the first-visit check is a tensor, never read back to the host. Under several processes every rank
+    computes only its own anchors' rows, and the indices and new values of every rank are gathered so that every rank
+    holds the same state (the reference instead computes the whole global batch's loss on every rank, which gives
+    the same gradients after DDP's averaging). iSogCLR (individual temperatures) and the cosine gamma schedule, both
+    off in the reference's defaults, are not implemented.
 
     Args:
         dataset_size (`int`): number of examples; `index` must lie in `[0, dataset_size)`.
