@@ -72,7 +72,8 @@ def test_paper_presets_resolve_to_the_papers_run(variant, patch_sizes):
     # Adam 3e-4 constant, weight decay 1e-5, batch 4096, 500 epochs, SogCLR at tau 0.1, bfloat16, AudioSet music.
     assert training_args.learning_rate == 3e-4 and training_args.lr_scheduler_type == "constant"
     assert training_args.warmup_steps == 0 and training_args.max_grad_norm == 0
-    assert training_args.weight_decay == 1e-5 and training_args.per_device_batch_size == 4096
+    assert training_args.weight_decay == 1e-5 and training_args.weight_decay_scope == "all"
+    assert training_args.per_device_batch_size == 4096
     assert training_args.max_steps == 0 and training_args.num_epochs == 500
     assert training_args.loss == "sogclr" and training_args.temperature == 0.1 and training_args.sogclr_gamma == 0.9
     assert training_args.mixed_precision == "bf16" and data_args.storage_dtype == "bfloat16"

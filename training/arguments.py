@@ -129,7 +129,9 @@ class PretrainingArguments:
     max_steps: int = field(default=300, metadata={"help": "Optimiser steps (overrides num_epochs when > 0)."})
     num_epochs: float = field(default=0, metadata={"help": "Epochs, used when max_steps <= 0."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (paper: 3e-4 at batch 4096)."})
-    weight_decay: float = field(default=1e-5, metadata={"help": "Adam weight decay on matrices (paper: 1e-5)."})
+    weight_decay: float = field(
+        default=1e-5, metadata={"help": "Adam (coupled L2) weight decay, on --weight_decay_scope (paper: 1e-5)."}
+    )
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
     warmup_steps: int = field(default=30, metadata={"help": "Linear warm-up steps."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0: off)."})
@@ -155,6 +157,14 @@ class PretrainingArguments:
     print_config: bool = field(
         default=False, metadata={"help": "Print the resolved settings (config file + flags) as YAML and exit."}
     )
+    weight_decay_scope: str = field(
+        default="matrices",
+        metadata={
+            "help": "'matrices': decay only tensors with >= 2 dims, not biases and LayerNorm gains (nanoGPT; the "
+            "default, kept so that existing runs and checkpoints train as before); 'all': every parameter, as the "
+            "reference code's torch.optim.Adam(model.parameters(), weight_decay=...) does (set by the paper preset)."
+        },
+    )
 
     def __post_init__(self):
         if self.loss not in ("sogclr", "infonce"):
@@ -169,6 +179,8 @@ class PretrainingArguments:
             raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/myna-small).")
         if self.max_steps <= 0 and self.num_epochs <= 0:
             raise ValueError("set max_steps > 0 or num_epochs > 0.")
+        if self.weight_decay_scope not in ("matrices", "all"):
+            raise ValueError(f"weight_decay_scope={self.weight_decay_scope!r}: choose 'matrices' or 'all'.")
 
 
 ARGUMENT_GROUPS = (ModelArguments, DataArguments, PretrainingArguments)

@@ -144,9 +144,15 @@ def prepare_store(clips, data_args, feature_extractor, crop_frames, cache_dir, s
     return store
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only (not on biases and LayerNorm gains), as nanoGPT."""
+def parameter_groups(model: torch.nn.Module, weight_decay: float, scope: str = "matrices") -> list[dict]:
+    """Adam parameter groups: weight decay on matrices only (`scope="matrices"`, not on biases and LayerNorm gains, as
+    nanoGPT), or on every parameter (`scope="all"`, as the reference code's `optim.Adam(model.parameters(),
+    weight_decay=...)`)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if scope == "all":
+        return [{"params": params, "weight_decay": weight_decay}]
+    if scope != "matrices":
+        raise ValueError(f"weight decay scope {scope!r}: choose 'matrices' or 'all'.")
     return [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
@@ -359,7 +365,8 @@ def main(argv: list[str] | None = None) -> dict:
         loss_fn = InfoNCELoss(training_args.temperature)
     loss_fn = loss_fn.to(accelerator.device)
     optimizer = torch.optim.Adam(
-        parameter_groups(model, training_args.weight_decay), lr=training_args.learning_rate
+        parameter_groups(model, training_args.weight_decay, training_args.weight_decay_scope),
+        lr=training_args.learning_rate,
     )
     scheduler = get_scheduler(
         training_args.lr_scheduler_type,
@@ -407,6 +414,8 @@ def main(argv: list[str] | None = None) -> dict:
     while progress.step < max_steps:
         micro = progress.micro_batches
         generator = torch.Generator(device=accelerator.device).manual_seed((training_args.seed * 1_000_003 + micro) * 2)
+        if isinstance(loss_fn, SogCLRLoss):  # libauc's adjust_gamma: the first-visit rule holds in epoch 0 only
+            loss_fn.set_epoch(micro // batches_per_epoch if batches_per_epoch else data.epoch)
         if prefetcher is not None:
             view1, view2, index = prefetcher.next()
         elif plan is not None:
@@ -530,7 +539,8 @@ def format_summary(summary: dict, config, probe_clips: int) -> str:
         f"({summary['examples_seen'] / max(summary['train_seconds'], 1e-9):.0f} examples/s)",
     ]
     if summary["first_loss"] is not None:
-        note = " (SogCLR surrogate: its gradient is the objective's, its value may go below 0)"
+        # libauc's GCLoss_v1 surrogate: cosine terms not divided by T, summed over both views.
+        note = " (SogCLR surrogate: its gradient is the global contrastive loss's, its value is not and may go below 0)"
         lines.append(
             f"loss: {summary['first_loss']:.3f} (first step) -> {summary['last_loss']:.3f} (last 10 micro-batches)"
             + (note if summary["loss_name"] == "sogclr" else "")
