@@ -76,7 +76,9 @@ def test_every_problem_type_with_every_split_style(tmp_path, problem_type, split
         write_csv(tmp_path / "labels.csv", rows)
         splits = {"column": "split"} if split_style == "column" else {"group_column": "artist", "seed": 3}
         task = dict(path="labels.csv", splits=splits)
-    path = write_task(tmp_path / "my_task.yaml", audio_column="file", problem_type=problem_type, **task, **LABELS[problem_type])
+    path = write_task(
+        tmp_path / "my_task.yaml", audio_column="file", problem_type=problem_type, **task, **LABELS[problem_type]
+    )
     spec, dataset = load_custom_task(path)
 
     assert spec.name == "my_task" and spec.problem_type.startswith(problem_type.split("_")[0])
@@ -178,14 +180,18 @@ def test_audiofolder_metadata_jsonl_with_list_labels(tmp_path):
 def test_missing_label_column_is_named_with_the_columns_found(tmp_path):
     write_csv(tmp_path / "labels.csv", clip_rows(tmp_path, 6))
     path = write_task(tmp_path / "t.yaml", path="labels.csv", audio_column="file", label_column="mood")
-    with pytest.raises(TaskFileError, match=r"column \['mood'\] not in .*labels.csv; found columns: .*arousal, artist"):
+    with pytest.raises(
+        TaskFileError, match=r"column \['mood'\] not in .*labels.csv; found columns: .*arousal, artist"
+    ):
         load_custom_task(path)
 
 
 def test_missing_table_lists_the_folder(tmp_path):
     write_csv(tmp_path / "labels.csv", clip_rows(tmp_path, 6))
     path = write_task(tmp_path / "t.yaml", path="label.csv")
-    with pytest.raises(TaskFileError, match=r"table .*/label.csv does not exist \(found in .*: audio, labels.csv, t.yaml\)"):
+    with pytest.raises(
+        TaskFileError, match=r"table .*/label.csv does not exist \(found in .*: audio, labels.csv, t.yaml\)"
+    ):
         load_custom_task(path)
 
 
@@ -194,9 +200,7 @@ def test_task_file_errors_are_specific(tmp_path):
     with pytest.raises(TaskFileError, match=r"unknown keys \['label'\]"):
         load_custom_task(write_task(tmp_path / "a.yaml", path="labels.csv", label="genre"))
     with pytest.raises(TaskFileError, match=r"metric 'myna_r2' does not score a single_label"):
-        load_custom_task(
-            write_task(tmp_path / "b.yaml", path="labels.csv", label_column="genre", metrics=["myna_r2"])
-        )
+        load_custom_task(write_task(tmp_path / "b.yaml", path="labels.csv", label_column="genre", metrics=["myna_r2"]))
     with pytest.raises(TaskFileError, match=r"no metric module 'f1'.*available: \['myna_accuracy'"):
         load_custom_task(write_task(tmp_path / "c.yaml", path="labels.csv", label_column="genre", metrics=["f1"]))
     with pytest.raises(TaskFileError, match=r"set label_delimiter"):
@@ -223,7 +227,9 @@ def test_extra_metrics_are_reported_beside_the_first(tmp_path):
 
     write_csv(tmp_path / "labels.csv", clip_rows(tmp_path, 6))
     spec, _ = load_custom_task(
-        write_task(tmp_path / "t.yaml", path="labels.csv", label_column="genre", metrics=["myna_accuracy", "myna_accuracy"])
+        write_task(
+            tmp_path / "t.yaml", path="labels.csv", label_column="genre", metrics=["myna_accuracy", "myna_accuracy"]
+        )
     )
     assert spec.extra_metrics == ("myna_accuracy",)
     outputs = np.eye(3)[[0, 1, 2, 0]]
@@ -232,5 +238,7 @@ def test_extra_metrics_are_reported_beside_the_first(tmp_path):
 
 def test_hub_source_fails_offline_with_a_clear_message(tmp_path):
     path = write_task(tmp_path / "t.yaml", path="someone/my-dataset", source="hub", label_column="label")
-    with pytest.raises(ConnectionError, match=r"could not load the Hub dataset 'someone/my-dataset'.*source: audiofolder"):
+    with pytest.raises(
+        ConnectionError, match=r"could not load the Hub dataset 'someone/my-dataset'.*source: audiofolder"
+    ):
         load_custom_task(path)

@@ -271,5 +271,7 @@ def test_every_marble_task_has_a_vocabulary_and_a_metric():
 def test_marble_probe_grid_is_marbles_search_space():
     grid = marble_probe_grid()
     assert [c.learning_rate for c in grid] == [1e-2, 5e-3, 1e-3, 5e-4, 1e-4]
-    assert {(c.hidden_size, c.dropout, c.batch_size, c.l2, c.standardize) for c in grid} == {(512, 0.2, 64, 0.0, False)}
+    assert {(c.hidden_size, c.dropout, c.batch_size, c.l2, c.standardize) for c in grid} == {
+        (512, 0.2, 64, 0.0, False)
+    }
     assert len(marble_probe_grid(fast=True)) == 2

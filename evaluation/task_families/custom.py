@@ -107,7 +107,9 @@ def _found(names) -> str:
 def read_task_file(path: str) -> CustomTask:
     """A `CustomTask` from a YAML (or JSON) task file, or the defaults for a folder of labelled audio."""
     if os.path.isdir(path):
-        return CustomTask(name=os.path.basename(os.path.normpath(path)), path=os.path.abspath(path), source="audiofolder")
+        return CustomTask(
+            name=os.path.basename(os.path.normpath(path)), path=os.path.abspath(path), source="audiofolder"
+        )
     if not os.path.isfile(path):
         folder = os.path.dirname(os.path.abspath(path))
         found = os.listdir(folder) if os.path.isdir(folder) else []
@@ -120,7 +122,9 @@ def read_task_file(path: str) -> CustomTask:
     with open(path, encoding="utf-8") as f:
         values = yaml.safe_load(f) or {}
     if not isinstance(values, dict):
-        raise TaskFileError(f"{path}: a task file is a mapping of keys (name, path, label_column, ...), got {values!r}.")
+        raise TaskFileError(
+            f"{path}: a task file is a mapping of keys (name, path, label_column, ...), got {values!r}."
+        )
     allowed = {f.name for f in fields(CustomTask)} - {"base_dir"}
     unknown = sorted(set(values) - allowed)
     if unknown:
@@ -251,9 +255,7 @@ def _hub_rows(task: CustomTask) -> dict[str, list[dict]]:
     for hub_split, dataset in loaded.items():
         if isinstance(dataset.features[audio_column], datasets.Audio):
             dataset = dataset.cast_column(audio_column, datasets.Audio(decode=False))
-        class_names = {
-            c: f.names for c, f in dataset.features.items() if isinstance(f, datasets.ClassLabel)
-        }
+        class_names = {c: f.names for c, f in dataset.features.items() if isinstance(f, datasets.ClassLabel)}
         split_rows = []
         for index, example in enumerate(dataset):
             for column_name, names in class_names.items():
@@ -314,7 +316,10 @@ def _fractions(task: CustomTask) -> tuple[float, float, float]:
     if isinstance(values, dict):
         values = [values.get(k, values.get({"validation": "valid"}.get(k, k), 0.0)) for k in SPLITS]
     if len(values) != 3 or any(v < 0 for v in values) or abs(sum(values) - 1) > 1e-6:
-        raise TaskFileError(f"{task.where}: splits.fractions must be three numbers train, validation, test summing to 1, got {values!r}.")
+        raise TaskFileError(
+            f"{task.where}: splits.fractions must be three numbers train, validation, test summing to 1, "
+            f"got {values!r}."
+        )
     return tuple(float(v) for v in values)
 
 
@@ -340,9 +345,7 @@ def group_split(groups: list[str], fractions=DEFAULT_FRACTIONS, seed: int = 0) -
     # Small sets: move the last groups dealt into any split left empty.
     for target in (2, 1, 0):
         if target not in assignment:
-            donor = next(
-                i for i in range(len(assignment) - 1, -1, -1) if assignment.count(assignment[i]) > 1
-            )
+            donor = next(i for i in range(len(assignment) - 1, -1, -1) if assignment.count(assignment[i]) > 1)
             assignment[donor] = target
     return {str(names[index]): SPLITS[split] for index, split in zip(order, assignment)}
 
@@ -404,7 +407,9 @@ def _labels(task: CustomTask, rows: dict[str, list[dict]], where: str) -> tuple[
     else:
         targets = [task.label_column]
     all_rows = [r for split_rows in rows.values() for r in split_rows]
-    _require_columns(task, all_rows, [task.audio_column, *targets] + ([task.id_column] if task.id_column else []), where)
+    _require_columns(
+        task, all_rows, [task.audio_column, *targets] + ([task.id_column] if task.id_column else []), where
+    )
 
     def raw_value(row, split, number):
         return row[targets[0]], f"row {number} of {where} ({split})"
@@ -416,7 +421,9 @@ def _labels(task: CustomTask, rows: dict[str, list[dict]], where: str) -> tuple[
         names = tuple(str(n) for n in task.labels) if task.labels else tuple(sorted(seen))
         unknown = sorted(seen - set(names))
         if unknown:
-            raise TaskFileError(f"{task.where}: labels {unknown} in {where} are not in the task's labels {list(names)}.")
+            raise TaskFileError(
+                f"{task.where}: labels {unknown} in {where} are not in the task's labels {list(names)}."
+            )
     elif task.problem_type == MULTI_LABEL:
         seen = set()
         for split, split_rows in rows.items():
@@ -473,7 +480,10 @@ def _metrics(task: CustomTask, label_names: tuple[str, ...]) -> tuple[str, tuple
 def custom_spec(task: CustomTask, label_names: tuple[str, ...], source: str) -> TaskSpec:
     metric, extra = _metrics(task, label_names)
     if task.problem_type == MULTI_LABEL:
-        primary, columns = "roc_auc_macro", ((f"{task.name} AUC", "roc_auc_macro"), (f"{task.name} AP", "average_precision_macro"))
+        primary, columns = (
+            "roc_auc_macro",
+            ((f"{task.name} AUC", "roc_auc_macro"), (f"{task.name} AP", "average_precision_macro")),
+        )
     elif task.problem_type == REGRESSION:
         primary, columns = "r2_mean", ((f"{task.name} R2", "r2_mean"),)
     elif metric == "myna_key":
@@ -488,10 +498,14 @@ def load_custom_task(task_or_path):
     [`CustomTask`]."""
     task = task_or_path if isinstance(task_or_path, CustomTask) else read_task_file(task_or_path)
     if not isinstance(task.splits, dict):
-        raise TaskFileError(f"{task.where}: splits is a mapping (column / files / group_column ...), got {task.splits!r}.")
+        raise TaskFileError(
+            f"{task.where}: splits is a mapping (column / files / group_column ...), got {task.splits!r}."
+        )
     unknown = sorted(set(task.splits) - {"column", "files", "group_column", "fractions", "seed"})
     if unknown:
-        raise TaskFileError(f"{task.where}: unknown splits keys {unknown}; use column, files, or group_column, fractions, seed.")
+        raise TaskFileError(
+            f"{task.where}: unknown splits keys {unknown}; use column, files, or group_column, fractions, seed."
+        )
     rows, kind, location = _rows_by_split(task)
     if isinstance(rows, dict):
         unknown_splits = [s for s in rows if s not in SPLITS]
@@ -502,8 +516,8 @@ def load_custom_task(task_or_path):
         missing = [s for s in SPLITS if not rows.get(s)]
         if missing:
             raise TaskFileError(
-                f"{task.where}: {location} gives no rows for {missing} (found splits: {_found(s for s in rows if rows[s])}); "
-                "add them, or split by a column or by groups (splits: column / group_column)."
+                f"{task.where}: {location} gives no rows for {missing} (found splits: "
+                f"{_found(s for s in rows if rows[s])}); add them, or split by a column or by groups (splits: column / group_column)."
             )
     else:
         if not task.audio_column:
@@ -525,7 +539,10 @@ def load_custom_task(task_or_path):
     if task.problem_type == REGRESSION:
         labelled, _, _ = standardize_targets(labelled, fit_splits=("train",))
     missing_audio = sum(
-        1 for split_rows in labelled.values() for _, audio, _ in split_rows if isinstance(audio, str) and not os.path.isfile(audio)
+        1
+        for split_rows in labelled.values()
+        for _, audio, _ in split_rows
+        if isinstance(audio, str) and not os.path.isfile(audio)
     )
     if missing_audio:
         logger.warning("%s: %d audio files do not exist; they will be skipped and counted", task.where, missing_audio)

@@ -4,7 +4,7 @@ Task names and what they score (metrics as MARBLE reports them):
 
 | task | labels | metric |
 | --- | --- | --- |
-| `mtg-genre`, `mtg-instrument`, `mtg-moodtheme`, `mtg-top50tags` | 87 / 40 / 56 / 50 tags, official split 0 | macro ROC-AUC, macro AP |
+| `mtg-genre`, `-instrument`, `-moodtheme`, `-top50tags` | 87 / 40 / 56 / 50 tags, split 0 | macro ROC-AUC, AP |
 | `nsynth-instrument` | 11 instrument families | accuracy |
 | `nsynth-pitch` | 128 MIDI pitches | accuracy |
 | `vocalset-singer` | 20 singers | accuracy |
@@ -159,7 +159,9 @@ def _mtg_original(name: str, root: str, spec: TaskSpec) -> dict[str, list]:
             lines = f.read().splitlines()
         header = lines[0].split("\t")
         if header[:4] != ["TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH"]:
-            raise ValueError(f"{path}: expected the header TRACK_ID ARTIST_ID ALBUM_ID PATH DURATION TAGS, got {header}.")
+            raise ValueError(
+                f"{path}: expected the header TRACK_ID ARTIST_ID ALBUM_ID PATH DURATION TAGS, got {header}."
+            )
         for line_number, line in enumerate(lines[1:], 2):
             if not line.strip():
                 continue
@@ -172,7 +174,9 @@ def _mtg_original(name: str, root: str, spec: TaskSpec) -> dict[str, list]:
                     f"(data/mtg_{subset}_tags.txt); is this split {MTG_SPLIT} of the official release?"
                 )
             relative = fields[3].replace(".mp3", ".low.mp3") if low else fields[3]
-            rows[split].append((fields[0], os.path.join(audio_dir, relative), [float(t in tags) for t in spec.label_names]))
+            rows[split].append(
+                (fields[0], os.path.join(audio_dir, relative), [float(t in tags) for t in spec.label_names])
+            )
     return rows
 
 
