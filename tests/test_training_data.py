@@ -236,7 +236,7 @@ def test_store_round_trips_and_out_of_core_crops_equal_resident_crops(tmp_path, 
     assert SpectrogramStore(str(tmp_path / "store")).skip_report().counts == {"silent": 1}
     resident = store.bank("cpu", resident=True)
     mapped = store.bank("cpu", resident=False)
-    assert resident.frames.dtype == mapped.frames.dtype == getattr(torch, storage_dtype)
+    assert resident.dtype == mapped.dtype == getattr(torch, storage_dtype) and len(mapped) == 10
     torch.testing.assert_close(resident.frames, SpectrogramBank.from_dataset(dataset).frames, rtol=0, atol=0)
 
     # Rank 1 of 2 (rows 3:6 of a global batch of 6), micro-batches 2, 3, 4 (crossing into epoch 1).
@@ -271,23 +271,29 @@ def test_batch_plan_is_a_pure_function_of_seed_and_micro_batch():
 
 
 def test_out_of_core_reading_keeps_host_memory_flat(tmp_path):
-    # Reading crops from the memory-mapped store allocates only the batch: anonymous memory does not grow with the
-    # set, whatever was read (the file's pages belong to the page cache).
-    from myna_training.data import SpectrogramStore
+    # Reading every clip of the store through the prefetcher leaves the process's memory (its own pages and any file
+    # pages it maps) far below the store's size: crops are read into the batch, nothing is memory-mapped.
+    from myna_training.data import BatchPlan, CropPrefetcher, SpectrogramStore
 
     store = SpectrogramStore.write(random_spectrogram_dataset([313] * 400), str(tmp_path / "store"), SkipReport())
     bank = store.bank("cpu", resident=False)
 
-    def anonymous_kib():
+    def resident_kib():
         with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("RssAnon"))
+            fields = dict(line.split(":", 1) for line in f)
+        return {k: int(fields[k].split()[0]) for k in ("RssAnon", "RssFile")}
 
-    crops = bank.crops(bank.offsets[:8], 96)  # warm up the allocator
-    before = anonymous_kib()
-    for start in range(0, 400, 8):
-        crops = bank.crops(bank.offsets[start : start + 8] + 100, 96)
-    assert crops.shape == (8, 128, 96)
-    assert anonymous_kib() - before < store.nbytes / 1024 / 4, "crops should not load the set into memory"
+    plan = BatchPlan(store.num_frames, global_batch=8, crop_frames=96, seed=0)
+    prefetcher = CropPrefetcher(bank, plan, slice(0, 8), "cpu")
+    prefetcher.next()  # warm up the allocator and the thread
+    before, peak_file = resident_kib(), 0
+    for _ in range(plan.batches_per_epoch):  # every clip once
+        view1, _, _ = prefetcher.next()
+        peak_file = max(peak_file, resident_kib()["RssFile"])
+    prefetcher.close()
+    assert view1.shape == (8, 128, 96)
+    assert resident_kib()["RssAnon"] - before["RssAnon"] < store.nbytes / 1024 / 4, "crops loaded the set into memory"
+    assert peak_file - before["RssFile"] < store.nbytes / 1024 / 4, "the store's file was mapped into memory"
 
 
 def test_placement_follows_the_size_and_refuses_what_cannot_fit():

@@ -168,7 +168,7 @@ def test_run_killed_mid_way_resumes_to_the_same_weights(tmp_path):
     resumed = launch(common_out_of_core + ["--output_dir", str(killed_dir), "--resume_from_checkpoint", "latest"])
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, output[-3000:]
-    assert "-> out-of-core: memory-mapped from" in output and "spectrograms: reusing" in output
+    assert "-> out-of-core: read from" in output and "spectrograms: reusing" in output
     assert "resumed from" in output and "at step 80" not in output
     expected, actual = load_file(tmp_path / "straight" / "model.safetensors"), load_file(killed_dir / "model.safetensors")
     assert expected.keys() == actual.keys()

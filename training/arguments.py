@@ -98,8 +98,8 @@ class DataArguments:
     spectrogram_placement: str = field(
         default="auto",
         metadata={
-            "help": "'resident' (the whole set in device memory), 'out_of_core' (memory-mapped from disk, read "
-            "ahead by a background thread) or 'auto' (resident when it takes under half the free memory)."
+            "help": "'resident' (the whole set in device memory), 'out_of_core' (crops read from the store on "
+            "disk by a background thread) or 'auto' (resident when it takes under half the free memory)."
         },
     )
     cache_dir: str | None = field(

@@ -414,7 +414,7 @@ def random_crop_starts(
 def gather_crops(frames: torch.Tensor, starts: torch.Tensor, crop_frames: int, out: torch.Tensor | None = None):
     """`(total_frames, F)` frames and `(B,)` absolute start rows to `(B, F, crop_frames)` crops, one gather.
 
-    A crop is `crop_frames` consecutive rows, so each is one contiguous read of the (possibly memory-mapped) frames.
+    A crop is `crop_frames` consecutive rows: one contiguous read, in memory or (`DiskSpectrogramBank`) on disk.
     `out`, when given, is a `(B * crop_frames, F)` buffer (pinned memory, say) that receives the rows.
     """
     rows = (starts.to(frames.device)[:, None] + torch.arange(crop_frames, device=frames.device)).reshape(-1)
@@ -435,7 +435,7 @@ def crop_generator(seed: int, micro_batch: int) -> torch.Generator:
 class BatchPlan:
     """Which clips and crop starts micro-batch `m` uses: a pure function of `(seed, m)` for the whole global batch.
 
-    Every placement of the spectrograms (a device-resident bank, a memory-mapped store read by a background thread)
+    Every placement of the spectrograms (a device-resident bank, the store on disk read by a background thread)
     and any number of processes follow the same plan, so they train on exactly the same crops.
     """
 
@@ -464,8 +464,7 @@ class SpectrogramBank:
     """Every spectrogram side by side in one `(total_frames, num_mel_bins)` tensor, cropped with one gather.
 
     Clip `i` occupies rows `offsets[i] : offsets[i] + num_frames[i]`. The frames live on the training device
-    (resident) or stay in a memory-mapped file on disk (`SpectrogramStore.bank(resident=False)`), where a crop reads
-    only its own rows and the page cache, not the process, holds what was read.
+    (resident); `DiskSpectrogramBank` is the same interface over the store's file (out-of-core).
     """
 
     def __init__(self, frames: torch.Tensor, num_frames: torch.Tensor):
@@ -488,6 +487,14 @@ class SpectrogramBank:
     @property
     def nbytes(self) -> int:
         return self.frames.numel() * self.frames.element_size()
+
+    @property
+    def num_mel_bins(self) -> int:
+        return self.frames.shape[1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.frames.dtype
 
     @classmethod
     def from_dataset(cls, dataset, device: str | torch.device = "cpu", chunk_size: int = 256) -> "SpectrogramBank":
@@ -520,6 +527,70 @@ class SpectrogramBank:
         first, second = random_crop_starts(self.num_frames.cpu()[index], crop_frames, generator, max_distance)
         offsets = self.offsets.cpu()[index]
         return self.crops(offsets + first, crop_frames), self.crops(offsets + second, crop_frames)
+
+
+class DiskSpectrogramBank:
+    """An out-of-core `SpectrogramBank`: the frames stay in the store's file and each crop is one `pread` of its
+    `crop_frames` consecutive rows, spread over a few threads (the reads release the GIL).
+
+    Nothing is memory-mapped: the process holds only the batch being read, whatever the store's size, and the
+    kernel's page cache keeps what was read for the next time.
+    """
+
+    def __init__(self, path: str, num_frames: torch.Tensor, num_mel_bins: int, dtype: torch.dtype, threads: int = 4):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.path = path
+        self.num_frames = num_frames.cpu().long()
+        self.offsets = torch.cumsum(self.num_frames, 0) - self.num_frames
+        self.num_mel_bins, self.dtype = num_mel_bins, dtype
+        self.row_bytes = num_mel_bins * torch.empty((), dtype=dtype).element_size()
+        expected = int(self.num_frames.sum()) * self.row_bytes
+        if os.path.getsize(path) != expected:
+            raise ValueError(f"{path} holds {os.path.getsize(path)} bytes, not the {expected} of its clips: the store "
+                             "is damaged; delete its folder to recompute it.")
+        self.fd = os.open(path, os.O_RDONLY)
+        self.threads = threads
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="myna-pread")
+
+    def __len__(self) -> int:
+        return self.num_frames.shape[0]
+
+    def __del__(self):
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
+            self.pool.shutdown(wait=False)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.num_frames.sum()) * self.row_bytes
+
+    def _read(self, buffer: np.ndarray, positions: list[int]) -> None:
+        for row, position in zip(buffer, positions):
+            done = os.preadv(self.fd, [row], position)
+            if done != row.nbytes:  # regular files return whole reads; anything else is a truncated store
+                raise OSError(f"short read of {self.path} at byte {position}: the store is damaged, delete it.")
+
+    def crops(self, starts: torch.Tensor, crop_frames: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, F, crop_frames)` crops at absolute rows `starts` `(B,)`, read into `out` (`(B * crop_frames, F)`,
+        pinned memory, say) or a new tensor."""
+        count = starts.shape[0]
+        if out is None:
+            out = torch.empty((count * crop_frames, self.num_mel_bins), dtype=self.dtype)
+        buffer = out.view(torch.uint8).numpy().reshape(count, crop_frames * self.row_bytes)
+        positions = (starts.long() * self.row_bytes).tolist()
+        share = -(-count // self.threads)
+        jobs = [
+            self.pool.submit(self._read, buffer[i : i + share], positions[i : i + share])
+            for i in range(0, count, share)
+        ]
+        for job in jobs:
+            job.result()
+        return out.view(count, crop_frames, self.num_mel_bins).transpose(1, 2)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -590,21 +661,24 @@ class SpectrogramStore:
             report.add(reason, self.meta["skipped"]["examples"].get(reason, "?"), count)
         return report
 
-    def mapped_frames(self) -> torch.Tensor:
-        """The frames as a `(total_frames, num_mel_bins)` CPU tensor backed by the file (private, read on demand)."""
-        path = os.path.join(self.directory, "frames.bin")
-        size = self.total_frames * self.num_mel_bins
-        return torch.from_file(path, shared=False, size=size, dtype=self.dtype).view(self.total_frames, -1)
+    @property
+    def frames_path(self) -> str:
+        return os.path.join(self.directory, "frames.bin")
 
-    def bank(self, device, resident: bool) -> SpectrogramBank:
-        """A resident bank on `device` (read once, in chunks), or an out-of-core bank over the memory-mapped file."""
-        mapped = self.mapped_frames()
+    def bank(self, device, resident: bool) -> "SpectrogramBank | DiskSpectrogramBank":
+        """A resident bank on `device` (the file read once, 256 MiB at a time), or an out-of-core bank that reads
+        each crop from the file."""
         if not resident:
-            return SpectrogramBank(mapped, self.num_frames)
-        frames = torch.empty(mapped.shape, dtype=mapped.dtype, device=device)
-        step = max(1, (256 << 20) // (self.num_mel_bins * mapped.element_size()))  # 256 MiB at a time
-        for row in range(0, len(mapped), step):
-            frames[row : row + step] = mapped[row : row + step].to(device)
+            return DiskSpectrogramBank(self.frames_path, self.num_frames, self.num_mel_bins, self.dtype)
+        frames = torch.empty((self.total_frames, self.num_mel_bins), dtype=self.dtype, device=device)
+        itemsize = frames.element_size()
+        step = max(1, (256 << 20) // (self.num_mel_bins * itemsize))
+        with open(self.frames_path, "rb") as f:
+            for row in range(0, self.total_frames, step):
+                rows = min(step, self.total_frames - row)
+                bits = np.fromfile(f, dtype=np.int16 if itemsize == 2 else np.float32, count=rows * self.num_mel_bins)
+                chunk = torch.from_numpy(bits).view(self.dtype).view(rows, self.num_mel_bins)
+                frames[row : row + rows] = chunk.to(device)
         return SpectrogramBank(frames, self.num_frames)
 
     @classmethod
@@ -612,21 +686,42 @@ class SpectrogramStore:
         """Writes the store of a `compute_spectrograms` dataset (bad clips already dropped) to `directory`."""
         feature = spectrograms.features["spectrogram"]
         bfloat16 = feature.dtype == "uint16"
-        num_frames = np.asarray(spectrograms["num_frames"], dtype=np.int64)
+        stored_dtype = np.uint16 if bfloat16 else np.float32  # `datasets` hands uint16 columns out as int64
+        arrays = (np.asarray(a, dtype=stored_dtype) for a in iter_stored_spectrograms(spectrograms, chunk_size))
+        return cls.write_arrays(
+            directory,
+            arrays,
+            np.asarray(spectrograms["num_frames"], dtype=np.int64),
+            "bfloat16" if bfloat16 else "float32",
+            int(feature.shape[1]),
+            skipped,
+        )
+
+    @classmethod
+    def write_arrays(cls, directory, arrays, num_frames, dtype: str, num_mel_bins: int, skipped=None):
+        """Writes a store from `arrays`, `(frames, num_mel_bins)` numpy arrays in the stored dtype (bfloat16 as its
+        uint16 bits) whose rows add up to `num_frames` `(num_clips,)`, clip after clip."""
+        num_frames = np.asarray(num_frames, dtype=np.int64)
+        skipped = skipped or SkipReport()
         partial = directory + ".tmp"
         shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
-        stored_dtype = np.uint16 if bfloat16 else np.float32  # `datasets` hands uint16 columns out as int64
+        rows = 0
         with open(os.path.join(partial, "frames.bin"), "wb") as f:
-            for array in iter_stored_spectrograms(spectrograms, chunk_size):
-                f.write(np.ascontiguousarray(array, dtype=stored_dtype).tobytes())  # (T, F) rows
+            for array in arrays:
+                if array.ndim != 2 or array.shape[1] != num_mel_bins:
+                    raise ValueError(f"expected (frames, {num_mel_bins}) arrays, got {array.shape}.")
+                f.write(np.ascontiguousarray(array).tobytes())
+                rows += array.shape[0]
+        if rows != int(num_frames.sum()):
+            raise ValueError(f"the arrays hold {rows} frames but num_frames adds up to {int(num_frames.sum())}.")
         np.save(os.path.join(partial, "num_frames.npy"), num_frames)
         meta = {
             "format": STORE_FORMAT,
-            "dtype": "bfloat16" if bfloat16 else "float32",
-            "num_mel_bins": int(feature.shape[1]),
+            "dtype": dtype,
+            "num_mel_bins": num_mel_bins,
             "num_clips": int(len(num_frames)),
-            "total_frames": int(num_frames.sum()),
+            "total_frames": rows,
             "skipped": {"counts": dict(skipped.counts), "examples": dict(skipped.examples)},
         }
         with open(os.path.join(partial, "meta.json"), "w", encoding="utf-8") as f:
@@ -693,13 +788,13 @@ def check_disk_space(directory: str, needed_bytes: int, what: str) -> None:
 class CropPrefetcher:
     """Reads upcoming micro-batches' crops from an out-of-core bank in a background thread.
 
-    The thread follows `plan` from micro-batch `start`, gathers this process's rows of each batch (`rows`, a slice of
-    the global batch) from the memory-mapped frames into pinned host buffers and, on a GPU, starts their copy to the
+    The thread follows `plan` from micro-batch `start`, reads this process's rows of each batch (`rows`, a slice of
+    the global batch) from the store's file into pinned host buffers and, on a GPU, starts their copy to the
     device on a side stream, so that disk reads and host-to-device copies overlap the training step. `next()` returns
     `(view1, view2, index)` in order; the consumer's stream waits for the copy on the device, not on the host.
     """
 
-    def __init__(self, bank: SpectrogramBank, plan: BatchPlan, rows: slice, device, start: int = 0, depth: int = 2):
+    def __init__(self, bank, plan: BatchPlan, rows: slice, device, start: int = 0, depth: int = 2):
         import queue
         import threading
 
@@ -708,10 +803,10 @@ class CropPrefetcher:
         self.cuda = self.device.type == "cuda"
         self.queue = queue.Queue(maxsize=depth)
         local = len(range(*rows.indices(plan.global_batch)))
-        shape = (local * plan.crop_frames, bank.frames.shape[1])
+        shape = (local * plan.crop_frames, bank.num_mel_bins)
         # Two views per batch; `depth` batches queued, one being filled and one being used.
         self.buffers = [
-            [torch.empty(shape, dtype=bank.frames.dtype, pin_memory=True) for _ in range(2)]
+            [torch.empty(shape, dtype=bank.dtype, pin_memory=True) for _ in range(2)]
             for _ in range(depth + 2 if self.cuda else 0)
         ]
         self.copied = [None] * max(len(self.buffers), 1)  # the event after which a buffer may be refilled
@@ -840,6 +935,7 @@ __all__ = [
     "PLACEMENTS",
     "BatchPlan",
     "CropPrefetcher",
+    "DiskSpectrogramBank",
     "SkipReport",
     "SpectrogramBank",
     "SpectrogramStore",

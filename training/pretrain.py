@@ -35,6 +35,7 @@ from myna_training.arguments import flat_config, parse_arguments, to_yaml
 from myna_training.data import (
     BatchPlan,
     CropPrefetcher,
+    DiskSpectrogramBank,
     SkipReport,
     SpectrogramStore,
     StreamingSpectrograms,
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"spectrograms: {num_clips} clips, {store.total_frames} frames, {gib(store.nbytes)} as "
             f"{store.meta['dtype']} ({numbers}) -> "
             + ("resident on " + str(accelerator.device) if placement == "resident" else
-               f"out-of-core: memory-mapped from {store.directory}, read ahead by a background thread")
+               f"out-of-core: read from {store.frames_path} by a background thread")
         )
 
     max_steps = training_args.max_steps
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.train()
     # An out-of-core bank is read ahead by a background thread from where the run stands (after a resume too).
     prefetcher = None
-    if plan is not None and data.device != accelerator.device:
+    if isinstance(data, DiskSpectrogramBank):
         prefetcher = CropPrefetcher(data, plan, local_rows, accelerator.device, start=progress.micro_batches)
     while progress.step < max_steps:
         micro = progress.micro_batches
