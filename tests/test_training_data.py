@@ -88,6 +88,9 @@ def test_bfloat16_storage_round_trip_keeps_large_power_values():
     decoded = decode_spectrograms(stored, bfloat16=True)
     assert decoded.dtype == torch.bfloat16
     torch.testing.assert_close(decoded.float(), spectrogram, rtol=1e-2, atol=0)  # float16 would overflow at 1e6
+    values = torch.rand(10_000, generator=torch.Generator().manual_seed(0)) ** 8 * 1e6
+    rounded = decode_spectrograms(encode_spectrogram(values[None], "bfloat16"), bfloat16=True).float()[0]
+    assert ((rounded - values).abs() / values).max() <= 2**-8  # 8 significant bits, round to nearest
     with pytest.raises(ValueError, match="float16 overflows"):
         from myna_training.data import spectrogram_features
 
@@ -345,3 +348,21 @@ def test_folder_of_tracks_is_cut_into_segments_and_silent_segments_are_counted(t
     stored = spectrograms.with_format("numpy")[spectrograms["id"].index("long.wav#1")]["spectrogram"]
     torch.testing.assert_close(decode_spectrograms(stored, bfloat16=False), whole, rtol=1e-3, atol=1e-2)  # batched
     assert len(folder_clips(str(tmp_path))) == 4  # without segment_seconds: one clip per file
+
+
+@pytest.mark.gpu
+def test_out_of_core_crops_reach_the_gpu_equal_to_resident_gpu_crops(tmp_path):
+    from myna_training.data import BatchPlan, CropPrefetcher, SpectrogramStore
+
+    store = SpectrogramStore.write(random_spectrogram_dataset([313, 200, 96, 150] * 16), str(tmp_path / "s"), SkipReport())
+    resident = store.bank("cuda", resident=True)
+    plan = BatchPlan(store.num_frames, global_batch=16, crop_frames=96, seed=0)
+    prefetcher = CropPrefetcher(store.bank("cuda", resident=False), plan, slice(0, 16), "cuda", depth=2)
+    for micro in range(8):  # more batches than pinned buffers: buffers are reused only after their copy
+        index, first, second = plan(micro)
+        view1, view2, got = prefetcher.next()
+        assert view1.device.type == "cuda" and torch.equal(got, index)
+        offsets = resident.offsets.cpu()[index]
+        assert torch.equal(view1, resident.crops(offsets + first, 96))
+        assert torch.equal(view2, resident.crops(offsets + second, 96))
+    prefetcher.close()

@@ -247,3 +247,13 @@ def test_streamed_sogclr_matches_the_cached_run(tmp_path):
     torch.testing.assert_close(runs["streamed"][0], runs["cached"][0], rtol=0, atol=0)
     for key, value in runs["cached"][1].items():
         torch.testing.assert_close(runs["streamed"][1][key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("placement", ["resident", "out_of_core"])
+def test_cpu_smoke_preset_trains_in_bf16_on_a_gpu(tmp_path, placement):
+    config = os.path.join(os.path.dirname(PRETRAIN), "configs", "cpu-smoke.yaml")
+    summary = pretrain.main(["--config", config, "--mixed_precision", "bf16", "--spectrogram_placement", placement,
+                             "--output_dir", str(tmp_path / "run"), "--max_steps", "6"])
+    assert summary["steps"] == 6 and torch.isfinite(torch.tensor(summary["last_loss"]))
+    assert AutoModel.from_pretrained(tmp_path / "run").config.hidden_size == 64

@@ -84,7 +84,7 @@ class DataArguments:
     storage_dtype: str = field(
         default="bfloat16",
         metadata={
-            "help": "Spectrogram store dtype: bfloat16 (half the bytes; relative rounding 2^-9, see "
+            "help": "Spectrogram store dtype: bfloat16 (half the bytes; relative rounding at most 2^-8, see "
             "benchmarks/benchmark_storage_dtype.py) or float32 (never float16: power mels overflow it)."
         },
     )
