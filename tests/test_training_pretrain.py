@@ -257,3 +257,32 @@ def test_cpu_smoke_preset_trains_in_bf16_on_a_gpu(tmp_path, placement):
                              "--output_dir", str(tmp_path / "run"), "--max_steps", "6"])
     assert summary["steps"] == 6 and torch.isfinite(torch.tensor(summary["last_loss"]))
     assert AutoModel.from_pretrained(tmp_path / "run").config.hidden_size == 64
+
+
+def test_checkpoint_listing_ignores_foreign_and_partial_folders(tmp_path):
+    for name in ("checkpoint-10", "checkpoint-2", "checkpoint-30.tmp", "checkpoint-foo", "checkpoint-", "notes"):
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+    assert [os.path.basename(p) for p in pretrain.list_checkpoints(str(tmp_path))] == ["checkpoint-2", "checkpoint-10"]
+
+
+def test_spectrogram_cache_key_follows_the_files_and_ignores_reading_settings(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from myna_training.arguments import DataArguments
+    from myna_training.data import SkipReport, load_clips
+
+    sf.write(tmp_path / "a.wav", np.full(16_000 * 4, 0.1, np.float32), 16_000)
+
+    def key(**changes):
+        data_args = DataArguments(dataset="folder", data_dir=str(tmp_path), **changes)
+        clips, _ = load_clips(data_args, seed=0, skipped=SkipReport())
+        return pretrain.cache_key(
+            {k: getattr(data_args, k) for k in pretrain.SPECTROGRAM_FIELDS}, clips._fingerprint
+        )
+
+    first = key()
+    assert key(preprocessing_batch_size=64, shuffle_buffer_size=7, spectrogram_placement="out_of_core") == first
+    assert key(storage_dtype="float32") != first
+    sf.write(tmp_path / "a.wav", np.full(16_000 * 5, 0.1, np.float32), 16_000)  # same name, new content
+    assert key() != first
