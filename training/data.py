@@ -382,6 +382,8 @@ def compute_spectrograms(
         raise ValueError(f"num_proc={num_proc}: use 1 (the main process) or more worker processes.")
     if torch.device(device).type != "cpu":
         num_proc = 1  # forked workers cannot use the parent's CUDA context; the GPU is the fast path anyway
+    if num_proc > 1:
+        feature_extractor.mel_spectrogram(device)  # built once here and handed to the workers with the extractor
     function = make_spectrogram_function(
         feature_extractor, min_frames, storage_dtype, device, single_threaded_workers=num_proc > 1
     )
