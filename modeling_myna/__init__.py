@@ -20,6 +20,7 @@ from .modeling_myna import (
     MynaForAudioClassification,
     MynaForContrastivePretraining,
     MynaModel,
+    MynaModelOutput,
     MynaPreTrainedModel,
     pool_chunks,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "MynaForAudioClassification",
     "MynaForContrastivePretraining",
     "MynaModel",
+    "MynaModelOutput",
     "MynaPreTrainedModel",
     "pool_chunks",
 ]
