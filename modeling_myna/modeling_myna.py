@@ -479,6 +479,12 @@ class MynaModel(MynaPreTrainedModel):
         )
 
     def _check_input(self, input_values: torch.Tensor, tokenizer_indices: list[int]) -> None:
+        if input_values.dtype == torch.float16:
+            raise ValueError(
+                "input_values is float16, which cannot hold raw power mel values (they reach ~1e6; float16 stops at "
+                "65504): pass float32 (or bfloat16) input_values. A float16 model is fine: its first LayerNorm runs "
+                "in float32."
+            )
         if input_values.dim() != 3 or input_values.shape[1] != self.config.num_mel_bins:
             raise ValueError(
                 f"input_values must have shape (batch, {self.config.num_mel_bins}, frames), got "
