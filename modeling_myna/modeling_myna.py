@@ -524,7 +524,8 @@ class MynaModel(MynaPreTrainedModel):
             segments = last_hidden_state.split(lengths, dim=1)
         elif all(length == lengths[0] for length in lengths):
             hidden_states, _, _ = self.encoder(torch.cat(tokens, dim=0))
-            segments = self.layernorm(hidden_states).chunk(len(tokens), dim=0)
+            # (n * B, N, D) -> n x (B, N, D); unflatten rather than chunk keeps a symbolic batch size exportable.
+            segments = self.layernorm(hidden_states).unflatten(0, (len(tokens), -1)).unbind(0)
             last_hidden_state, all_hidden_states, all_attentions = torch.cat(segments, dim=1), None, None
         else:
             segments = [self.layernorm(self.encoder(t)[0]) for t in tokens]
