@@ -135,6 +135,7 @@ def test_both_tokenizers_stay_independent_in_the_joint_sequence():
 # --- input embeddings, PEFT hooks, gradient checkpointing --------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad")  # the unhooked run, on purpose
 @pytest.mark.parametrize("patch_mode", ["square", "vertical", "both"])
 def test_enable_input_require_grads_with_frozen_tokenizers_and_checkpointing(patch_mode, caplog):
     inputs = spectrogram()
