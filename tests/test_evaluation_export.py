@@ -115,7 +115,8 @@ class _RunsCodeWhenUnpickled:
 
 def test_a_probe_file_with_a_malicious_pickle_is_refused(tmp_path):
     marker = tmp_path / "pwned"
-    torch.save({"state": {"w0": torch.zeros(4, 2)}, "payload": _RunsCodeWhenUnpickled(str(marker))}, tmp_path / "evil.pt")
+    payload = {"state": {"w0": torch.zeros(4, 2)}, "payload": _RunsCodeWhenUnpickled(str(marker))}
+    torch.save(payload, tmp_path / "evil.pt")
     with pytest.raises(ValueError, match="refusing to load"):
         export_linear_probe(str(tmp_path), str(tmp_path / "evil.pt"), str(tmp_path / "out"))
     assert not marker.exists(), "the probe file's pickle ran code"

@@ -207,7 +207,10 @@ STEP_INPUTS = {
     "backend",
     ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)],  # inductor compiles C++: minutes on 2 cores
 )
-@pytest.mark.parametrize("head, step", [(MynaForContrastivePretraining, _contrastive_step), (MynaForAudioClassification, _classification_step)])
+@pytest.mark.parametrize(
+    "head, step",
+    [(MynaForContrastivePretraining, _contrastive_step), (MynaForAudioClassification, _classification_step)],
+)
 def test_compiled_training_step_gives_eager_gradients(backend, head, step):
     torch._dynamo.reset()
     model = build(head, "hybrid", num_labels=3).train()
@@ -258,7 +261,7 @@ def test_base_weights_load_into_every_head(tmp_path, cls):
         (3, torch.tensor([0, 2]), "single_label_classification", torch.nn.functional.cross_entropy),
         (3, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]), "multi_label_classification",
          torch.nn.functional.binary_cross_entropy_with_logits),
-        (1, torch.tensor([0.5, -1.0]), "regression", lambda logits, y: torch.nn.functional.mse_loss(logits.squeeze(), y)),
+        (1, torch.tensor([0.5, -1.0]), "regression", lambda x, y: torch.nn.functional.mse_loss(x.squeeze(), y)),
     ],
 )
 def test_problem_type_is_inferred_from_labels(num_labels, labels, problem_type, loss):
@@ -360,7 +363,8 @@ def test_position_cache_is_bounded_and_least_recently_used_goes_first(monkeypatc
     assert cached <= 320 * token_bytes and cached_grids()[-1] == 39
     # A table larger than the whole budget is computed, not kept; evicted grids come back exact.
     assert embeddings.position_embeddings(8, 50, cpu).shape == (400, 32) and 50 not in cached_grids()
-    torch.testing.assert_close(embeddings.position_embeddings(8, 10, cpu), modeling.sincos_position_embedding(8, 10, 32))
+    expected = modeling.sincos_position_embedding(8, 10, 32)
+    torch.testing.assert_close(embeddings.position_embeddings(8, 10, cpu), expected)
 
 
 # --- feature extractor: transformers API --------------------------------------------------------------------------

@@ -62,7 +62,8 @@ class _Common(ModelTesterMixin):
         if model_class is MynaForContrastivePretraining:
             inputs_dict = dict(inputs_dict)
             values = inputs_dict.pop("input_values")
-            inputs_dict = {k: v for k, v in inputs_dict.items() if k not in ("output_hidden_states", "output_attentions", "labels")}
+            dropped = ("output_hidden_states", "output_attentions", "labels")
+            inputs_dict = {k: v for k, v in inputs_dict.items() if k not in dropped}
             inputs_dict["views"] = [values, values.flip(0)]
             inputs_dict["mask_ratio"] = 0.0
         if model_class is MynaForAudioClassification and return_labels:

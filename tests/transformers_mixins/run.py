@@ -28,16 +28,20 @@ def main(sdist_tests: str) -> int:
     for name in os.listdir(sdist_tests):
         if name.startswith("test_") and name.endswith(".py"):
             shutil.copy(os.path.join(sdist_tests, name), tests)
-    stubs = {"exporters/test_export.py": "class ExportTesterMixin:\n    pass\n",
-             "generation/test_utils.py": "class GenerationTesterMixin:\n    pass\n"}
+    stubs = {
+        "exporters/test_export.py": "class ExportTesterMixin:\n    pass\n",
+        "generation/test_utils.py": "class GenerationTesterMixin:\n    pass\n",
+    }
     for path, text in stubs.items():
         os.makedirs(os.path.join(tests, os.path.dirname(path)), exist_ok=True)
         with open(os.path.join(tests, path), "w") as f:
             f.write(text)
     for folder in ("", "models", "exporters", "generation"):
         open(os.path.join(tests, folder, "__init__.py"), "a").close()
-    shutil.copy(os.path.join(os.path.dirname(__file__), "myna_mixins.py"), os.path.join(tests, "models", "test_myna.py"))
-    command = [sys.executable, "-m", "pytest", "tests/models/test_myna.py", "-q", "-p", "no:cacheprovider", "-W", "ignore"]
+    harness = os.path.join(os.path.dirname(os.path.abspath(__file__)), "myna_mixins.py")
+    shutil.copy(harness, os.path.join(tests, "models", "test_myna.py"))
+    command = [sys.executable, "-m", "pytest", "tests/models/test_myna.py", "-q", "-p", "no:cacheprovider"]
+    command += ["-W", "ignore"]
     return subprocess.call(command, cwd=scratch)
 
 
