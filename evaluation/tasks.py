@@ -13,6 +13,7 @@ Yuan et al. 2023) or (c) a Hugging Face Hub id. The generated tasks (`synthetic-
 """
 
 import csv
+import dataclasses
 import glob
 import hashlib
 import json
@@ -527,16 +528,29 @@ def _marble(root: str, spec: TaskSpec, files: dict[str, str], require_audio: boo
 # ---------------------------------------------------------------------------------------------- Hub
 
 
-def _hub(hub_id: str, spec: TaskSpec) -> datasets.DatasetDict:
-    """A Hub dataset mapped to the task's columns. Needs the network (or a populated `datasets` cache)."""
+def hub_revision_signature(loaded: datasets.DatasetDict, revision: str | None) -> str:
+    """Which snapshot of a Hub dataset was loaded: the requested revision and a hash of the splits' fingerprints.
+
+    `datasets` derives each split's fingerprint from its cache folder, which is named by the repository's commit,
+    so a new revision changes it even when the revision was not pinned (and the track ids are row numbers).
+    """
+    fingerprints = sorted(f"{name}:{getattr(split, '_fingerprint', '')}" for name, split in loaded.items())
+    digest = hashlib.sha1(json.dumps(fingerprints).encode()).hexdigest()[:12]
+    return f"{revision or 'main'}:{digest}"
+
+
+def _hub(hub_id: str, spec: TaskSpec, revision: str | None = None) -> tuple[datasets.DatasetDict, str]:
+    """A Hub dataset mapped to the task's columns, and its `hub_revision_signature`. Needs the network (or a
+    populated `datasets` cache)."""
     try:
-        loaded = datasets.load_dataset(hub_id)
+        loaded = datasets.load_dataset(hub_id, revision=revision)
     except Exception as error:  # offline: ConnectionError, OfflineModeIsEnabled, FileNotFoundError, ...
         raise ConnectionError(
             f"{spec.name}: could not load the Hub dataset {hub_id!r} ({type(error).__name__}: {error}). The Hub is "
             f"unreachable or HF_HUB_OFFLINE=1 is set: download the data once and pass its folder instead "
             f"(original layout or MARBLE JSONL). Sources: {DOWNLOAD_HINTS[spec.name]}."
         ) from None
+    signature = hub_revision_signature(loaded, revision)
     audio_column = next(
         (c for c, f in loaded[next(iter(loaded))].features.items() if isinstance(f, datasets.Audio)), None
     )
@@ -572,7 +586,7 @@ def _hub(hub_id: str, spec: TaskSpec) -> datasets.DatasetDict:
                         spec.label_names.index(names[example[label_column]]),
                     )
                 )
-        return _build(spec, rows, ENCODED_AUDIO)
+        return _build(spec, rows, ENCODED_AUDIO), signature
     for hub_split, dataset in loaded.items():
         split = split_names.get(hub_split)
         if split is None:
@@ -584,7 +598,7 @@ def _hub(hub_id: str, spec: TaskSpec) -> datasets.DatasetDict:
             if isinstance(feature, datasets.ClassLabel):
                 label = feature.names[label]
             rows[split].append((str(index), example[audio_column], _marble_label(spec, label, f"{hub_id}[{index}]")))
-    return _build(spec, rows, ENCODED_AUDIO)
+    return _build(spec, rows, ENCODED_AUDIO), signature
 
 
 # ---------------------------------------------------------------------------------------------- entry points
@@ -603,7 +617,7 @@ def load_paper_task(name: str, path: str, layout: str = "auto", split_file: str 
 
     Args:
         name: `mtt`, `gtzan`, `giantsteps` or `emomusic` (aliases: `magnatagatune`, `gs`, `emo`).
-        path: the dataset folder, or a Hub id such as `m-a-p/GTZAN`.
+        path: the dataset folder, or a Hub id such as `m-a-p/GTZAN`, optionally pinned as `m-a-p/GTZAN@<revision>`.
         layout: `auto` (MARBLE if the folder holds `*.train.jsonl`, else original), `original`, `marble` or `hub`.
         split_file: a JSON file `{"train": [ids], "valid": [ids], "test": [ids]}` that replaces the split.
 
@@ -615,10 +629,14 @@ def load_paper_task(name: str, path: str, layout: str = "auto", split_file: str 
         raise ValueError(f"unknown task {name!r}: choose one of {list(PAPER_TASKS) + list(SYNTHETIC_TASKS)}.")
     if layout not in ("auto", "original", "marble", "hub"):
         raise ValueError(f"layout must be auto, original, marble or hub, got {layout!r}.")
-    if layout == "hub" or (layout == "auto" and not os.path.exists(path) and re.fullmatch(r"[\w.-]+/[\w.-]+", path)):
-        spec = _spec(name, f"hub:{path}")
-        dataset = _hub(path, spec)
-        return spec, dataset
+    if layout == "hub" or (
+        layout == "auto" and not os.path.exists(path) and re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", path)
+    ):
+        hub_id, _, revision = path.partition("@")
+        spec = _spec(name, f"hub:{hub_id}")
+        dataset, signature = _hub(hub_id, spec, revision or None)
+        # The source is part of the embedding cache key: another revision of the data is another entry.
+        return dataclasses.replace(spec, source=f"hub:{hub_id}@{signature}"), dataset
     if not os.path.isdir(path):
         raise _missing_error(name, path, [f"a folder with the {name} data, or a Hub id among {HUB_IDS[name]}"])
     marble_files = _marble_files(path)

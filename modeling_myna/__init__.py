@@ -21,6 +21,7 @@ from .modeling_myna import (
     MynaForAudioClassification,
     MynaForContrastivePretraining,
     MynaModel,
+    MynaModelOutput,
     MynaPreTrainedModel,
     pool_chunks,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "MynaForContrastivePretraining",
     "MynaMelSpectrogram",
     "MynaModel",
+    "MynaModelOutput",
     "MynaPreTrainedModel",
     "pool_chunks",
 ]

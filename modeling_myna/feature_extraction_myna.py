@@ -77,7 +77,16 @@ class MynaFeatureExtractor(SequenceFeatureExtractor):
         mel_backend: str = "fft",
         **kwargs,
     ):
-        super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
+        # Chunks all have one width and the model takes no attention mask; folders saved before this stored
+        # `return_attention_mask: true`, which never had an effect.
+        kwargs.pop("return_attention_mask", None)
+        super().__init__(
+            feature_size=feature_size,
+            sampling_rate=sampling_rate,
+            padding_value=padding_value,
+            return_attention_mask=False,
+            **kwargs,
+        )
         if mel_backend not in MEL_BACKENDS:
             raise ValueError(f"mel_backend={mel_backend!r}: choose one of {MEL_BACKENDS}.")
         self.mel_backend = mel_backend
@@ -158,8 +167,12 @@ class MynaFeatureExtractor(SequenceFeatureExtractor):
         if audio.size == 0:
             raise ValueError(f"{name} is empty (shape {audio.shape}): there is nothing to embed.")
         if np.issubdtype(audio.dtype, np.integer):
-            # PCM integers to [-1, 1), as soundfile and torchaudio read them as floats.
-            audio = audio.astype(np.float32) / float(np.iinfo(audio.dtype).max + 1)
+            # PCM integers to [-1, 1), as soundfile and torchaudio read them as floats. Unsigned PCM (8-bit WAV)
+            # is offset binary: silence is the middle code, 128 for uint8.
+            info = np.iinfo(audio.dtype)
+            half_range = (int(info.max) - int(info.min) + 1) / 2
+            zero = info.min + half_range
+            audio = ((audio.astype(np.float64) - zero) / half_range).astype(np.float32)
         audio = audio.astype(np.float32, copy=False)
         if audio.ndim == 2:
             channel_axis = int(np.argmin(audio.shape))
@@ -207,7 +220,8 @@ class MynaFeatureExtractor(SequenceFeatureExtractor):
         Args:
             raw_speech (`np.ndarray`, `torch.Tensor`, `list[float]` or a list of these):
                 One recording, `(samples,)` or `(channels, samples)` / `(samples, channels)` (the shorter axis is
-                taken as channels and averaged), or a list of recordings. Integer PCM is scaled to [-1, 1).
+                taken as channels and averaged), or a list of recordings. Integer PCM is scaled to [-1, 1)
+                (unsigned PCM, such as 8-bit WAV, centred on its middle code).
             sampling_rate (`int`):
                 Rate of `raw_speech`. Required: a wrong rate silently gives wrong spectrograms.
             chunk (`bool`, *optional*, defaults to `True`):
@@ -226,6 +240,7 @@ class MynaFeatureExtractor(SequenceFeatureExtractor):
             `(num_chunks,)` and `chunk_start_frames` `(num_chunks,)`; or, with `chunk=False`, `input_values`
             `(batch, num_mel_bins, max_frames)` and `num_frames` `(batch,)`.
         """
+        self._refuse_padding_options(**kwargs)
         if sampling_rate is None:
             raise ValueError(
                 f"sampling_rate is required: pass the rate of your audio (e.g. sampling_rate=44100); it is "
@@ -261,6 +276,81 @@ class MynaFeatureExtractor(SequenceFeatureExtractor):
             "chunk_start_frames": torch.cat(starts),
         }
         return self._pack(features, return_tensors)
+
+    @staticmethod
+    def _refuse_padding_options(
+        padding=None, truncation=None, max_length=None, pad_to_multiple_of=None, return_attention_mask=None, **_
+    ) -> None:
+        """transformers' padding options mean nothing for Myna: refuse them rather than ignore them silently."""
+        asked = {
+            name: value
+            for name, value in (
+                # Padding to the longest is what chunking (all one width) and `chunk=False` already do.
+                ("padding", None if padding in (None, False, True, "do_not_pad", "longest") else padding),
+                ("truncation", truncation or None),
+                ("max_length", max_length),
+                ("pad_to_multiple_of", pad_to_multiple_of),
+                ("return_attention_mask", return_attention_mask or None),
+            )
+            if value is not None
+        }
+        if asked:
+            raise ValueError(
+                f"MynaFeatureExtractor does not take {sorted(asked)}: it cuts audio into chunks of exactly "
+                "`chunk_frames` frames (shorter audio is zero-padded to one chunk, the tail that fills no chunk is "
+                "dropped), so every row of `input_values` has the same width and Myna needs no attention mask. "
+                "Use `hop_frames` for overlapping chunks, or `chunk=False` for whole spectrograms padded to the "
+                "longest (true lengths in `num_frames`)."
+            )
+
+    def pad(
+        self,
+        processed_features,
+        padding=True,
+        max_length: int | None = None,
+        truncation: bool = False,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+    ) -> BatchFeature:
+        """Collates examples of one chunk each (what `DataCollatorWithPadding` hands over) into one batch.
+
+        Myna's chunks all have the same `(num_mel_bins, chunk_frames)` shape, so they are stacked, never padded:
+        `input_values` becomes `(batch, num_mel_bins, chunk_frames)` and every other key (labels, `audio_index`)
+        is stacked as well. Examples of different widths, or of several chunks, are refused with the reason;
+        `max_length`, truncation, `pad_to_multiple_of` and attention masks are refused too.
+
+        Args:
+            processed_features: a list of feature dicts, or a dict of lists.
+            return_tensors: `"pt"`, `"np"`, or `None` for lists.
+        """
+        self._refuse_padding_options(
+            max_length=max_length,
+            truncation=truncation,
+            pad_to_multiple_of=pad_to_multiple_of,
+            return_attention_mask=return_attention_mask,
+        )
+        if isinstance(processed_features, (list, tuple)):
+            if not processed_features:
+                raise ValueError("pad got no examples: pass a list of feature dicts with `input_values`.")
+            processed_features = {key: [f[key] for f in processed_features] for key in processed_features[0]}
+        if "input_values" not in processed_features:
+            raise ValueError(f"pad needs `input_values`, got the keys {sorted(processed_features)}.")
+        batch = {}
+        for key, values in processed_features.items():
+            values = [v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)) for v in values]
+            shapes = {tuple(v.shape) for v in values}
+            if key == "input_values" and (len(shapes) > 1 or len(next(iter(shapes))) != 2):
+                raise ValueError(
+                    f"pad stacks single chunks of shape (num_mel_bins, chunk_frames), got input_values of shapes "
+                    f"{sorted(shapes)}: cut examples into {self.chunk_frames}-frame chunks with this extractor (one "
+                    "chunk per example), or batch whole recordings by calling the extractor on a list of them "
+                    "(it returns `audio_index` to map chunks back)."
+                )
+            if len(shapes) > 1:
+                raise ValueError(f"pad cannot stack `{key}`: its examples have different shapes {sorted(shapes)}.")
+            batch[key] = torch.stack(values)
+        return self._pack(batch, return_tensors)
 
     @staticmethod
     def _pack(features: dict[str, torch.Tensor], return_tensors: str | None) -> BatchFeature:
