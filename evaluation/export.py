@@ -9,6 +9,7 @@ logits over the chunks of the recording, which is exactly what the probe compute
 """
 
 import os
+import pickle
 from dataclasses import dataclass, field
 
 import torch
@@ -35,12 +36,31 @@ def fold_standardization(
     return weight.T.float().contiguous(), bias.float()
 
 
+def load_probe(probe_path: str) -> dict:
+    """A `linear_probe.pt` read with `torch.load(weights_only=True)`: tensors and plain containers only.
+
+    A probe file may come from anyone; unpickling arbitrary objects would run their code, so anything else is
+    refused. What `probe.py` writes (tensors, numbers, strings, lists, dicts) loads as is.
+    """
+    try:
+        probe = torch.load(probe_path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"refusing to load {probe_path}: it holds objects other than tensors and plain containers, which "
+            f"torch.load(weights_only=True) does not unpickle because they can run code ({error}). Re-create it "
+            "with evaluation/probe.py, or load it yourself only if you trust its source."
+        ) from None
+    if not isinstance(probe, dict):
+        raise ValueError(f"{probe_path} holds a {type(probe).__name__}, not a probe written by evaluation/probe.py.")
+    return probe
+
+
 def export_linear_probe(model_path: str, probe_path: str, output_dir: str) -> str:
     """Writes `output_dir` with the encoder of `model_path` and the linear probe of `probe_path` as its head."""
     import modeling_myna  # noqa: F401  registers Myna with the Auto classes
     from modeling_myna import MynaConfig, MynaFeatureExtractor, MynaForAudioClassification
 
-    probe = torch.load(probe_path, map_location="cpu", weights_only=False)
+    probe = load_probe(probe_path)
     if probe.get("state") is None or "w1" in probe["state"]:
         raise ValueError(f"{probe_path} holds no linear probe (hidden width 0); only linear probes can be exported.")
     task = probe["task"]

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -205,6 +206,26 @@ def _decode(example, sampling_rate: int, name: str) -> np.ndarray:
     return audio
 
 
+def _read_shard(path: str, num_tracks: int) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None:
+    """A cached shard's `(embeddings, track_index, ids, ok)`, or `None` (after a warning) when it is unreadable.
+
+    Shards are written atomically, but a disk error or a copied cache can still leave a truncated or foreign file;
+    such a shard is recomputed rather than fatal.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as shard:
+            embeddings, track_index, ok = shard["embeddings"], shard["track_index"], shard["ok"]
+            ids = [str(i) for i in shard["ids"]]
+        if len(ids) != num_tracks or len(ok) != num_tracks or len(track_index) != len(embeddings):
+            raise ValueError(f"it holds {len(ids)} tracks and {len(embeddings)} chunks, not {num_tracks} tracks")
+        if len(track_index) and not (0 <= track_index.min() and track_index.max() < num_tracks):
+            raise ValueError("its track_index points outside the shard")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        logger.warning("recomputing the unreadable embedding shard %s (%s: %s)", path, type(error).__name__, error)
+        return None
+    return embeddings, track_index, ids, ok
+
+
 def extract_split(
     extractor: EmbeddingExtractor, spec: TaskSpec, dataset, split: str, settings: ExtractionSettings
 ) -> SplitEmbeddings:
@@ -237,10 +258,9 @@ def extract_split(
     for start in range(0, num_tracks, shard_size):
         stop = min(start + shard_size, num_tracks)
         shard_path = os.path.join(cache, f"shard_{start:07d}.npz") if cache else None
-        if shard_path and os.path.isfile(shard_path):
-            shard = np.load(shard_path, allow_pickle=False)
-            shard_embeddings, shard_index = shard["embeddings"], shard["track_index"]
-            shard_ids, shard_ok = [str(i) for i in shard["ids"]], shard["ok"]
+        cached = _read_shard(shard_path, stop - start) if shard_path and os.path.isfile(shard_path) else None
+        if cached is not None:
+            shard_embeddings, shard_index, shard_ids, shard_ok = cached
         else:
             rows = dataset.select(range(start, stop))
             shard_ids = [str(i) for i in column(rows, "id")]

@@ -3,6 +3,8 @@
     python evaluation/probe.py --model path/to/myna --tasks synthetic-key,synthetic-tags --output_dir out/
     python evaluation/probe.py --model path/to/myna --tasks mtt,gtzan,giantsteps,emomusic \
         --dataset_paths mtt=/data/mtt,gtzan=/data/gtzan,giantsteps=/data/gs,emomusic=/data/emo
+    python evaluation/probe.py --model path/to/myna --tasks mtt,gtzan,nsynth-pitch,custom:my_task.yaml \
+        --dataset_paths mtt=/data/mtt,gtzan=/data/gtzan,nsynth=/data/nsynth
 
 For each task: chunk embeddings of the three splits (cached, `extract.py`), the 216-probe grid trained as batched
 groups (`grid.py`) on every embedding the model offers (square, vertical and both for a hybrid), the configuration
@@ -35,6 +37,7 @@ from myna_evaluation.grid import (
 )
 from myna_evaluation.report import plot_tsne, render_table
 from myna_evaluation.scoring import SINGLE_LABEL, compute_metrics
+from myna_evaluation.task_families.marble import marble_probe_grid
 from myna_evaluation.tasks import SPLITS, SYNTHETIC_TASKS, load_synthetic_task, synthetic_splits
 
 
@@ -71,12 +74,20 @@ class TaskArguments:
     tasks: str = field(
         default=",".join(SYNTHETIC_TASKS),
         metadata={
-            "help": "Comma list: mtt, gtzan, giantsteps, emomusic, synthetic-key, synthetic-tempo, "
-            "synthetic-tags, synthetic-style."
+            "help": "Comma list: mtt, gtzan, giantsteps, emomusic; MARBLE's mtg-genre, mtg-instrument, "
+            "mtg-moodtheme, mtg-top50tags, nsynth-instrument, nsynth-pitch, vocalset-singer, vocalset-technique; "
+            "synthetic-key, synthetic-tempo, synthetic-tags, synthetic-style; custom:<task.yaml or audio folder>."
         },
     )
+    task_files: str | None = field(
+        default=None, metadata={"help": "Comma list of custom task files (YAML), added to --tasks as custom:<file>."}
+    )
     dataset_paths: str | None = field(
-        default=None, metadata={"help": "Comma list task=folder or task=hub_id, e.g. gtzan=/data/gtzan,mtt=m-a-p/MTT."}
+        default=None,
+        metadata={
+            "help": "Comma list task=folder or task=hub_id, e.g. gtzan=/data/gtzan,mtt=m-a-p/MTT; a family name "
+            "(mtg, nsynth, vocalset) gives the folder of all its tasks."
+        },
     )
     layout: str = field(default="auto", metadata={"help": "auto, original, marble or hub."})
     split_files: str | None = field(
@@ -91,6 +102,13 @@ class TaskArguments:
 @dataclass
 class ProbeArguments:
     fast: bool = field(default=False, metadata={"help": "Train an 8-probe subset of the grid (development)."})
+    protocol: str = field(
+        default="jukemir",
+        metadata={
+            "help": "jukemir: the paper's 216-probe grid, training chunks at half-chunk hops. marble: MARBLE's "
+            "probe (MLP 512, dropout 0.2, batch 64, 5 learning rates), training chunks without overlap."
+        },
+    )
     max_epochs: int = field(default=100, metadata={"help": "Epochs per probe at most."})
     patience: int = field(
         default=10, metadata={"help": "Epochs without a better validation score before a probe stops."}
@@ -105,6 +123,16 @@ class ReportArguments:
     )
     tsne: bool = field(default=True, metadata={"help": "Plot t-SNE of test embeddings for classification tasks."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+
+# Protocol descriptions for the report, without and with --fast.
+PROTOCOLS = {
+    "jukemir": ("JukeMIR grid (216 probes)", "fast subset (8 probes)"),
+    "marble": (
+        "MARBLE probe (MLP 512, 5 learning rates, non-overlapping training chunks)",
+        "MARBLE probe, fast (2 learning rates, non-overlapping training chunks)",
+    ),
+}
 
 
 def _parse_mapping(text: str | None, what: str) -> dict[str, str]:
@@ -161,8 +189,11 @@ def evaluate_task(
 ) -> dict:
     """Extraction, grid, selection by validation, one test evaluation; returns the task's report entry."""
     started = time.perf_counter()
+    train_hop = model_args.train_hop_frames
+    if train_hop is None and probe_args.protocol == "marble":
+        train_hop = extractor.chunk_frames  # MARBLE cuts training audio into non-overlapping windows
     settings = ExtractionSettings(
-        train_hop_frames=model_args.train_hop_frames,
+        train_hop_frames=train_hop,
         batch_size=model_args.extraction_batch_size,
         device=model_args.device,
         cache_dir=model_args.cache_dir or os.path.join(report_args.output_dir, "embeddings"),
@@ -186,7 +217,7 @@ def evaluate_task(
     else:
         per_split = {s: {modes[0]: splits[s].embeddings} for s in SPLITS}
 
-    configs = probe_grid(fast=probe_args.fast)
+    configs = marble_probe_grid(probe_args.fast) if probe_args.protocol == "marble" else probe_grid(probe_args.fast)
     grid_settings = GridSettings(
         max_epochs=probe_args.max_epochs, patience=probe_args.patience, seed=probe_args.seed, device=model_args.device
     )
@@ -210,20 +241,24 @@ def evaluate_task(
 
     task_dir = os.path.join(report_args.output_dir, spec.name)
     os.makedirs(task_dir, exist_ok=True)
-    linear = select_best([r for r in results if r.config.hidden_size == 0])
-    torch.save(
-        {
-            "state": linear.state,
-            "config": asdict(linear.config),
-            "valid_score": linear.valid_score,
-            "mean": standardizer.mean,
-            "std": standardizer.std,
-            "patch_mode": mode if extractor.is_myna else None,
-            "task": spec.to_dict(),
-            "model_identity": extractor.identity,
-        },
-        os.path.join(task_dir, "linear_probe.pt"),
-    )
+    linear_results = [r for r in results if r.config.hidden_size == 0]
+    linear_path = None
+    if linear_results:  # MARBLE's grid has only MLPs: no linear probe to export
+        linear = select_best(linear_results)
+        linear_path = os.path.join(task_dir, "linear_probe.pt")
+        torch.save(
+            {
+                "state": linear.state,
+                "config": asdict(linear.config),
+                "valid_score": linear.valid_score,
+                "mean": standardizer.mean,
+                "std": standardizer.std,
+                "patch_mode": mode if extractor.is_myna else None,
+                "task": spec.to_dict(),
+                "model_identity": extractor.identity,
+            },
+            linear_path,
+        )
     tsne_path = None
     if report_args.tsne and spec.problem_type == SINGLE_LABEL:
         test = splits["test"]
@@ -253,7 +288,7 @@ def evaluate_task(
         "num_tracks": {s: len(splits[s].track_ids) for s in SPLITS},
         "num_chunks": {s: int(len(splits[s].track_index)) for s in SPLITS},
         "skipped_tracks": {s: splits[s].skipped for s in SPLITS},
-        "linear_probe": os.path.join(task_dir, "linear_probe.pt"),
+        "linear_probe": linear_path,
         "tsne": tsne_path,
         "seconds": {"extraction": extracted - started, "probes": time.perf_counter() - extracted},
     }
@@ -266,7 +301,10 @@ def run(
     os.makedirs(report_args.output_dir, exist_ok=True)
     if model_args.num_threads:
         torch.set_num_threads(model_args.num_threads)
+    if probe_args.protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol must be one of {list(PROTOCOLS)}, got {probe_args.protocol!r}.")
     tasks = [t.strip() for t in task_args.tasks.split(",") if t.strip()]
+    tasks += [f"custom:{f.strip()}" for f in (task_args.task_files or "").split(",") if f.strip()]
     paths = _parse_mapping(task_args.dataset_paths, "--dataset_paths")
     split_files = _parse_mapping(task_args.split_files, "--split_files")
     sizes = tuple(int(s) for s in task_args.synthetic_sizes.split(","))
@@ -281,7 +319,8 @@ def run(
         else:
             from myna_evaluation.tasks import load_task
 
-            loaded[task] = load_task(task, paths.get(task), layout=task_args.layout, split_file=split_files.get(task))
+            path = paths.get(task, paths.get(task.split("-")[0]))
+            loaded[task] = load_task(task, path, layout=task_args.layout, split_file=split_files.get(task))
     extractor = EmbeddingExtractor(
         model_args.model, device=model_args.device, batch_size=model_args.extraction_batch_size
     )
@@ -291,7 +330,7 @@ def run(
         "model_identity": extractor.identity,
         "model_name": model_name,
         "arguments": {**asdict(model_args), **asdict(task_args), **asdict(probe_args), **asdict(report_args)},
-        "protocol": "JukeMIR grid (216 probes)" if not probe_args.fast else "fast subset (8 probes)",
+        "protocol": PROTOCOLS[probe_args.protocol][probe_args.fast],
         "tasks": {},
     }
     table_inputs = {}

@@ -90,8 +90,17 @@ def primary_batched_score(problem_type: str, metric: str, outputs: torch.Tensor,
 
 
 def compute_metrics(task, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    """Every metric of `task` for one probe's per-track `outputs` `(N, C)` through its `evaluate` module."""
-    module = load_metric(task.metric)
+    """Every metric of `task` for one probe's per-track `outputs` `(N, C)` through its `evaluate` modules: `metric`,
+    then any `extra_metrics` (their keys added beside, never replacing, the first module's)."""
+    results = _compute_one(task, task.metric, outputs, targets)
+    for name in getattr(task, "extra_metrics", ()):
+        for key, value in _compute_one(task, name, outputs, targets).items():
+            results.setdefault(key, value)
+    return results
+
+
+def _compute_one(task, metric: str, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    module = load_metric(metric)
     if task.problem_type == MULTI_LABEL:
         return module.compute(predictions=outputs.tolist(), references=targets.astype(int).tolist())
     if task.problem_type == REGRESSION:
@@ -99,7 +108,7 @@ def compute_metrics(task, outputs: np.ndarray, targets: np.ndarray) -> dict[str,
             predictions=outputs.tolist(), references=targets.tolist(), target_names=list(task.label_names)
         )
     predicted = outputs.argmax(-1)
-    if task.metric == "myna_key":
+    if metric == "myna_key":
         names = list(task.label_names)
         return module.compute(predictions=[names[i] for i in predicted], references=[names[i] for i in targets])
     return module.compute(predictions=predicted.tolist(), references=targets.tolist())

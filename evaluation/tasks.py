@@ -13,6 +13,7 @@ Yuan et al. 2023) or (c) a Hugging Face Hub id. The generated tasks (`synthetic-
 """
 
 import csv
+import dataclasses
 import glob
 import hashlib
 import json
@@ -50,7 +51,8 @@ class TaskSpec:
 
     `metric` names the `evaluate` module in `metrics/`; `primary` is the key of its result that early stopping and
     model selection maximise; `columns` are `(header, metric key)` pairs for the report table; `source` says where
-    the data came from (part of the embedding cache key).
+    the data came from (part of the embedding cache key); `extra_metrics` are further `evaluate` modules whose
+    results are reported beside `metric`'s (custom tasks may ask for several).
     """
 
     name: str
@@ -60,6 +62,7 @@ class TaskSpec:
     primary: str
     columns: tuple[tuple[str, str], ...]
     source: str = ""
+    extra_metrics: tuple[str, ...] = ()
 
     @property
     def num_outputs(self) -> int:
@@ -73,6 +76,7 @@ class TaskSpec:
             "metric": self.metric,
             "primary": self.primary,
             "source": self.source,
+            "extra_metrics": list(self.extra_metrics),
         }
 
 
@@ -186,7 +190,8 @@ def _missing_error(task: str, path: str, expected: list[str], missing: list[str]
     lines += ["Expected one of:"] + [f"  - {e}" for e in expected]
     if missing:
         lines.append(f"Missing ({len(missing)}): " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
-    lines.append(f"Get it from {DOWNLOAD_HINTS[task]}.")
+    if task in DOWNLOAD_HINTS:
+        lines.append(f"Get it from {DOWNLOAD_HINTS[task]}.")
     return DatasetLayoutError("\n".join(lines))
 
 
@@ -420,9 +425,12 @@ def _first_file(root: str, name: str) -> str | None:
     return matches[0] if matches else None
 
 
-def standardize_targets(rows: dict[str, list]) -> tuple[dict[str, list], list[float], list[float]]:
-    """z-scores regression targets with the mean and population std of the development set (train + validation)."""
-    development = np.array([r[2] for split in ("train", "validation") for r in rows[split]], dtype=np.float64)
+def standardize_targets(
+    rows: dict[str, list], fit_splits: tuple[str, ...] = ("train", "validation")
+) -> tuple[dict[str, list], list[float], list[float]]:
+    """z-scores regression targets with the mean and population std of `fit_splits`: the development set (train +
+    validation) as JukeMIR does for EmoMusic, or train only (custom tasks)."""
+    development = np.array([r[2] for split in fit_splits for r in rows[split]], dtype=np.float64)
     mean, std = development.mean(0), development.std(0)
     std[std == 0] = 1.0
     standardized = {
@@ -486,7 +494,9 @@ def _marble_label(spec: TaskSpec, label, where: str):
     return values
 
 
-def _marble(root: str, spec: TaskSpec, files: dict[str, str]) -> dict[str, list]:
+def _marble(root: str, spec: TaskSpec, files: dict[str, str], require_audio: bool = True) -> dict[str, list]:
+    """Rows of MARBLE's per-split JSONL files; `require_audio=False` leaves missing audio to extraction (skipped
+    and counted there) instead of failing here."""
     missing = [s for s in SPLITS if s not in files]
     if missing:
         raise _missing_error(
@@ -510,23 +520,37 @@ def _marble(root: str, spec: TaskSpec, files: dict[str, str]) -> dict[str, list]
                 paths.append(path)
                 track_id = str(record.get("id") or os.path.splitext(os.path.basename(path))[0])
                 rows[split].append((track_id, path, _marble_label(spec, record["label"], where)))
-    _require_files(spec.name, root, paths, ["the audio files the JSONL records name (audio_path)"])
+    if require_audio:
+        _require_files(spec.name, root, paths, ["the audio files the JSONL records name (audio_path)"])
     return rows
 
 
 # ---------------------------------------------------------------------------------------------- Hub
 
 
-def _hub(hub_id: str, spec: TaskSpec) -> datasets.DatasetDict:
-    """A Hub dataset mapped to the task's columns. Needs the network (or a populated `datasets` cache)."""
+def hub_revision_signature(loaded: datasets.DatasetDict, revision: str | None) -> str:
+    """Which snapshot of a Hub dataset was loaded: the requested revision and a hash of the splits' fingerprints.
+
+    `datasets` derives each split's fingerprint from its cache folder, which is named by the repository's commit,
+    so a new revision changes it even when the revision was not pinned (and the track ids are row numbers).
+    """
+    fingerprints = sorted(f"{name}:{getattr(split, '_fingerprint', '')}" for name, split in loaded.items())
+    digest = hashlib.sha1(json.dumps(fingerprints).encode()).hexdigest()[:12]
+    return f"{revision or 'main'}:{digest}"
+
+
+def _hub(hub_id: str, spec: TaskSpec, revision: str | None = None) -> tuple[datasets.DatasetDict, str]:
+    """A Hub dataset mapped to the task's columns, and its `hub_revision_signature`. Needs the network (or a
+    populated `datasets` cache)."""
     try:
-        loaded = datasets.load_dataset(hub_id)
+        loaded = datasets.load_dataset(hub_id, revision=revision)
     except Exception as error:  # offline: ConnectionError, OfflineModeIsEnabled, FileNotFoundError, ...
         raise ConnectionError(
             f"{spec.name}: could not load the Hub dataset {hub_id!r} ({type(error).__name__}: {error}). The Hub is "
             f"unreachable or HF_HUB_OFFLINE=1 is set: download the data once and pass its folder instead "
             f"(original layout or MARBLE JSONL). Sources: {DOWNLOAD_HINTS[spec.name]}."
         ) from None
+    signature = hub_revision_signature(loaded, revision)
     audio_column = next(
         (c for c, f in loaded[next(iter(loaded))].features.items() if isinstance(f, datasets.Audio)), None
     )
@@ -562,7 +586,7 @@ def _hub(hub_id: str, spec: TaskSpec) -> datasets.DatasetDict:
                         spec.label_names.index(names[example[label_column]]),
                     )
                 )
-        return _build(spec, rows, ENCODED_AUDIO)
+        return _build(spec, rows, ENCODED_AUDIO), signature
     for hub_split, dataset in loaded.items():
         split = split_names.get(hub_split)
         if split is None:
@@ -574,7 +598,7 @@ def _hub(hub_id: str, spec: TaskSpec) -> datasets.DatasetDict:
             if isinstance(feature, datasets.ClassLabel):
                 label = feature.names[label]
             rows[split].append((str(index), example[audio_column], _marble_label(spec, label, f"{hub_id}[{index}]")))
-    return _build(spec, rows, ENCODED_AUDIO)
+    return _build(spec, rows, ENCODED_AUDIO), signature
 
 
 # ---------------------------------------------------------------------------------------------- entry points
@@ -593,7 +617,7 @@ def load_paper_task(name: str, path: str, layout: str = "auto", split_file: str 
 
     Args:
         name: `mtt`, `gtzan`, `giantsteps` or `emomusic` (aliases: `magnatagatune`, `gs`, `emo`).
-        path: the dataset folder, or a Hub id such as `m-a-p/GTZAN`.
+        path: the dataset folder, or a Hub id such as `m-a-p/GTZAN`, optionally pinned as `m-a-p/GTZAN@<revision>`.
         layout: `auto` (MARBLE if the folder holds `*.train.jsonl`, else original), `original`, `marble` or `hub`.
         split_file: a JSON file `{"train": [ids], "valid": [ids], "test": [ids]}` that replaces the split.
 
@@ -605,10 +629,14 @@ def load_paper_task(name: str, path: str, layout: str = "auto", split_file: str 
         raise ValueError(f"unknown task {name!r}: choose one of {list(PAPER_TASKS) + list(SYNTHETIC_TASKS)}.")
     if layout not in ("auto", "original", "marble", "hub"):
         raise ValueError(f"layout must be auto, original, marble or hub, got {layout!r}.")
-    if layout == "hub" or (layout == "auto" and not os.path.exists(path) and re.fullmatch(r"[\w.-]+/[\w.-]+", path)):
-        spec = _spec(name, f"hub:{path}")
-        dataset = _hub(path, spec)
-        return spec, dataset
+    if layout == "hub" or (
+        layout == "auto" and not os.path.exists(path) and re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w./-]+)?", path)
+    ):
+        hub_id, _, revision = path.partition("@")
+        spec = _spec(name, f"hub:{hub_id}")
+        dataset, signature = _hub(hub_id, spec, revision or None)
+        # The source is part of the embedding cache key: another revision of the data is another entry.
+        return dataclasses.replace(spec, source=f"hub:{hub_id}@{signature}"), dataset
     if not os.path.isdir(path):
         raise _missing_error(name, path, [f"a folder with the {name} data, or a Hub id among {HUB_IDS[name]}"])
     marble_files = _marble_files(path)
@@ -682,16 +710,46 @@ def load_synthetic_task(
     return spec, datasets.DatasetDict(result)
 
 
+def known_tasks() -> list[str]:
+    from .task_families.marble import MARBLE_TASKS
+
+    return [*PAPER_TASKS, *MARBLE_TASKS, *SYNTHETIC_TASKS, "custom:<task.yaml or audio folder>"]
+
+
 def load_task(
     name: str, path: str | None = None, layout: str = "auto", split_file: str | None = None, **synthetic_kwargs
 ):
-    """Any task by name: `synthetic-*` tasks are generated; the paper's tasks need `path` (folder or Hub id)."""
+    """Any task by name: `synthetic-*` tasks are generated; the paper's and MARBLE's tasks need `path` (a folder, or
+    a Hub id for the paper's); `custom:<file.yaml>` (or `custom` with `path`) is a task file of
+    `task_families.custom`, `custom:<folder>` a folder of labelled audio with the default task file."""
     if name in SYNTHETIC_TASKS:
         return load_synthetic_task(name, **synthetic_kwargs)
+    if name == "custom" or name.startswith("custom:"):
+        from .task_families.custom import load_custom_task
+
+        target = name.split(":", 1)[1] if ":" in name else path
+        if not target:
+            raise ValueError("task 'custom' needs a task file or a folder: --tasks custom:my_task.yaml.")
+        return load_custom_task(target)
+    from .task_families.marble import MARBLE_ALIASES, MARBLE_TASKS, load_marble_task
+
+    if MARBLE_ALIASES.get(name, name) in MARBLE_TASKS:
+        if path is None:
+            raise ValueError(
+                f"task {name!r} needs its data: pass a folder (original release or MARBLE JSONL), e.g. "
+                f"--dataset_paths {name}=/data/{name.split('-')[0]} (or {name.split('-')[0]}=... for every "
+                f"{name.split('-')[0]}-* task)."
+            )
+        if layout not in ("auto", "original", "marble"):
+            raise ValueError(f"{name}: layout must be auto, original or marble, got {layout!r}.")
+        spec, rows = load_marble_task(name, path, layout)
+        if split_file is not None:
+            rows = _apply_split_file({r[0]: r for split_rows in rows.values() for r in split_rows}, split_file)
+        return spec, _build(spec, rows)
     if path is None:
         name = TASK_ALIASES.get(name, name)
         if name not in ORIGINAL_LOADERS:
-            raise ValueError(f"unknown task {name!r}: choose one of {list(PAPER_TASKS) + list(SYNTHETIC_TASKS)}.")
+            raise ValueError(f"unknown task {name!r}: choose one of {known_tasks()}.")
         raise ValueError(
             f"task {name!r} needs its data: pass a folder (original or MARBLE layout) or a Hub id, e.g. "
             f"--dataset_paths {name}=/data/{name} or {name}={HUB_IDS[name][0]}. Get it from {DOWNLOAD_HINTS[name]}."
@@ -719,6 +777,7 @@ __all__ = [
     "SYNTHETIC_TASKS",
     "TaskSpec",
     "dataset_signature",
+    "known_tasks",
     "load_paper_task",
     "load_synthetic_task",
     "load_task",

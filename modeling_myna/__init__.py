@@ -16,11 +16,13 @@ from transformers import (
 from .configuration_myna import SAMPLING_RATE, VARIANTS, MynaConfig
 from .data_collator_myna import MynaDataCollatorForAudioClassification
 from .feature_extraction_myna import MynaFeatureExtractor
+from .mel import MynaMelSpectrogram
 from .modeling_myna import (
     MynaContrastiveOutput,
     MynaForAudioClassification,
     MynaForContrastivePretraining,
     MynaModel,
+    MynaModelOutput,
     MynaPreTrainedModel,
     pool_chunks,
 )
@@ -56,7 +58,9 @@ __all__ = [
     "MynaFeatureExtractor",
     "MynaForAudioClassification",
     "MynaForContrastivePretraining",
+    "MynaMelSpectrogram",
     "MynaModel",
+    "MynaModelOutput",
     "MynaPreTrainedModel",
     "pool_chunks",
 ]

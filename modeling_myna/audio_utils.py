@@ -54,22 +54,30 @@ def open_sound_file(source, name: str | None = None) -> sf.SoundFile:
         ) from None
 
 
-def _read(source, name: str) -> tuple[np.ndarray, int]:
+def _read(source, name: str, offset: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:
     with open_sound_file(source, name) as sound_file:
         try:
-            audio = sound_file.read(dtype="float32", always_2d=True)
+            rate = sound_file.samplerate
+            if offset > 0:
+                sound_file.seek(min(int(round(offset * rate)), sound_file.frames))
+            frames = -1 if duration is None else int(round(duration * rate))
+            audio = sound_file.read(frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as error:
             raise AudioDecodeError(f"{name}: decoding failed part way ({error}); the file is corrupt.") from None
         return audio.mean(axis=1), int(sound_file.samplerate)  # (samples,) mono
 
 
-def load_audio(source, sampling_rate: int | None = None) -> tuple[np.ndarray, int]:
+def load_audio(
+    source, sampling_rate: int | None = None, offset: float = 0.0, duration: float | None = None
+) -> tuple[np.ndarray, int]:
     """Reads `source` as mono float32 audio.
 
     Args:
         source: a path, encoded bytes, a file-like object, or a `datasets` audio dict (`{"array",
             "sampling_rate"}` decoded, or `{"bytes", "path"}` with `Audio(decode=False)`).
         sampling_rate: resample to this rate with soxr; keep the file's rate when `None`.
+        offset, duration: read only `duration` seconds (to the end when `None`) from `offset` seconds on; a file
+            is sought, not decoded from its start.
 
     Returns:
         `(audio, sampling_rate)`, `audio` of shape `(samples,)`.
@@ -85,14 +93,16 @@ def load_audio(source, sampling_rate: int | None = None) -> tuple[np.ndarray, in
             audio, rate = np.asarray(source["array"], dtype=np.float32), int(source["sampling_rate"])
             if audio.ndim == 2:
                 audio = audio.mean(axis=int(np.argmin(audio.shape)))
+            start = int(round(offset * rate))
+            audio = audio[start : None if duration is None else start + int(round(duration * rate))]
         elif source.get("bytes"):
-            audio, rate = _read(source["bytes"], name)
+            audio, rate = _read(source["bytes"], name, offset, duration)
         elif source.get("path"):
-            audio, rate = _read(source["path"], name)
+            audio, rate = _read(source["path"], name, offset, duration)
         else:
             raise AudioDecodeError(f"{name}: the audio dict has none of 'array', 'bytes' or 'path'.")
     else:
-        audio, rate = _read(source, name)
+        audio, rate = _read(source, name, offset, duration)
 
     if audio.size == 0:
         raise AudioDecodeError(f"{name}: decoded to zero samples; the recording is empty.")

@@ -189,8 +189,8 @@ def render_model_card(
         "```",
         "",
         "`trust_remote_code=True` runs the model code saved in this folder; with `modeling_myna` installed and",
-        "imported it is not needed. The raw power mel spectrogram reaches ~1e6: run in float32 or bfloat16, not",
-        "float16.",
+        "imported it is not needed. The raw power mel spectrogram reaches ~1e6, past float16's range: pass",
+        "`input_values` in float32 (the model's first LayerNorm runs in float32, so float16 weights are fine).",
         "",
     ]
     if evaluation_table:

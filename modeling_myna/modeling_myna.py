@@ -8,6 +8,7 @@ fixed 2D sin-cos positions, pre-norm blocks, mean pooling, no CLS token. Masking
 
 import os
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -68,7 +69,8 @@ class MynaPatchEmbeddings(nn.Module):
     """One tokenizer: cuts `input_values` `(batch, num_mel_bins, frames)` into patches and embeds them.
 
     Patches are taken row-major over the grid (frequency index major, time index minor); each patch vector is
-    flattened frequency-major. LayerNorm -> Linear -> LayerNorm, as SimpleViT.
+    flattened frequency-major. LayerNorm -> Linear -> LayerNorm, as SimpleViT. The first LayerNorm runs in float32
+    whatever the weights' dtype: raw power mels reach ~1e6, past float16's 65504, and are O(1) after it.
     """
 
     def __init__(self, config: MynaConfig, patch_size: list[int]):
@@ -82,39 +84,109 @@ class MynaPatchEmbeddings(nn.Module):
     def grid_size(self, num_mel_bins: int, num_frames: int) -> tuple[int, int]:
         return num_mel_bins // self.patch_height, num_frames // self.patch_width
 
-    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+    def patchify(self, input_values: torch.Tensor) -> torch.Tensor:
+        """`(batch, num_mel_bins, frames)` -> raw patch vectors `(batch, num_tokens, patch_height * patch_width)`."""
         batch_size, num_mel_bins, num_frames = input_values.shape
         grid_height, grid_width = self.grid_size(num_mel_bins, num_frames)
         # Frames that do not fill a last patch are dropped, as the reference does.
         patches = input_values[:, :, : grid_width * self.patch_width]
         patches = patches.reshape(batch_size, grid_height, self.patch_height, grid_width, self.patch_width)
-        patches = patches.permute(0, 1, 3, 2, 4).reshape(batch_size, grid_height * grid_width, -1)
-        return self.norm(self.projection(self.patch_norm(patches)))
+        return patches.permute(0, 1, 3, 2, 4).reshape(batch_size, grid_height * grid_width, -1)
+
+    def forward(self, input_values: torch.Tensor, ids_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens `(batch, num_tokens, hidden_size)`, or only the `(batch, num_kept)` `ids_keep` of the grid.
+
+        Every step is per token, so gathering the raw patches first gives the same tokens as embedding all of them
+        and gathering after, for a tenth of the work at the paper's 90% masking.
+        """
+        patches = self.patchify(input_values)
+        if ids_keep is not None:
+            patches = patches.gather(1, ids_keep[..., None].expand(-1, -1, patches.shape[-1]))  # (B, K, P) kept
+        norm = self.patch_norm
+        patches = nn.functional.layer_norm(
+            patches.float(), norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps
+        )
+        return self.norm(self.projection(patches.to(self.projection.weight.dtype)))
+
+
+class MynaTokenizers(nn.ModuleList):
+    """The tokenizers of a model (one per patch size), called as one module.
+
+    It is what `get_input_embeddings` returns: every tokenizer's output passes through its forward, so a hook on it
+    (`enable_input_require_grads`, PEFT) sees the tokens of a hybrid model's both tokenizers.
+    """
+
+    def forward(
+        self, input_values: torch.Tensor, tokenizer_index: int = 0, ids_keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self[tokenizer_index](input_values, ids_keep)
+
+
+# Bytes of sin-cos tables kept per model (about three hours of hybrid input); the least recently used grids are
+# dropped beyond it and recomputed when they come back, which costs far less than a forward.
+POSITION_CACHE_BYTES = 64 * 2**20
 
 
 class MynaEmbeddings(nn.Module):
     """Tokenizers (one per patch size), fixed sin-cos positions and token masking.
 
-    The positional table depends only on the patch grid, so it is computed once per (grid, device) and cached;
-    it is never stored in the checkpoint, so any number of frames can be encoded.
+    The positional table depends only on the patch grid, so it is computed once per (grid, device) and cached, up
+    to `POSITION_CACHE_BYTES` (least recently used out first); it is never stored in the checkpoint, so any number
+    of frames can be encoded.
     """
 
     def __init__(self, config: MynaConfig):
         super().__init__()
         self.config = config
-        self.patch_embeddings = nn.ModuleList([MynaPatchEmbeddings(config, p) for p in config.patch_sizes])
-        self._position_cache: dict[tuple, torch.Tensor] = {}
+        self.patch_embeddings = MynaTokenizers([MynaPatchEmbeddings(config, p) for p in config.patch_sizes])
+        self._position_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     def position_embeddings(self, grid_height: int, grid_width: int, device: torch.device) -> torch.Tensor:
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
             # Traced graphs constant-fold the table; caching a traced tensor would leak it out of the trace.
             return sincos_position_embedding(grid_height, grid_width, self.config.hidden_size, device=device)
         key = (grid_height, grid_width, str(device))
-        if key not in self._position_cache:
-            self._position_cache[key] = sincos_position_embedding(
-                grid_height, grid_width, self.config.hidden_size, device=device
+        if key in self._position_cache:
+            self._position_cache.move_to_end(key)
+            return self._position_cache[key]
+        table = sincos_position_embedding(grid_height, grid_width, self.config.hidden_size, device=device)
+        self._position_cache[key] = table
+        cached_bytes = sum(t.numel() * t.element_size() for t in self._position_cache.values())
+        while cached_bytes > POSITION_CACHE_BYTES:
+            _, dropped = self._position_cache.popitem(last=False)
+            cached_bytes -= dropped.numel() * dropped.element_size()
+        return table
+
+    def kept_indices(
+        self,
+        batch_size: int,
+        num_tokens: int,
+        mask_ratio: float | None,
+        noise: torch.Tensor | None,
+        device: torch.device,
+        tokenizer_index: int = 0,
+    ) -> torch.Tensor | None:
+        """`(batch, num_kept)` grid indices of the tokens that masking keeps, `None` when nothing is dropped.
+
+        The tokens with the smallest `noise` are kept, in increasing noise order (MAE's `random_masking`). When the
+        ratio drops no token (`mask_ratio=0`, or a grid too small for it), the tokens stay in grid order even if a
+        `noise` is given: there is nothing to mask, and a permutation would only reorder `last_hidden_state`.
+        """
+        if noise is None and not mask_ratio:
+            return None
+        if noise is not None and tuple(noise.shape) != (batch_size, num_tokens):
+            tokenizer = self.patch_embeddings[tokenizer_index]
+            raise ValueError(
+                f"noise has shape {tuple(noise.shape)} but this input has {num_tokens} tokens per example with the "
+                f"{tokenizer.patch_height}x{tokenizer.patch_width} tokenizer: pass (batch, {num_tokens})."
             )
-        return self._position_cache[key]
+        ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
+        num_kept = num_kept_tokens(num_tokens, ratio)
+        if num_kept == num_tokens:
+            return None
+        if noise is None:
+            noise = torch.rand(batch_size, num_tokens, device=device)
+        return noise.to(device).argsort(dim=1)[:, :num_kept]  # (B, K) smallest noise kept
 
     def forward(
         self,
@@ -125,28 +197,23 @@ class MynaEmbeddings(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Returns the `(batch, num_kept, hidden_size)` tokens and, when masking, the `(batch, num_kept)` indices of
-        the kept tokens in the full grid (`None` without masking).
+        the kept tokens in the full grid (`None` without masking). Only the kept patches are tokenized.
         """
-        patch_embeddings = self.patch_embeddings[tokenizer_index]
-        tokens = patch_embeddings(input_values)  # (B, N, D)
-        grid_height, grid_width = patch_embeddings.grid_size(input_values.shape[1], input_values.shape[2])
-        positions = self.position_embeddings(grid_height, grid_width, tokens.device)
-        tokens = tokens + positions.to(tokens.dtype)
+        grid_height, grid_width = self.patch_embeddings[tokenizer_index].grid_size(
+            input_values.shape[1], input_values.shape[2]
+        )
+        ids_keep = self.kept_indices(
+            input_values.shape[0], grid_height * grid_width, mask_ratio, noise, input_values.device, tokenizer_index
+        )
+        tokens = self.patch_embeddings(input_values, tokenizer_index, ids_keep)  # (B, K, D)
+        positions = self.position_embeddings(grid_height, grid_width, tokens.device).to(tokens.dtype)  # (N, D)
+        if ids_keep is not None:
+            positions = positions[ids_keep]  # (B, K, D) positions of the kept tokens
+        return tokens + positions, ids_keep
 
-        if noise is None and not mask_ratio:
-            return tokens, None
-        batch_size, num_tokens, dim = tokens.shape
-        if noise is None:
-            noise = torch.rand(batch_size, num_tokens, device=tokens.device)
-        elif noise.shape != (batch_size, num_tokens):
-            raise ValueError(
-                f"noise has shape {tuple(noise.shape)} but this input has {num_tokens} tokens per example with the "
-                f"{patch_embeddings.patch_height}x{patch_embeddings.patch_width} tokenizer: pass (batch, {num_tokens})."
-            )
-        ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
-        ids_keep = noise.argsort(dim=1)[:, : num_kept_tokens(num_tokens, ratio)]  # (B, K) smallest noise kept
-        tokens = tokens.gather(1, ids_keep[..., None].expand(-1, -1, dim))  # (B, K, D) kept tokens
-        return tokens, ids_keep
+
+# Attention functions that take an additive `(batch, 1, N, N)` mask.
+MASKED_ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
 
 
 def eager_attention_forward(
@@ -184,17 +251,26 @@ class MynaAttention(nn.Module):
         self.o_proj = nn.Linear(inner_dim, config.hidden_size, bias=False)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, num_tokens, _ = hidden_states.shape
         qkv = self.qkv(hidden_states).view(batch_size, num_tokens, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, Dh)
 
-        attention_interface: Callable = eager_attention_forward
-        if self.config._attn_implementation != "eager" and not output_attentions:
+        implementation = self.config._attn_implementation
+        if output_attentions:
             # Fused kernels return no weights, so a call that wants them takes the eager path.
-            attention_interface = ALL_ATTENTION_FUNCTIONS[self.config._attn_implementation]
-        attn_output, attn_weights = attention_interface(self, query, key, value, None, scaling=self.scaling, dropout=0.0)
+            implementation = "eager"
+        elif attention_mask is not None and implementation not in MASKED_ATTENTION_IMPLEMENTATIONS:
+            # Flash kernels take no additive mask; the block-diagonal "both" mask goes through SDPA for that call.
+            implementation = "sdpa"
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        attn_output, attn_weights = attention_interface(
+            self, query, key, value, attention_mask, scaling=self.scaling, dropout=0.0
+        )
         attn_output = attn_output.reshape(batch_size, num_tokens, -1)
         return self.o_proj(attn_output), attn_weights
 
@@ -221,9 +297,14 @@ class MynaLayer(GradientCheckpointingLayer):
         self.mlp = MynaMLP(config)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.attention(self.layernorm_before(hidden_states), output_attentions)
+        attn_output, attn_weights = self.attention(
+            self.layernorm_before(hidden_states), attention_mask, output_attentions
+        )
         hidden_states = hidden_states + attn_output
         hidden_states = hidden_states + self.mlp(self.layernorm_after(hidden_states))
         return hidden_states, attn_weights
@@ -235,12 +316,17 @@ class MynaEncoder(nn.Module):
         self.layers = nn.ModuleList([MynaLayer(config) for _ in range(config.num_hidden_layers)])
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False, output_hidden_states: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        """`attention_mask` `(1, 1, N, N)` is added to the attention scores (0 or the dtype's minimum)."""
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states, attn_weights = layer(hidden_states, output_attentions)
+            hidden_states, attn_weights = layer(hidden_states, attention_mask, output_attentions)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
@@ -332,20 +418,33 @@ class MynaPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
 
 
-def _split_batch(states: tuple[torch.Tensor, ...] | None, n: int) -> list:
-    """Per-layer `(n * B, ...)` tensors -> `n` per-layer tuples of `(B, ...)` (or `n` times `None`)."""
-    if states is None:
-        return [None] * n
-    return list(zip(*(s.chunk(n, dim=0) for s in states)))
+def block_diagonal_mask(
+    lengths: list[int], dtype: torch.dtype, device: torch.device | None = None
+) -> torch.Tensor:
+    """Additive `(1, 1, N, N)` attention mask, `N = sum(lengths)`: 0 within each segment, the dtype's minimum across.
+
+    Tokens of one segment attend only to their own segment, so one pass over the concatenated sequence equals one
+    pass per segment.
+    """
+    segment = torch.cat([torch.full((length,), i, device=device) for i, length in enumerate(lengths)])
+    same = segment[:, None] == segment[None, :]
+    mask = torch.zeros(same.shape, dtype=dtype, device=device).masked_fill(~same, torch.finfo(dtype).min)
+    return mask[None, None]
 
 
-def _block_diagonal(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Two `(B, H, N_i, N_i)` attention maps as one `(B, H, N_1 + N_2, N_1 + N_2)` block-diagonal map."""
-    n1, n2 = first.shape[-1], second.shape[-1]
-    combined = first.new_zeros((*first.shape[:2], n1 + n2, n1 + n2))
-    combined[..., :n1, :n1] = first
-    combined[..., n1:, n1:] = second
-    return combined
+@dataclass
+class MynaModelOutput(BaseModelOutputWithPooling):
+    """
+    [`BaseModelOutputWithPooling`] plus the kept indices of a masked forward.
+
+    Args:
+        ids_keep (`torch.LongTensor` of shape `(batch_size, num_kept)`, *optional*):
+            Returned when masking: `last_hidden_state[:, j]` is token `ids_keep[:, j]` of the full token sequence
+            (grid row-major; for `"both"`, the square grid followed by the vertical grid, so vertical indices are
+            offset by the square token count). `None` without masking.
+    """
+
+    ids_keep: torch.LongTensor | None = None
 
 
 class MynaModel(MynaPreTrainedModel):
@@ -362,6 +461,13 @@ class MynaModel(MynaPreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
+    def get_input_embeddings(self) -> MynaTokenizers:
+        """The tokenizers, one module for all of them: its forward hooks see every tokenizer's tokens."""
+        return self.embeddings.patch_embeddings
+
+    def set_input_embeddings(self, value: MynaTokenizers) -> None:
+        self.embeddings.patch_embeddings = value
+
     def _tokenizer_indices(self, patch_mode: str | None) -> list[int]:
         patch_mode = patch_mode or self.config.default_patch_mode
         if patch_mode == BOTH_PATCH_MODES and len(self.config.patch_sizes) > 1:
@@ -373,6 +479,12 @@ class MynaModel(MynaPreTrainedModel):
         )
 
     def _check_input(self, input_values: torch.Tensor, tokenizer_indices: list[int]) -> None:
+        if input_values.dtype == torch.float16:
+            raise ValueError(
+                "input_values is float16, which cannot hold raw power mel values (they reach ~1e6; float16 stops at "
+                "65504): pass float32 (or bfloat16) input_values. A float16 model is fine: its first LayerNorm runs "
+                "in float32."
+            )
         if input_values.dim() != 3 or input_values.shape[1] != self.config.num_mel_bins:
             raise ValueError(
                 f"input_values must have shape (batch, {self.config.num_mel_bins}, frames), got "
@@ -386,26 +498,40 @@ class MynaModel(MynaPreTrainedModel):
 
     def _encode(
         self, tokens: list[torch.Tensor], output_attentions: bool, output_hidden_states: bool
-    ) -> list[tuple[torch.Tensor, tuple | None, tuple | None]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple | None, tuple | None]:
         """Runs the shared encoder over each tokenizer's `(B, N_i, D)` tokens.
 
-        When every tokenizer yields the same number of tokens (48 and 48 for a 96-frame hybrid chunk), they go
-        through the encoder as one `(len(tokens) * B, N, D)` batch: the same maths, in larger matrix products.
+        Returns `last_hidden_state` `(B, sum N_i, D)`, the pooled `(B, len(tokens) * D)` and the per-layer states
+        and attentions. Per-layer outputs are always the autograd graph's own tensors: with two tokenizers they come
+        from one pass over the concatenated sequence under a block-diagonal mask (the same maths as separate
+        passes). Without them, equal token counts go through as one `(2B, N, D)` batch (48 and 48 for a 96-frame
+        hybrid chunk), in larger matrix products and with any attention kernel.
         """
-        if len({t.shape for t in tokens}) == 1 and len(tokens) > 1:
+        if len(tokens) == 1:
             hidden_states, all_hidden_states, all_attentions = self.encoder(
-                torch.cat(tokens, dim=0), output_attentions, output_hidden_states
+                tokens[0], None, output_attentions, output_hidden_states
             )
-            n = len(tokens)
-            per_hidden, per_attentions = _split_batch(all_hidden_states, n), _split_batch(all_attentions, n)
-            return list(zip(self.layernorm(hidden_states).chunk(n, dim=0), per_hidden, per_attentions))
-        passes = []
-        for hidden_states in tokens:
+            last_hidden_state = self.layernorm(hidden_states)
+            return last_hidden_state, last_hidden_state.mean(dim=1), all_hidden_states, all_attentions
+
+        lengths = [t.shape[1] for t in tokens]
+        if output_attentions or output_hidden_states:
+            mask = block_diagonal_mask(lengths, tokens[0].dtype, tokens[0].device)
             hidden_states, all_hidden_states, all_attentions = self.encoder(
-                hidden_states, output_attentions, output_hidden_states
+                torch.cat(tokens, dim=1), mask, output_attentions, output_hidden_states
             )
-            passes.append((self.layernorm(hidden_states), all_hidden_states, all_attentions))
-        return passes
+            last_hidden_state = self.layernorm(hidden_states)
+            segments = last_hidden_state.split(lengths, dim=1)
+        elif all(length == lengths[0] for length in lengths):
+            hidden_states, _, _ = self.encoder(torch.cat(tokens, dim=0))
+            # (n * B, N, D) -> n x (B, N, D); unflatten rather than chunk keeps a symbolic batch size exportable.
+            segments = self.layernorm(hidden_states).unflatten(0, (len(tokens), -1)).unbind(0)
+            last_hidden_state, all_hidden_states, all_attentions = torch.cat(segments, dim=1), None, None
+        else:
+            segments = [self.layernorm(self.encoder(t)[0]) for t in tokens]
+            last_hidden_state, all_hidden_states, all_attentions = torch.cat(segments, dim=1), None, None
+        pooler_output = torch.cat([s.mean(dim=1) for s in segments], dim=-1)
+        return last_hidden_state, pooler_output, all_hidden_states, all_attentions
 
     def forward(
         self,
@@ -418,20 +544,23 @@ class MynaModel(MynaPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPooling | tuple:
+    ) -> MynaModelOutput | tuple:
         r"""
         Args:
             input_values (`torch.FloatTensor` of shape `(batch_size, num_mel_bins, num_frames)`):
                 Raw power mel spectrograms from [`MynaFeatureExtractor`]. Any number of frames at least one patch
-                wide; frames that do not fill a last patch are dropped.
+                wide; frames that do not fill a last patch are dropped. Best passed in float32 whatever the model's
+                dtype: the first LayerNorm runs in float32.
             patch_mode (`str`, *optional*):
                 `"square"`, `"vertical"` or, for a hybrid model, `"both"`: the tokens of both tokenizers are encoded
-                separately by the shared encoder and concatenated along the sequence (`last_hidden_state`,
-                `hidden_states`; attentions become block-diagonal) and the pooled embeddings along the features
-                (`[square ; vertical]`, as the reference's hybrid mode). Defaults to `config.default_patch_mode`.
+                by the shared encoder, each set attending only to itself, and concatenated along the sequence
+                (`last_hidden_state`, `hidden_states`: `(batch, N_square + N_vertical, hidden_size)`; `attentions`
+                are block-diagonal), and the pooled embeddings along the features (`[square ; vertical]`, as the
+                reference's hybrid mode). Defaults to `config.default_patch_mode`.
             mask_ratio (`float`, *optional*):
                 Drop this fraction of each example's tokens before the encoder (pre-training keeps
-                `N - int(0.9 N)`). No masking when neither `mask_ratio` nor `noise` is given.
+                `N - int(0.9 N)`). No masking when neither `mask_ratio` nor `noise` is given, nor when the ratio
+                drops no token (`mask_ratio=0`).
             noise (`torch.FloatTensor` of shape `(batch_size, num_tokens)`, *optional*):
                 Fixes the mask: the tokens with the smallest noise are kept. With `"both"`, a list of one tensor per
                 tokenizer. Uses `config.mask_ratio` when `mask_ratio` is not given.
@@ -441,9 +570,10 @@ class MynaModel(MynaPreTrainedModel):
                 are accepted so that `model(**features)` works.
 
         Returns:
-            [`BaseModelOutputWithPooling`]: `last_hidden_state` `(batch_size, num_tokens, hidden_size)` after the
-            final LayerNorm, `pooler_output` `(batch_size, hidden_size)` (twice as wide for `"both"`), the mean of
-            the tokens; `hidden_states` (embeddings + one per block) and `attentions` when asked for.
+            [`MynaModelOutput`]: `last_hidden_state` `(batch_size, num_tokens, hidden_size)` after the final
+            LayerNorm, `pooler_output` `(batch_size, hidden_size)` (twice as wide for `"both"`), the mean of the
+            tokens; `hidden_states` (embeddings + one per block) and `attentions` when asked for; `ids_keep` when
+            masking.
         """
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
@@ -453,42 +583,51 @@ class MynaModel(MynaPreTrainedModel):
 
         tokenizer_indices = self._tokenizer_indices(patch_mode)
         self._check_input(input_values, tokenizer_indices)
-        input_values = input_values.to(self.embeddings.patch_embeddings[0].projection.weight.dtype)
         if len(tokenizer_indices) == 1 and isinstance(noise, (list, tuple)) and len(noise) == 1:
             noise = noise[0]
         if len(tokenizer_indices) > 1 and noise is not None and not isinstance(noise, (list, tuple)):
             raise ValueError('patch_mode="both" needs one noise tensor per tokenizer: pass a list [square, vertical].')
 
-        tokens = [
-            self.embeddings(
-                input_values,
-                index,
-                mask_ratio=mask_ratio,
-                noise=noise[i] if isinstance(noise, (list, tuple)) else noise,
-            )[0]
-            for i, index in enumerate(tokenizer_indices)
-        ]
-        passes = self._encode(tokens, output_attentions, output_hidden_states)
-        last_hidden_state = torch.cat([p[0] for p in passes], dim=1)
-        pooler_output = torch.cat([p[0].mean(dim=1) for p in passes], dim=-1)
-        all_hidden_states = all_attentions = None
-        if output_hidden_states:
-            all_hidden_states = tuple(torch.cat(states, dim=1) for states in zip(*(p[1] for p in passes)))
-        if output_attentions:
-            all_attentions = passes[0][2]
-            if len(passes) > 1:
-                all_attentions = tuple(_block_diagonal(a, b) for a, b in zip(passes[0][2], passes[1][2]))
+        tokens, kept = [], []
+        for i, index in enumerate(tokenizer_indices):
+            tokenizer_noise = noise[i] if isinstance(noise, (list, tuple)) else noise
+            tokenizer_tokens, ids_keep = self.embeddings(input_values, index, mask_ratio, tokenizer_noise)
+            tokens.append(tokenizer_tokens)
+            kept.append(ids_keep)
+        last_hidden_state, pooler_output, all_hidden_states, all_attentions = self._encode(
+            tokens, output_attentions, output_hidden_states
+        )
+        ids_keep = self._combined_ids_keep(input_values, tokenizer_indices, kept)
 
         if not return_dict:
             return tuple(
-                v for v in (last_hidden_state, pooler_output, all_hidden_states, all_attentions) if v is not None
+                v
+                for v in (last_hidden_state, pooler_output, all_hidden_states, all_attentions, ids_keep)
+                if v is not None
             )
-        return BaseModelOutputWithPooling(
+        return MynaModelOutput(
             last_hidden_state=last_hidden_state,
             pooler_output=pooler_output,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
+            ids_keep=ids_keep,
         )
+
+    def _combined_ids_keep(
+        self, input_values: torch.Tensor, tokenizer_indices: list[int], kept: list[torch.Tensor | None]
+    ) -> torch.Tensor | None:
+        """Each tokenizer's kept indices as indices into the concatenated token sequence, `(B, sum K_i)`."""
+        if all(ids is None for ids in kept):
+            return None
+        combined, offset = [], 0
+        for index, ids in zip(tokenizer_indices, kept):
+            grid_height, grid_width = self.embeddings.patch_embeddings[index].grid_size(*input_values.shape[1:])
+            num_tokens = grid_height * grid_width
+            if ids is None:  # a grid too small to lose a token at this ratio keeps all of them, in order
+                ids = torch.arange(num_tokens, device=input_values.device).expand(input_values.shape[0], -1)
+            combined.append(ids + offset)
+            offset += num_tokens
+        return torch.cat(combined, dim=1)
 
 
 @dataclass
@@ -516,6 +655,8 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
     lives in `training/losses.py` and is handed in as `loss_fn`, so one loss object (which may carry SogCLR state
     or a process group) serves every tokenizer.
     """
+
+    main_input_name = "views"
 
     def __init__(self, config: MynaConfig):
         super().__init__(config)
@@ -553,7 +694,7 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         mask_ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
-        if len({tuple(v.shape) for v in views}) != 1:
+        if any(v.shape != views[0].shape for v in views[1:]):
             raise ValueError(
                 f"views must share one shape to be encoded as one batch, got {[tuple(v.shape) for v in views]}: "
                 "crop every view to the same number of frames."
@@ -669,6 +810,7 @@ __all__ = [
     "MynaForAudioClassification",
     "MynaForContrastivePretraining",
     "MynaModel",
+    "MynaModelOutput",
     "MynaPreTrainedModel",
     "pool_chunks",
     "sincos_position_embedding",

@@ -45,12 +45,9 @@ class MynaChunkPipeline(ChunkPipeline):
             kwargs["feature_extractor"] = MynaFeatureExtractor.from_config(model.config)
         if batch_size is not None:
             kwargs["batch_size_chunks"] = batch_size
+        # Any model dtype works, float16 included: chunks stay float32 and the model's first LayerNorm runs in
+        # float32, so the raw power mel (~1e6, past float16's 65504) never passes through float16.
         super().__init__(model, *args, **kwargs)
-        if self.model.dtype == torch.float16:
-            raise ValueError(
-                "float16 cannot hold Myna's raw power mel spectrogram (values reach ~1e6, float16 stops at 65504): "
-                "load the model in bfloat16 or float32, e.g. pipeline(..., dtype=torch.bfloat16)."
-            )
 
     def __call__(self, inputs, batch_size: int | None = None, **kwargs):
         # The DataLoader's batch stays 1 (one input at a time); `batch_size` sizes the segments instead.

@@ -65,8 +65,9 @@ class EmbedArguments:
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, cuda:1, mps, ... Default: cuda when available, else cpu."}
     )
-    dtype: Literal["float32", "bfloat16"] = field(
-        default="float32", metadata={"help": "Model weights' dtype (float16 overflows Myna's raw power spectrogram)."}
+    dtype: Literal["float32", "bfloat16", "float16"] = field(
+        default="float32",
+        metadata={"help": "Model weights' dtype (the spectrogram and the first LayerNorm stay float32)."},
     )
     overwrite: bool = field(default=False, metadata={"help": "Replace --output if it exists."})
 

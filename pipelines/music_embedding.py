@@ -45,7 +45,8 @@ class MusicEmbeddingPipeline(MynaChunkPipeline):
         hop_frames (`int`, defaults to the chunk width): frames between chunk starts; smaller values give
             overlapping chunks (a denser timeline).
         device, dtype: as for any transformers pipeline (`device="cuda"`, `dtype=torch.bfloat16`); the spectrogram
-            is computed in float32 on the same device. float16 is refused: the raw power mel overflows it.
+            is computed in float32 on the same device and reaches the model's float32 patch LayerNorm unchanged,
+            so float16 models work too.
 
     Unreadable inputs raise `modeling_myna.audio_utils.AudioDecodeError` (a `ValueError`) naming the input.
     """

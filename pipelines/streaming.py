@@ -6,8 +6,9 @@ resampler, and cut into *segments*: stretches of samples whose centred STFT hold
 chunks. Each segment's chunks are identical (to float tolerance) to the feature extractor's chunks of the whole
 track, so memory depends on the segment size, never on the track length.
 
-Why the segments are exact. nnAudio's STFT is centred: frame `t` is the window of `n_fft` samples starting at
-`t * hop - n_fft // 2`, and the track is reflect-padded by `n_fft // 2` at both ends. Chunk `k` covers frames
+Why the segments are exact. The front end's STFT (nnAudio's, computed by `torch.stft`) is centred: frame `t` is
+the window of `n_fft` samples starting at `t * hop - n_fft // 2`, and the track is reflect-padded by `n_fft // 2` at
+both ends. Chunk `k` covers frames
 `[k * H, k * H + C)` (C = `chunk_frames`, H = `hop_frames`). For the chunks `k0 .. k1 - 1` a segment takes samples
 `[a, b)` with
 

@@ -10,7 +10,7 @@ import torch
 from transformers import pipeline
 
 from modeling_myna import MynaConfig, MynaForAudioClassification, MynaModel
-from myna_evaluation.export import export_linear_probe, fold_standardization
+from myna_evaluation.export import export_linear_probe, fold_standardization, load_probe
 from myna_evaluation.extract import EmbeddingExtractor
 from myna_evaluation.probe import main
 from myna_evaluation.tasks import load_synthetic_task, synthetic_splits
@@ -78,7 +78,7 @@ def test_exported_probe_works_in_the_audio_classification_pipeline(tmp_path, mon
     assert isinstance(MynaForAudioClassification.from_pretrained(exported), MynaForAudioClassification)
 
     classifier = pipeline("audio-classification", model=exported)
-    probe = torch.load(probe_path, weights_only=False)
+    probe = load_probe(str(probe_path))  # what probe.py writes loads with weights_only=True
     extractor = EmbeddingExtractor(str(encoder))
     for row in range(2):
         audio = np.asarray(
@@ -101,3 +101,23 @@ def test_hidden_layer_probes_are_refused(tmp_path):
     torch.save(probe, tmp_path / "probe.pt")
     with pytest.raises(ValueError, match="only linear probes can be exported"):
         export_linear_probe(str(tmp_path), str(tmp_path / "probe.pt"), str(tmp_path / "out"))
+
+
+class _RunsCodeWhenUnpickled:
+    """A pickle payload that would create a file if unpickled: the shape of an arbitrary-code-execution attack."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_probe_file_with_a_malicious_pickle_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = {"state": {"w0": torch.zeros(4, 2)}, "payload": _RunsCodeWhenUnpickled(str(marker))}
+    torch.save(payload, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="refusing to load"):
+        export_linear_probe(str(tmp_path), str(tmp_path / "evil.pt"), str(tmp_path / "out"))
+    assert not marker.exists(), "the probe file's pickle ran code"
+    assert not (tmp_path / "out").exists()

@@ -198,3 +198,47 @@ def test_other_transformers_audio_models_are_mean_pooled(tmp_path):
     with torch.no_grad():
         direct = extractor.model(**inputs).last_hidden_state.mean(1).numpy()
     np.testing.assert_allclose(chunks[:1], direct, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("damage", [b"", b"not a zip file at all", "truncate"])
+def test_a_corrupt_shard_is_recomputed(tmp_path, tiny_myna_folder, damage):
+    dataset = toy_dataset(tmp_path, with_bad=False)
+    settings = ExtractionSettings(cache_dir=str(tmp_path / "cache"), tracks_per_shard=2, progress=False)
+    extractor = EmbeddingExtractor(tiny_myna_folder)
+    first = extract_split(extractor, SPEC, dataset, "test", settings)
+    (folder,) = os.listdir(tmp_path / "cache")
+    shard = tmp_path / "cache" / folder / "shard_0000002.npz"
+    content = shard.read_bytes()
+    shard.write_bytes(content[: len(content) // 2] if damage == "truncate" else damage)
+
+    again = extract_split(extractor, SPEC, dataset, "test", settings)
+    np.testing.assert_allclose(again.embeddings, first.embeddings, atol=1e-6)
+    np.testing.assert_array_equal(again.track_index, first.track_index)
+    assert again.track_ids == first.track_ids
+    assert np.load(shard)["embeddings"].shape[0] > 0  # rewritten whole
+
+
+def test_hub_dataset_revision_is_part_of_the_cache_signature(tmp_path, monkeypatch):
+    from myna_evaluation.tasks import dataset_signature, load_paper_task
+
+    path = str(tmp_path / "clip.wav")
+    sf.write(path, tone(1.0), 16000)
+    requested = []
+
+    def fake_load_dataset(hub_id, revision=None):
+        requested.append((hub_id, revision))
+        splits = {}
+        for split in ("train", "validation", "test"):
+            data = datasets.Dataset.from_dict({"audio": [path], "genre": ["blues"]})
+            data = data.cast_column("audio", datasets.Audio(sampling_rate=16000))
+            data._fingerprint = f"{revision}-{split}"  # datasets names it after the revision's cache folder
+            splits[split] = data
+        return datasets.DatasetDict(splits)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    signatures = {}
+    for path_or_id in ("m-a-p/GTZAN@v1", "m-a-p/GTZAN@v2", "m-a-p/GTZAN"):
+        spec, dataset = load_paper_task("gtzan", path_or_id)
+        signatures[path_or_id] = dataset_signature(spec, dataset["test"])
+    assert requested == [("m-a-p/GTZAN", "v1"), ("m-a-p/GTZAN", "v2"), ("m-a-p/GTZAN", None)]
+    assert len(set(signatures.values())) == 3  # same ids and audio, three snapshots, three cache entries

@@ -128,3 +128,62 @@ def test_full_grid_on_every_generated_task(tiny_myna_folder, tmp_path):
     for entry in report["tasks"].values():
         assert len(entry["grid"]["square"]) == 216
         assert np.isfinite(list(entry["test_metrics"].values())).all()
+
+
+def _tone(path, frequency, seconds=3.5):
+    import soundfile as sf
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    t = np.arange(int(16000 * seconds)) / 16000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * frequency * t)).astype(np.float32), 16000)
+
+
+def test_one_command_on_a_custom_task_file_and_a_marble_task(tiny_myna_folder, tmp_path, capsys):
+    """A folder of labelled audio and a task file give the table; a corrupt and a missing file are skipped and
+    counted; NSynth loads from its release layout; MARBLE's probe protocol runs on both."""
+    rows = ["file,singer,pitch"]
+    for index in range(30):
+        pitch = ("low", "high")[index % 2]
+        _tone(str(tmp_path / "clips" / f"{index:02d}.wav"), 220 if pitch == "low" else 880)
+        rows.append(f"clips/{index:02d}.wav,singer{index // 3},{pitch}")
+    (tmp_path / "clips" / "05.wav").write_bytes(b"not audio at all")
+    rows.append("clips/absent.wav,singer3,low")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "pitch.yaml").write_text(
+        "name: pitch\npath: labels.csv\naudio_column: file\nlabel_column: pitch\nproblem_type: single_label\n"
+        "splits: {group_column: singer, fractions: [0.6, 0.2, 0.2], seed: 1}\n"
+    )
+    for split, count in (("train", 6), ("valid", 3), ("test", 3)):
+        examples = {}
+        for index in range(count):
+            family = index % 2
+            note = f"{('bass', 'brass')[family]}_acoustic_{index:03d}-060-100"
+            _tone(str(tmp_path / "nsynth" / f"nsynth-{split}" / "audio" / f"{note}.wav"), 110 * (1 + 3 * family), 4.0)
+            examples[note] = {"instrument_family": family, "pitch": 60}
+        (tmp_path / "nsynth" / f"nsynth-{split}" / "examples.json").write_text(json.dumps(examples))
+
+    output_dir = tmp_path / "report"
+    # fmt: off
+    report = main([
+        "--model", tiny_myna_folder, "--tasks", f"custom:{tmp_path / 'pitch.yaml'},nsynth-instrument",
+        "--dataset_paths", f"nsynth={tmp_path / 'nsynth'}", "--protocol", "marble", "--fast",
+        "--max_epochs", "4", "--output_dir", str(output_dir), "--progress", "false", "--num_threads", "1",
+        "--tsne", "false",
+    ])
+    # fmt: on
+    printed = capsys.readouterr().out
+    # The paper's columns, MARBLE's block, then the custom task.
+    paper = "| Model | MTT AUC | MTT AP | GTZAN | GS | Emo A | Emo V | Avg. |"
+    assert f"{paper} NSynth-I | MARBLE avg. | pitch | Avg. (run) |" in printed
+    assert "MARBLE probe, fast" in printed
+    pitch = report["tasks"]["pitch"]
+    skipped = [t for split in pitch["skipped_tracks"].values() for t in split]
+    assert sorted(os.path.basename(t) for t in skipped) == ["05.wav", "absent.wav"]
+    assert sum(pitch["num_tracks"].values()) == 29
+    assert len(pitch["grid"]["square"]) == 2 and pitch["linear_probe"] is None
+    # MARBLE protocol: training chunks without overlap (3.5 s = one chunk per clip, as for validation and test).
+    assert pitch["num_chunks"]["train"] == pitch["num_tracks"]["train"]
+    nsynth = report["tasks"]["nsynth-instrument"]
+    assert nsynth["num_tracks"] == {"train": 6, "validation": 3, "test": 3}
+    row = [r for r in report["table"].splitlines() if r.startswith("| tiny-myna")][0].split(" | ")
+    assert float(row[8]) == pytest.approx(100 * nsynth["test_metrics"]["accuracy"], abs=0.05)

@@ -46,3 +46,28 @@ def test_tsne_writes_a_png(tmp_path):
     path = plot_tsne(embeddings, labels, ["a", "b", "c"], str(tmp_path / "t.png"), "test", num_threads=1)
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_table_across_paper_marble_and_custom_tasks():
+    from myna_evaluation.task_families.marble import marble_spec
+    from myna_evaluation.tasks import TaskSpec
+
+    results = paper_results(PAPER_ROWS["Myna-Base (paper)"])
+    del results["giantsteps"], results["emomusic"]
+    results["nsynth-pitch"] = (marble_spec("nsynth-pitch"), {"accuracy": 0.5})
+    results["mtg-genre"] = (marble_spec("mtg-genre"), {"roc_auc_macro": 0.8, "average_precision_macro": 0.2})
+    custom = TaskSpec("my_task", "regression", ("a",), "myna_r2", "r2_mean", (("my_task R2", "r2_mean"),))
+    results["my_task"] = (custom, {"r2_mean": 0.3})
+    lines = render_table("m", results).splitlines()
+    assert lines[0] == (
+        "| Model | MTT AUC | MTT AP | GTZAN | GS | Emo A | Emo V | Avg. | MTG-G AUC | MTG-G AP | NSynth-P | "
+        "MARBLE avg. | my_task R2 | Avg. (run) |"
+    )
+    row = lines[2].split(" | ")
+    assert row[1:4] == ["90.8", "39.5", "78.3"] and row[7] == "–"  # Table 1 average needs all four paper tasks
+    assert row[8:11] == ["80.0", "20.0", "50.0"]
+    # MARBLE avg.: per task first (MTT 65.15, GTZAN 78.3, MTG-G 50, NSynth-P 50), then over tasks.
+    assert float(row[11]) == pytest.approx((65.15 + 78.3 + 50 + 50) / 4, abs=0.05)
+    assert row[12] == "30.0"
+    assert float(row[13].rstrip(" |")) == pytest.approx((65.15 + 78.3 + 50 + 50 + 30) / 5, abs=0.05)
+    assert lines[3].endswith("| 67.9 | – | – | – | – | – | – |")

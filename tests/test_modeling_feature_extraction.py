@@ -25,13 +25,36 @@ def reference_mel(audio: np.ndarray) -> torch.Tensor:
     return MelSpectrogram(sr=16000, n_mels=128, verbose=False)(torch.from_numpy(audio)[None])[0]
 
 
+def assert_close_to_reference(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """The FFT front end against nnAudio: max |difference| <= 1e-5 of the spectrogram's max (see test_modeling_mel)."""
+    assert actual.shape == expected.shape
+    assert float((actual - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
+
+
 def test_whole_spectrogram_equals_nnaudio_called_directly():
     audio = np.random.default_rng(0).standard_normal(40_000).astype(np.float32) * 0.1
     features = MynaFeatureExtractor()(audio, sampling_rate=SR, chunk=False, return_tensors="pt")
     expected = reference_mel(audio)
     assert features["input_values"].shape == (1, 128, 40_000 // 512 + 1)
-    torch.testing.assert_close(features["input_values"][0], expected, rtol=0, atol=0)
+    assert_close_to_reference(features["input_values"][0], expected)
     assert features["num_frames"].tolist() == [79]
+    # The escape hatch runs nnAudio's own module: the reference, bit for bit.
+    nnaudio = MynaFeatureExtractor(mel_backend="nnaudio")(audio, sampling_rate=SR, chunk=False, return_tensors="pt")
+    torch.testing.assert_close(nnaudio["input_values"][0], expected, rtol=0, atol=0)
+
+
+def test_batched_spectrograms_of_mixed_lengths_equal_nnaudio():
+    rng = np.random.default_rng(3)
+    batch = [rng.standard_normal(n).astype(np.float32) * 0.2 for n in (20_000, 33_333, 20_000)]
+    for lengths in ([batch[0], batch[2]], batch):  # one stacked call; one call per recording
+        features = MynaFeatureExtractor()(lengths, sampling_rate=SR, chunk=False, return_tensors="pt")
+        for audio, spectrogram, frames in zip(lengths, features["input_values"], features["num_frames"]):
+            assert_close_to_reference(spectrogram[:, :frames], reference_mel(audio))
+
+
+def test_too_short_for_the_stft_without_chunking_is_a_clear_error():
+    with pytest.raises(ValueError, match="too short for the centred STFT"):
+        MynaFeatureExtractor()(tone(0.05), sampling_rate=SR, chunk=False)  # 800 samples
 
 
 def test_raw_power_of_a_full_scale_tone_is_large_and_float32():
@@ -47,7 +70,8 @@ def test_raw_power_of_a_full_scale_tone_is_large_and_float32():
 def test_chunks_are_windows_of_the_whole_spectrogram():
     extractor = MynaFeatureExtractor()
     audio = np.random.default_rng(1).standard_normal(16_000 * 10).astype(np.float32)
-    whole = reference_mel(audio)  # 313 frames
+    whole = extractor(audio, sampling_rate=SR, chunk=False, return_tensors="pt")["input_values"][0]  # 313 frames
+    assert_close_to_reference(whole, reference_mel(audio))
     chunks = extractor(audio, sampling_rate=SR, return_tensors="pt")
     assert chunks["input_values"].shape == (3, 128, 96)  # tail of 25 frames dropped
     for i in range(3):
@@ -76,7 +100,7 @@ def test_short_audio_is_zero_padded_to_one_chunk():
     features = extractor(short, sampling_rate=SR, return_tensors="pt")
     assert features["input_values"].shape == (1, 128, 96)
     padded = np.concatenate([short, np.zeros(95 * 512 - len(short), np.float32)])
-    torch.testing.assert_close(features["input_values"][0], reference_mel(padded)[:, :96], rtol=0, atol=0)
+    assert_close_to_reference(features["input_values"][0], reference_mel(padded)[:, :96])
 
 
 def test_vertical_model_chunks_are_98_frames():
@@ -135,13 +159,19 @@ def test_bad_input_is_a_clear_value_error(audio, kwargs, message):
 
 
 def test_save_load_round_trip(tmp_path):
-    extractor = MynaFeatureExtractor(chunk_frames=98, hop_frames=49)
-    extractor(tone(1.0), sampling_rate=SR)  # builds the nnAudio module, which must not be serialised
+    extractor = MynaFeatureExtractor(chunk_frames=98, hop_frames=49, mel_backend="nnaudio")
+    extractor(tone(1.0), sampling_rate=SR)  # builds the mel module, which must not be serialised
     extractor.save_pretrained(tmp_path)
-    assert "_mel_modules" not in (tmp_path / "preprocessor_config.json").read_text()
+    saved = (tmp_path / "preprocessor_config.json").read_text()
+    # How the mel is computed is a run-time choice: saved folders look as they did before the FFT front end.
+    assert "_mel_modules" not in saved and "mel_backend" not in saved
     loaded = AutoFeatureExtractor.from_pretrained(tmp_path)
     assert isinstance(loaded, MynaFeatureExtractor)
     assert loaded.to_dict() == extractor.to_dict() and loaded.hop_frames == 49
+    assert loaded.mel_backend == "fft"
+    assert AutoFeatureExtractor.from_pretrained(tmp_path, mel_backend="nnaudio").mel_backend == "nnaudio"
+    with pytest.raises(ValueError, match="mel_backend='torchaudio'"):
+        MynaFeatureExtractor(mel_backend="torchaudio")
 
 
 # --- audio_utils ---------------------------------------------------------------------------------------------------

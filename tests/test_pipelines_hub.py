@@ -28,7 +28,8 @@ def test_a_saved_folder_carries_card_auto_map_code_and_feature_extractor(tmp_pat
     folder = save_tiny_model(tmp_path / "model", variant="hybrid")
     files = set(os.listdir(folder))
     assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"} <= files
-    assert {"modeling_myna.py", "configuration_myna.py", "feature_extraction_myna.py", "model_card.py"} <= files
+    code = {"modeling_myna.py", "configuration_myna.py", "feature_extraction_myna.py", "mel.py", "model_card.py"}
+    assert code <= files
     auto_map = json.load(open(os.path.join(folder, "config.json")))["auto_map"]
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForAudioClassification", "AutoModelForPreTraining"}
     extractor_map = json.load(open(os.path.join(folder, "preprocessor_config.json")))["auto_map"]

@@ -1,6 +1,7 @@
 """Tests of myna_training.arguments: flags and config files to dataclasses to MynaConfig, and refused settings."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -36,10 +37,61 @@ def test_refused_settings_say_what_to_do(tmp_path):
     parse_arguments(["--loss", "sogclr", "--gradient_accumulation_steps", "4"])  # SogCLR accumulates fine
     with pytest.raises(ValueError, match="--hub_model_id"):
         parse_arguments(["--push_to_hub"])
-    with pytest.raises(ValueError, match="no other flags"):
-        parse_arguments(["--config", str(tmp_path / "a.yaml"), "--seed", "1"])
+    (tmp_path / "typo.yaml").write_text("per_device_batchsize: 8\n")
+    with pytest.raises(ValueError, match="unknown setting 'per_device_batchsize'. Did you mean 'per_device_batch_size'"):
+        parse_arguments(["--config", str(tmp_path / "typo.yaml")])
+    with pytest.raises(ValueError, match="--config needs a .yaml"):
+        parse_arguments(["--config", "--seed", "1"])
     with pytest.raises(ValueError, match="does not exist"):
         parse_arguments([str(tmp_path / "missing.yaml")])
     model_args = parse_arguments(["--hidden_size", "96", "--num_attention_heads", "5"])[0]
     with pytest.raises(ValueError, match="not divisible"):
         model_args.to_config()
+
+
+CONFIGS = Path(__file__).parent.parent / "training" / "configs"
+
+
+def test_flags_after_a_config_file_override_it(tmp_path):
+    (tmp_path / "run.yaml").write_text("loss: infonce\nper_device_batch_size: 32\nseed: 3\n")
+    _, _, training_args = parse_arguments(["--config", str(tmp_path / "run.yaml"), "--seed", "7", "--max_steps", "10"])
+    assert (training_args.loss, training_args.per_device_batch_size) == ("infonce", 32)  # from the file
+    assert (training_args.seed, training_args.max_steps) == (7, 10)  # the flags win
+
+
+@pytest.mark.parametrize("variant, patch_sizes", [("base", [[16, 16]]), ("vertical", [[128, 2]]),
+                                                  ("hybrid", [[16, 16], [128, 2]])])
+def test_paper_presets_resolve_to_the_papers_run(variant, patch_sizes):
+    model_args, data_args, training_args = parse_arguments(["--config", str(CONFIGS / f"myna-{variant}.yaml")])
+    config = model_args.to_config()
+    # ViT-S, 90% masking (SPEC §2, §4).
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size) == (
+        384, 12, 6, 1536
+    )
+    assert config.patch_sizes == patch_sizes and config.mask_ratio == 0.9
+    # Adam 3e-4 constant, weight decay 1e-5, batch 4096, 500 epochs, SogCLR at tau 0.1, bfloat16, AudioSet music.
+    assert training_args.learning_rate == 3e-4 and training_args.lr_scheduler_type == "constant"
+    assert training_args.warmup_steps == 0 and training_args.max_grad_norm == 0
+    assert training_args.weight_decay == 1e-5 and training_args.weight_decay_scope == "all"
+    assert training_args.per_device_batch_size == 4096
+    assert training_args.max_steps == 0 and training_args.num_epochs == 500
+    assert training_args.loss == "sogclr" and training_args.temperature == 0.1 and training_args.sogclr_gamma == 0.9
+    assert training_args.mixed_precision == "bf16" and data_args.storage_dtype == "bfloat16"
+    assert data_args.dataset == "audioset_csv"
+
+
+def test_print_config_shows_the_resolved_settings_and_reads_back(tmp_path, capsys):
+    from myna_training import pretrain
+
+    pretrain.main(["--config", str(CONFIGS / "myna-hybrid.yaml"), "--num_epochs", "2", "--print_config"])
+    printed = capsys.readouterr().out
+    assert "variant: hybrid" in printed and "num_epochs: 2" in printed and "learning_rate: 0.0003" in printed
+    (tmp_path / "resolved.yaml").write_text(printed)
+    assert parse_arguments(["--config", str(tmp_path / "resolved.yaml")]) == parse_arguments(
+        ["--config", str(CONFIGS / "myna-hybrid.yaml"), "--num_epochs", "2"]
+    )
+
+
+def test_cpu_smoke_preset_parses():
+    model_args, data_args, training_args = parse_arguments(["--config", str(CONFIGS / "cpu-smoke.yaml")])
+    assert data_args.dataset == "synthetic" and training_args.max_steps > 0 and model_args.to_config().hidden_size == 64

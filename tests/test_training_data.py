@@ -88,6 +88,9 @@ def test_bfloat16_storage_round_trip_keeps_large_power_values():
     decoded = decode_spectrograms(stored, bfloat16=True)
     assert decoded.dtype == torch.bfloat16
     torch.testing.assert_close(decoded.float(), spectrogram, rtol=1e-2, atol=0)  # float16 would overflow at 1e6
+    values = torch.rand(10_000, generator=torch.Generator().manual_seed(0)) ** 8 * 1e6
+    rounded = decode_spectrograms(encode_spectrogram(values[None], "bfloat16"), bfloat16=True).float()[0]
+    assert ((rounded - values).abs() / values).max() <= 2**-8  # 8 significant bits, round to nearest
     with pytest.raises(ValueError, match="float16 overflows"):
         from myna_training.data import spectrogram_features
 
@@ -110,14 +113,14 @@ def test_crop_starts_are_uniform_in_range_and_respect_max_distance():
 def test_bank_crops_equal_slicing_each_clip():
     generator = torch.Generator().manual_seed(1)
     specs = [torch.rand(128, n, generator=generator) for n in (100, 313, 96)]
-    bank = SpectrogramBank(torch.cat(specs, dim=1), torch.tensor([100, 313, 96]))
+    bank = SpectrogramBank(torch.cat([s.T for s in specs]), torch.tensor([100, 313, 96]))
     index = torch.tensor([1, 0, 2, 1])
     view1, view2 = bank.crop_pair(index, 96, torch.Generator().manual_seed(5))
     first, second = random_crop_starts(bank.num_frames[index], 96, torch.Generator().manual_seed(5))
     for row, clip in enumerate(index.tolist()):
         torch.testing.assert_close(view1[row], specs[clip][:, first[row] : first[row] + 96])
         torch.testing.assert_close(view2[row], specs[clip][:, second[row] : second[row] + 96])
-    assert gather_crops(bank.bank, torch.tensor([100]), 96).shape == (1, 128, 96)
+    torch.testing.assert_close(gather_crops(bank.frames, torch.tensor([100]), 96)[0], specs[1][:, :96])
 
 
 def test_bank_from_cached_dataset(messy_folder):
@@ -125,13 +128,13 @@ def test_bank_from_cached_dataset(messy_folder):
         folder_clips(str(messy_folder)), MynaFeatureExtractor(), 96, SkipReport(), storage_dtype="bfloat16"
     )
     bank = SpectrogramBank.from_dataset(spectrograms)
-    assert bank.bank.dtype == torch.bfloat16 and len(bank) == 4
+    assert bank.frames.dtype == torch.bfloat16 and len(bank) == 4
     full = SpectrogramBank.from_dataset(
         compute_spectrograms(folder_clips(str(messy_folder)), MynaFeatureExtractor(), 96, SkipReport())
     )
-    assert full.bank.dtype == torch.float32 and full.bank.max() > 1e3
-    torch.testing.assert_close(bank.bank.float(), full.bank, rtol=1e-2, atol=1e-3)
-    assert bank.bank.shape == (128, sum(spectrograms["num_frames"]))
+    assert full.frames.dtype == torch.float32 and full.frames.max() > 1e3
+    torch.testing.assert_close(bank.frames.float(), full.frames, rtol=1e-2, atol=1e-3)
+    assert bank.frames.shape == (sum(spectrograms["num_frames"]), 128)
     assert bank.offsets.tolist() == np.concatenate([[0], np.cumsum(spectrograms["num_frames"])[:-1]]).tolist()
 
 
@@ -176,7 +179,8 @@ def test_streamed_set_yields_vectorised_crops_and_a_resumable_position(messy_fol
     )
     skipped = SkipReport()
     data = StreamingSpectrograms(stream, batch_size=3, device="cpu", shuffle_buffer_size=0, skipped=skipped)
-    view1, view2 = data.next_batch(96, torch.Generator().manual_seed(0))
+    view1, view2, index = data.next_batch(96, torch.Generator().manual_seed(0))
+    assert index is None  # this stream has no stable index column
     assert view1.shape == view2.shape == (3, 128, 96) and view1.dtype == torch.float32
     assert view1.abs().sum() > 0 and not torch.equal(view1, view2)
     # Each view is a window of its clip's spectrogram, at the starts the same generator draws.
@@ -196,3 +200,221 @@ def test_streamed_set_yields_vectorised_crops_and_a_resumable_position(messy_fol
     data.next_batch(96, torch.Generator().manual_seed(1))
     assert data.epoch == 1
     assert skipped.counts == {"undecodable": 2, "silent": 1, "shorter than 96 frames": 1}
+
+
+def test_worker_processes_give_the_same_spectrograms_and_reload_their_shards(messy_folder, tmp_path_factory):
+    clips = folder_clips(str(messy_folder))
+    feature_extractor = MynaFeatureExtractor()
+    single = compute_spectrograms(clips, feature_extractor, 96, SkipReport(), batch_size=2)
+    cache = tmp_path_factory.mktemp("cache") / "spectrograms.arrow"
+    skipped = SkipReport()
+    parallel = compute_spectrograms(
+        clips, feature_extractor, 96, skipped, cache_file=str(cache), batch_size=2, num_proc=2
+    )
+    assert parallel["id"] == single["id"] and parallel["num_frames"] == single["num_frames"]  # order kept
+    for ours, theirs in zip(parallel.with_format("numpy")["spectrogram"], single.with_format("numpy")["spectrogram"]):
+        assert ours.shape == theirs.shape and np.abs(ours - theirs).max() <= 1e-6 * np.abs(theirs).max()
+    assert skipped.counts == {"undecodable": 2, "silent": 1, "shorter than 96 frames": 1}
+    # Each worker wrote its contiguous shard; a later run reloads them (whatever its num_proc) and counts the skips.
+    shards = sorted(cache.parent.glob("spectrograms_*_of_00002.arrow"))
+    assert [s.name for s in shards] == ["spectrograms_00000_of_00002.arrow", "spectrograms_00001_of_00002.arrow"]
+    written = [s.stat().st_mtime_ns for s in shards]
+    for num_proc in (2, 1):
+        again = SkipReport()
+        reloaded = compute_spectrograms(
+            clips, feature_extractor, 96, again, cache_file=str(cache), batch_size=2, num_proc=num_proc
+        )
+        assert reloaded["id"] == parallel["id"] and again.counts == skipped.counts
+    assert [s.stat().st_mtime_ns for s in shards] == written and not cache.exists()
+
+
+def test_spectrogram_workers_run_single_threaded_but_the_main_process_keeps_its_threads(messy_folder):
+    import os
+
+    from myna_training.data import make_spectrogram_function
+
+    clips = folder_clips(str(messy_folder)).select(range(2))
+    function = make_spectrogram_function(MynaFeatureExtractor(), 96, "float32", "cpu", single_threaded_workers=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        function(clips[:2])
+        assert torch.get_num_threads() == 2  # a map in the main process leaves the training threads alone
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # a worker, as datasets forks them
+            try:
+                function(clips[:2])
+                os.write(write, str(torch.get_num_threads()).encode())
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        assert os.read(read, 16) == b"1"
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The on-disk store, out-of-core reading, the placement decision
+
+
+def random_spectrogram_dataset(num_frames, seed=0, storage_dtype="bfloat16"):
+    """A `compute_spectrograms`-style dataset of random power spectrograms (values up to 1e6), without audio."""
+    import datasets
+
+    from myna_training.data import encode_spectrogram, spectrogram_features
+
+    generator = torch.Generator().manual_seed(seed)
+    rows = {"id": [], "spectrogram": [], "num_frames": [], "skip_reason": [], "index": []}
+    for i, n in enumerate(num_frames):
+        spectrogram = torch.rand(128, n, generator=generator) ** 4 * 1e6
+        rows["id"].append(f"clip{i}")
+        rows["spectrogram"].append(encode_spectrogram(spectrogram, storage_dtype))
+        rows["num_frames"].append(n)
+        rows["skip_reason"].append("")
+        rows["index"].append(i)
+    dataset = datasets.Dataset.from_dict(rows, features=spectrogram_features(128, storage_dtype))
+    return dataset.remove_columns("skip_reason")
+
+
+@pytest.mark.parametrize("storage_dtype", ["bfloat16", "float32"])
+def test_store_round_trips_and_out_of_core_crops_equal_resident_crops(tmp_path, storage_dtype):
+    from myna_training.data import BatchPlan, CropPrefetcher, SpectrogramStore
+
+    num_frames = [313, 96, 200, 150, 313, 97, 120, 313, 250, 99]
+    dataset = random_spectrogram_dataset(num_frames, storage_dtype=storage_dtype)
+    skipped = SkipReport()
+    skipped.add("silent", "quiet.wav")
+    store = SpectrogramStore.write(dataset, str(tmp_path / "store"), skipped)
+    assert not (tmp_path / "store.tmp").exists() and len(store) == 10 and store.total_frames == sum(num_frames)
+    assert store.nbytes == sum(num_frames) * 128 * (2 if storage_dtype == "bfloat16" else 4)
+    assert SpectrogramStore(str(tmp_path / "store")).skip_report().counts == {"silent": 1}
+    resident = store.bank("cpu", resident=True)
+    mapped = store.bank("cpu", resident=False)
+    assert resident.dtype == mapped.dtype == getattr(torch, storage_dtype) and len(mapped) == 10
+    torch.testing.assert_close(resident.frames, SpectrogramBank.from_dataset(dataset).frames, rtol=0, atol=0)
+
+    # Rank 1 of 2 (rows 3:6 of a global batch of 6), micro-batches 2, 3, 4 (crossing into epoch 1).
+    plan = BatchPlan(store.num_frames, global_batch=6, crop_frames=96, seed=4, max_distance=None)
+    rows = slice(3, 6)
+    prefetcher = CropPrefetcher(mapped, plan, rows, "cpu", start=2)
+    for micro in (2, 3, 4):
+        index, first, second = plan(micro)
+        index, first, second = index[rows], first[rows], second[rows]
+        view1, view2, got_index = prefetcher.next()
+        assert torch.equal(got_index, index)
+        offsets = resident.offsets[index]
+        assert torch.equal(view1, resident.crops(offsets + first, 96))
+        assert torch.equal(view2, resident.crops(offsets + second, 96))
+        for row, clip in enumerate(index.tolist()):  # and each is a window of its own clip
+            clip_frames = resident.frames[resident.offsets[clip] : resident.offsets[clip] + num_frames[clip]]
+            assert torch.equal(view1[row], clip_frames[first[row] : first[row] + 96].T)
+    prefetcher.close()
+    assert plan.batches_per_epoch == 1 and not torch.equal(plan(0)[0], plan(1)[0])  # a new order each epoch
+
+
+def test_batch_plan_is_a_pure_function_of_seed_and_micro_batch():
+    from myna_training.data import BatchPlan
+
+    num_frames = torch.tensor([313, 96, 200, 150] * 8)
+    a, b = BatchPlan(num_frames, 8, 96, seed=1), BatchPlan(num_frames, 8, 96, seed=1)
+    for micro in (5, 0, 9, 5):  # any order of calls
+        assert all(torch.equal(x, y) for x, y in zip(a(micro), b(micro)))
+    assert not torch.equal(a(0)[1], BatchPlan(num_frames, 8, 96, seed=2)(0)[1])
+    index, first, second = a(3)
+    assert sorted(index.tolist()) == sorted(set(index.tolist())) and torch.all(first <= num_frames[index] - 96)
+
+
+def test_out_of_core_reading_keeps_host_memory_flat(tmp_path):
+    # Reading every clip of the store through the prefetcher leaves the process's memory (its own pages and any file
+    # pages it maps) far below the store's size: crops are read into the batch, nothing is memory-mapped.
+    from myna_training.data import BatchPlan, CropPrefetcher, SpectrogramStore
+
+    store = SpectrogramStore.write(random_spectrogram_dataset([313] * 400), str(tmp_path / "store"), SkipReport())
+    bank = store.bank("cpu", resident=False)
+
+    def resident_kib():
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return {k: int(fields[k].split()[0]) for k in ("RssAnon", "RssFile")}
+
+    plan = BatchPlan(store.num_frames, global_batch=8, crop_frames=96, seed=0)
+    prefetcher = CropPrefetcher(bank, plan, slice(0, 8), "cpu")
+    prefetcher.next()  # warm up the allocator and the thread
+    before, peak_file = resident_kib(), 0
+    for _ in range(plan.batches_per_epoch):  # every clip once
+        view1, _, _ = prefetcher.next()
+        peak_file = max(peak_file, resident_kib()["RssFile"])
+    prefetcher.close()
+    assert view1.shape == (8, 128, 96)
+    assert resident_kib()["RssAnon"] - before["RssAnon"] < store.nbytes / 1024 / 4, "crops loaded the set into memory"
+    assert peak_file - before["RssFile"] < store.nbytes / 1024 / 4, "the store's file was mapped into memory"
+
+
+def test_placement_follows_the_size_and_refuses_what_cannot_fit():
+    from myna_training.data import choose_placement
+
+    gib = 2**30
+    assert choose_placement("auto", 10 * gib, torch.device("cpu"), 100 * gib)[0] == "resident"
+    assert choose_placement("auto", 61 * gib, torch.device("cpu"), 100 * gib)[0] == "out_of_core"
+    # On the host every process holds its own copy: 4 x 10 GiB do not fit in half of 60 GiB.
+    assert choose_placement("auto", 10 * gib, torch.device("cpu"), 60 * gib, processes_per_host=4)[0] == "out_of_core"
+    assert choose_placement("out_of_core", gib, torch.device("cpu"), 100 * gib)[0] == "out_of_core"
+    placement, numbers = choose_placement("auto", 61 * gib, torch.device("cuda"), 140 * gib)
+    assert placement == "resident" and "61.00 GiB per process; 140.00 GiB free on the GPU" in numbers
+    with pytest.raises(ValueError, match=r"do not fit in memory.*123.00 GiB per process; 75.00 GiB free on the GPU"):
+        choose_placement("resident", 123 * gib, torch.device("cuda"), 75 * gib)
+    with pytest.raises(ValueError, match="spectrogram_placement='disk'"):
+        choose_placement("disk", gib, torch.device("cpu"), gib)
+
+
+def test_a_set_that_fits_on_no_disk_says_how_much_it_needs(tmp_path):
+    from myna_training.data import check_disk_space
+
+    check_disk_space(str(tmp_path), 1024, "the spectrograms of 3 clips")
+    with pytest.raises(ValueError, match=r"the spectrograms of 822000 clips need about 1048576.00 GiB on disk in"):
+        check_disk_space(str(tmp_path), 2**50, "the spectrograms of 822000 clips")
+
+
+def test_folder_of_tracks_is_cut_into_segments_and_silent_segments_are_counted(tmp_path):
+    # 25 s track: 10 + 10 + 5 s (the 5 s tail is longer than a crop, so it is a clip); 21 s track: 10 + 11 s (its 1 s
+    # tail joins the last segment); 4 s clip: one segment; a track that is silent after 10 s: one silent segment.
+    sf.write(tmp_path / "long.wav", tone(25.0, 220), SR)
+    sf.write(tmp_path / "medium.flac", tone(21.0, 330), SR)
+    sf.write(tmp_path / "short.wav", tone(4.0, 440), SR)
+    sf.write(tmp_path / "fade.wav", np.concatenate([tone(10.0, 550), np.zeros(10 * SR, np.float32)]), SR)
+    clips = folder_clips(str(tmp_path), segment_seconds=10.0, min_seconds=95 * 512 / SR)
+    assert clips["id"] == ["fade.wav#0", "fade.wav#1", "long.wav#0", "long.wav#1", "long.wav#2", "medium.flac#0",
+                           "medium.flac#1", "short.wav"]
+    assert clips["offset"] == [0.0, 10.0, 0.0, 10.0, 20.0, 0.0, 10.0, 0.0]
+    assert clips["duration"] == [10.0, None, 10.0, 10.0, None, 10.0, None, None]
+    skipped = SkipReport()
+    spectrograms = compute_spectrograms(clips, MynaFeatureExtractor(), 96, skipped, batch_size=3)
+    assert skipped.counts == {"silent": 1} and skipped.examples["silent"] == "fade.wav#1"
+    frames = dict(zip(spectrograms["id"], spectrograms["num_frames"]))
+    assert frames["long.wav#0"] == frames["long.wav#1"] == 10 * SR // 512 + 1
+    assert frames["long.wav#2"] == 5 * SR // 512 + 1 and frames["medium.flac#1"] == 11 * SR // 512 + 1
+    # A segment is the same audio as the slice of its file.
+    whole = MynaFeatureExtractor()(tone(25.0, 220)[10 * SR : 20 * SR], sampling_rate=SR, chunk=False,
+                                   return_tensors="pt")["input_values"][0]
+    stored = spectrograms.with_format("numpy")[spectrograms["id"].index("long.wav#1")]["spectrogram"]
+    torch.testing.assert_close(decode_spectrograms(stored, bfloat16=False), whole, rtol=1e-3, atol=1e-2)  # batched
+    assert len(folder_clips(str(tmp_path))) == 4  # without segment_seconds: one clip per file
+
+
+@pytest.mark.gpu
+def test_out_of_core_crops_reach_the_gpu_equal_to_resident_gpu_crops(tmp_path):
+    from myna_training.data import BatchPlan, CropPrefetcher, SpectrogramStore
+
+    store = SpectrogramStore.write(random_spectrogram_dataset([313, 200, 96, 150] * 16), str(tmp_path / "s"), SkipReport())
+    resident = store.bank("cuda", resident=True)
+    plan = BatchPlan(store.num_frames, global_batch=16, crop_frames=96, seed=0)
+    prefetcher = CropPrefetcher(store.bank("cuda", resident=False), plan, slice(0, 16), "cuda", depth=2)
+    for micro in range(8):  # more batches than pinned buffers: buffers are reused only after their copy
+        index, first, second = plan(micro)
+        view1, view2, got = prefetcher.next()
+        assert view1.device.type == "cuda" and torch.equal(got, index)
+        offsets = resident.offsets.cpu()[index]
+        assert torch.equal(view1, resident.crops(offsets + first, 96))
+        assert torch.equal(view2, resident.crops(offsets + second, 96))
+    prefetcher.close()

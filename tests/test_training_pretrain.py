@@ -97,7 +97,7 @@ def test_masking_keeps_five_of_48_tokens_chosen_by_the_noise():
 def test_each_process_uses_its_slice_of_the_global_draws():
     # The loop draws crops for the whole global batch and slices: rank r of N gets what one process would give
     # rows r*B:(r+1)*B.
-    bank = SpectrogramBank(torch.rand(128, 1000), torch.tensor([313, 200, 187, 300]))
+    bank = SpectrogramBank(torch.rand(1000, 128), torch.tensor([313, 200, 187, 300]))
     index = torch.tensor([3, 1, 0, 2])
     first, second = random_crop_starts(bank.num_frames[index], 96, torch.Generator().manual_seed(3))
     whole = bank.crops(bank.offsets[index] + first, 96)
@@ -151,8 +151,11 @@ def test_run_killed_mid_way_resumes_to_the_same_weights(tmp_path):
     output, _ = straight.communicate(timeout=300)
     assert straight.returncode == 0, output[-3000:]
 
+    # The interrupted run reads its crops out-of-core (memory-mapped store, background thread), the uninterrupted one
+    # from a resident bank: same plan, same crops, so the same weights.
     killed_dir = tmp_path / "killed"
-    killed = launch(common + ["--output_dir", str(killed_dir)])
+    common_out_of_core = common + ["--spectrogram_placement", "out_of_core"]
+    killed = launch(common_out_of_core + ["--output_dir", str(killed_dir)])
     deadline = time.time() + 300
     while not (killed_dir / "checkpoints" / "checkpoint-10").is_dir():
         assert killed.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
@@ -162,9 +165,10 @@ def test_run_killed_mid_way_resumes_to_the_same_weights(tmp_path):
     assert not (killed_dir / "model.safetensors").exists(), "killed too late: the run had finished"
     assert pretrain.list_checkpoints(str(killed_dir))  # the last complete checkpoint survived
 
-    resumed = launch(common + ["--output_dir", str(killed_dir), "--resume_from_checkpoint", "latest"])
+    resumed = launch(common_out_of_core + ["--output_dir", str(killed_dir), "--resume_from_checkpoint", "latest"])
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, output[-3000:]
+    assert "-> out-of-core: read from" in output and "spectrograms: reusing" in output
     assert "resumed from" in output and "at step 80" not in output
     expected, actual = load_file(tmp_path / "straight" / "model.safetensors"), load_file(killed_dir / "model.safetensors")
     assert expected.keys() == actual.keys()
@@ -180,7 +184,8 @@ def test_default_run_beats_a_random_model_on_the_probe(tmp_path):
         assert scores["pre-trained"] > scores["random init"], (task, scores)
 
 
-def test_streamed_folder_trains_and_reports_bad_files(tmp_path):
+@pytest.mark.parametrize("loss", ["infonce", "sogclr"])
+def test_streamed_folder_trains_and_reports_bad_files(tmp_path, loss):
     import numpy as np
     import soundfile as sf
 
@@ -189,7 +194,7 @@ def test_streamed_folder_trains_and_reports_bad_files(tmp_path):
         sf.write(tmp_path / f"clip{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32), 16_000)
     (tmp_path / "broken.flac").write_bytes(b"fLaC but nothing after")
     summary = pretrain.main(
-        TINY[:-6] + ["--dataset", "folder", "--data_dir", str(tmp_path), "--streaming", "--loss", "infonce",
+        TINY[:-6] + ["--dataset", "folder", "--data_dir", str(tmp_path), "--streaming", "--loss", loss,
                      "--shuffle_buffer_size", "4", "--per_device_batch_size", "4", "--max_steps", "3",
                      "--warmup_steps", "0", "--checkpointing_steps", "0", "--probe_clips", "0",
                      "--output_dir", str(tmp_path / "run")]
@@ -197,3 +202,87 @@ def test_streamed_folder_trains_and_reports_bad_files(tmp_path):
     assert summary["steps"] == 3 and summary["num_clips"] is None
     assert summary["skipped"] == 1 and "undecodable (e.g. broken.flac)" in summary["skipped_detail"]
     assert AutoModel.from_pretrained(tmp_path / "run").config.hidden_size == 32
+
+
+def test_streamed_sogclr_matches_the_cached_run(tmp_path):
+    # A stream that delivers the clips in the cached run's order, with their stable indices, gives the same crops,
+    # the same SogCLR state (keyed by index) and the same weights as the cached, resident run.
+    import datasets
+
+    from myna_training.data import BatchPlan, SkipReport, SpectrogramStore, StreamingSpectrograms, crop_generator
+    from myna_training.losses import SogCLRLoss
+    from tests.test_training_data import random_spectrogram_dataset
+
+    num_frames = [313, 120, 200, 96, 150, 313, 99, 180]
+    cached = random_spectrogram_dataset(num_frames)
+    store = SpectrogramStore.write(cached, str(tmp_path / "store"), SkipReport())
+    bank = store.bank("cpu", resident=True)
+    plan = BatchPlan(store.num_frames, global_batch=4, crop_frames=96, seed=0)
+    order = torch.cat([plan(0)[0], plan(1)[0]])  # epoch 0's order
+    stream = cached.select(order.tolist()).add_column("skip_reason", [""] * 8).to_iterable_dataset()
+    streamed = StreamingSpectrograms(stream, batch_size=4, device="cpu", storage_dtype="bfloat16", shuffle_buffer_size=0)
+
+    config = MynaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, head_dim=16, intermediate_size=64,
+                        projection_dim=16)
+    runs = {}
+    for name in ("cached", "streamed"):
+        torch.manual_seed(0)
+        model = modeling_myna.MynaForContrastivePretraining(config)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        loss_fn = SogCLRLoss(len(store))
+        for micro in range(2):
+            if name == "cached":
+                index, first, second = plan(micro)
+                view1 = bank.crops(bank.offsets[index] + first, 96)
+                view2 = bank.crops(bank.offsets[index] + second, 96)
+            else:
+                view1, view2, index = streamed.next_batch(96, crop_generator(0, micro))
+            noise = [torch.rand((8, 48), generator=torch.Generator().manual_seed(micro))]
+            loss = model(views=[view1.float(), view2.float()], noise=noise, loss_fn=loss_fn, index=index).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        runs[name] = (loss_fn.u.clone(), {k: v.detach().clone() for k, v in model.state_dict().items()})
+    assert runs["cached"][0].count_nonzero() == 8  # every clip visited once
+    torch.testing.assert_close(runs["streamed"][0], runs["cached"][0], rtol=0, atol=0)
+    for key, value in runs["cached"][1].items():
+        torch.testing.assert_close(runs["streamed"][1][key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("placement", ["resident", "out_of_core"])
+def test_cpu_smoke_preset_trains_in_bf16_on_a_gpu(tmp_path, placement):
+    config = os.path.join(os.path.dirname(PRETRAIN), "configs", "cpu-smoke.yaml")
+    summary = pretrain.main(["--config", config, "--mixed_precision", "bf16", "--spectrogram_placement", placement,
+                             "--output_dir", str(tmp_path / "run"), "--max_steps", "6"])
+    assert summary["steps"] == 6 and torch.isfinite(torch.tensor(summary["last_loss"]))
+    assert AutoModel.from_pretrained(tmp_path / "run").config.hidden_size == 64
+
+
+def test_checkpoint_listing_ignores_foreign_and_partial_folders(tmp_path):
+    for name in ("checkpoint-10", "checkpoint-2", "checkpoint-30.tmp", "checkpoint-foo", "checkpoint-", "notes"):
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+    assert [os.path.basename(p) for p in pretrain.list_checkpoints(str(tmp_path))] == ["checkpoint-2", "checkpoint-10"]
+
+
+def test_spectrogram_cache_key_follows_the_files_and_ignores_reading_settings(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from myna_training.arguments import DataArguments
+    from myna_training.data import SkipReport, load_clips
+
+    sf.write(tmp_path / "a.wav", np.full(16_000 * 4, 0.1, np.float32), 16_000)
+
+    def key(**changes):
+        data_args = DataArguments(dataset="folder", data_dir=str(tmp_path), **changes)
+        clips, _ = load_clips(data_args, seed=0, skipped=SkipReport())
+        return pretrain.cache_key(
+            {k: getattr(data_args, k) for k in pretrain.SPECTROGRAM_FIELDS}, clips._fingerprint
+        )
+
+    first = key()
+    assert key(preprocessing_batch_size=64, shuffle_buffer_size=7, spectrogram_placement="out_of_core") == first
+    assert key(storage_dtype="float32") != first
+    sf.write(tmp_path / "a.wav", np.full(16_000 * 5, 0.1, np.float32), 16_000)  # same name, new content
+    assert key() != first

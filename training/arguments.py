@@ -8,7 +8,7 @@ pre-trained for a few minutes on CPU on the generated corpus; the paper's values
 
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from transformers import HfArgumentParser
 
@@ -82,8 +82,25 @@ class DataArguments:
     clip_seconds: float = field(default=10.0, metadata={"help": "Length of a generated clip."})
     max_clips: int | None = field(default=None, metadata={"help": "Use at most this many clips of any source."})
     storage_dtype: str = field(
-        default="float32",
-        metadata={"help": "Spectrogram cache dtype: float32 or bfloat16 (never float16: power mels overflow it)."},
+        default="bfloat16",
+        metadata={
+            "help": "Spectrogram store dtype: bfloat16 (half the bytes; relative rounding at most 2^-8, see "
+            "benchmarks/benchmark_storage_dtype.py) or float32 (never float16: power mels overflow it)."
+        },
+    )
+    segment_seconds: float | None = field(
+        default=None,
+        metadata={
+            "help": "Cut each file of 'folder' into clips of this many seconds (default 10 for 'folder'; 0: one clip "
+            "per file), so that whole tracks give many clips and the two views of a pair stay close."
+        },
+    )
+    spectrogram_placement: str = field(
+        default="auto",
+        metadata={
+            "help": "'resident' (the whole set in device memory), 'out_of_core' (crops read from the store on "
+            "disk by a background thread) or 'auto' (resident when it takes under half the free memory)."
+        },
     )
     cache_dir: str | None = field(
         default=None, metadata={"help": "Where the spectrogram Arrow cache goes (default: <output_dir>/cache)."}
@@ -95,6 +112,13 @@ class DataArguments:
         default=240, metadata={"help": "Held-out generated clips for the closing linear probe (0: no probe)."}
     )
     preprocessing_batch_size: int = field(default=16, metadata={"help": "Clips per spectrogram batch."})
+    preprocessing_num_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Processes computing spectrograms on the CPU, one thread each (default: one per core; 1: the "
+            "main process). A GPU preprocesses in the main process."
+        },
+    )
 
 
 @dataclass
@@ -112,7 +136,9 @@ class PretrainingArguments:
     max_steps: int = field(default=300, metadata={"help": "Optimiser steps (overrides num_epochs when > 0)."})
     num_epochs: float = field(default=0, metadata={"help": "Epochs, used when max_steps <= 0."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (paper: 3e-4 at batch 4096)."})
-    weight_decay: float = field(default=1e-5, metadata={"help": "Adam weight decay on matrices (paper: 1e-5)."})
+    weight_decay: float = field(
+        default=1e-5, metadata={"help": "Adam (coupled L2) weight decay, on --weight_decay_scope (paper: 1e-5)."}
+    )
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
     warmup_steps: int = field(default=30, metadata={"help": "Linear warm-up steps."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0: off)."})
@@ -124,13 +150,28 @@ class PretrainingArguments:
     checkpointing_steps: int = field(default=100, metadata={"help": "Save a checkpoint every N steps (0: only at the end)."})
     checkpoints_total_limit: int | None = field(default=2, metadata={"help": "Keep this many checkpoints."})
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest one under output_dir."}
+        default=None,
+        metadata={
+            "help": "A checkpoint folder, or 'latest' for the newest one under output_dir. Checkpoints hold pickled "
+            "state (accelerate's RNG states): resume only from checkpoints you trust."
+        },
     )
     logging_steps: int = field(default=10, metadata={"help": "Log every N steps."})
     report_to: str = field(default="none", metadata={"help": "Trackers: none, all, tensorboard, wandb, ..."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the exported model to the Hub."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repository id for --push_to_hub."})
     hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repository private."})
+    print_config: bool = field(
+        default=False, metadata={"help": "Print the resolved settings (config file + flags) as YAML and exit."}
+    )
+    weight_decay_scope: str = field(
+        default="matrices",
+        metadata={
+            "help": "'matrices': decay only tensors with >= 2 dims, not biases and LayerNorm gains (nanoGPT; the "
+            "default, kept so that existing runs and checkpoints train as before); 'all': every parameter, as the "
+            "reference code's torch.optim.Adam(model.parameters(), weight_decay=...) does (set by the paper preset)."
+        },
+    )
 
     def __post_init__(self):
         if self.loss not in ("sogclr", "infonce"):
@@ -145,31 +186,66 @@ class PretrainingArguments:
             raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/myna-small).")
         if self.max_steps <= 0 and self.num_epochs <= 0:
             raise ValueError("set max_steps > 0 or num_epochs > 0.")
+        if self.weight_decay_scope not in ("matrices", "all"):
+            raise ValueError(f"weight_decay_scope={self.weight_decay_scope!r}: choose 'matrices' or 'all'.")
 
 
 ARGUMENT_GROUPS = (ModelArguments, DataArguments, PretrainingArguments)
 
 
-def parse_arguments(argv: list[str] | None = None, groups: tuple = ARGUMENT_GROUPS):
-    """`(model_args, data_args, training_args)` from flags, or from one `.yaml`/`.json` file.
+def read_config_file(path: str, groups: tuple = ARGUMENT_GROUPS) -> dict:
+    """The settings of a `.yaml` / `.json` config file, checked against the argument names of `groups` (with a
+    suggestion)."""
+    import difflib
+    import json
 
-    The file is given as the only argument or with `--config file`; other flags are not mixed with a file.
-    `groups` are the dataclasses to fill (fine-tuning passes its own).
+    import yaml
+
+    path = os.path.abspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"config file {path} does not exist.")
+    with open(path, encoding="utf-8") as f:
+        values = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a mapping of setting: value.")
+    known = [f.name for group in groups for f in fields(group)]
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else " See --help for the settings."
+            raise ValueError(f"config file {path}: unknown setting {key!r}.{hint}")
+    return values
+
+
+def parse_arguments(argv: list[str] | None = None, groups: tuple = ARGUMENT_GROUPS):
+    """`(model_args, data_args, training_args)` from flags, from one `.yaml`/`.json` file, or both.
+
+    The file is given with `--config file` (or as the first argument); flags given with it override its values, so
+    `--config training/configs/myna-base.yaml --max_steps 10` is the paper's run cut to 10 steps. `groups` are the
+    dataclasses to fill (fine-tuning passes its own).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(groups)
-    if len(argv) == 2 and argv[0] == "--config":
-        argv = argv[1:]
-    elif "--config" in argv:
-        raise ValueError("--config takes a .yaml or .json file and no other flags: put every setting in the file.")
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        path = os.path.abspath(argv[0])
-        if not os.path.exists(path):
-            raise ValueError(f"config file {path} does not exist.")
-        if path.endswith(".json"):
-            return parser.parse_json_file(path, allow_extra_keys=False)
-        return parser.parse_yaml_file(path, allow_extra_keys=False)
+    config_file = None
+    if "--config" in argv:
+        position = argv.index("--config")
+        if position + 1 >= len(argv) or argv[position + 1].startswith("--"):
+            raise ValueError("--config needs a .yaml or .json file, e.g. --config training/configs/myna-base.yaml.")
+        config_file = argv[position + 1]
+        del argv[position : position + 2]
+    elif argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        config_file = argv.pop(0)
+    if config_file is not None:
+        parser.set_defaults(**read_config_file(config_file, groups))
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def to_yaml(*groups) -> str:
+    """The resolved settings as a YAML config file that `--config` reads back."""
+    import yaml
+
+    values = {k: v for k, v in flat_config(*groups).items() if k != "print_config"}
+    return yaml.safe_dump(values, sort_keys=False)
 
 
 def flat_config(*groups) -> dict:
@@ -180,4 +256,12 @@ def flat_config(*groups) -> dict:
     return flat
 
 
-__all__ = ["DataArguments", "ModelArguments", "PretrainingArguments", "flat_config", "parse_arguments"]
+__all__ = [
+    "DataArguments",
+    "ModelArguments",
+    "PretrainingArguments",
+    "flat_config",
+    "parse_arguments",
+    "read_config_file",
+    "to_yaml",
+]

@@ -249,6 +249,8 @@ def load_custom_data(data_args, seed: int) -> tuple[TaskSpec, datasets.DatasetDi
         raw, label_columns, data_args.problem_type, data_args.tag_separator
     )
     metric = data_args.metric or DEFAULT_METRICS[problem_type]
+    if metric not in PRIMARY_KEYS:
+        raise ValueError(f"--metric {metric!r} is not one of {sorted(PRIMARY_KEYS)}.")
     spec = TaskSpec(
         name=data_args.dataset_name or os.path.basename(data_args.train_file),
         problem_type=problem_type,
@@ -287,12 +289,12 @@ def load_finetuning_data(data_args, seed: int) -> tuple[TaskSpec, datasets.Datas
             kwargs = {"sizes": sizes, "duration": data_args.synthetic_duration}
         spec, dataset = load_task(data_args.task, data_args.task_path, **kwargs)
         if data_args.metric is not None:
-            spec = dataclasses.replace(spec, metric=data_args.metric, primary=PRIMARY_KEYS.get(data_args.metric))
+            if data_args.metric not in PRIMARY_KEYS:
+                raise ValueError(f"--metric {data_args.metric!r} is not one of {sorted(PRIMARY_KEYS)}.")
+            spec = dataclasses.replace(spec, metric=data_args.metric, primary=PRIMARY_KEYS[data_args.metric])
         dataset = datasets.DatasetDict({s: d.select_columns(["audio", "label"]) for s, d in dataset.items()})
     else:
         spec, dataset = load_custom_data(data_args, seed)
-    if spec.metric not in PRIMARY_KEYS:
-        raise ValueError(f"--metric {spec.metric!r} is not one of {sorted(PRIMARY_KEYS)}.")
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
               "test": data_args.max_eval_samples}
     for split, limit in limits.items():

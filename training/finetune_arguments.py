@@ -47,7 +47,10 @@ class FinetuneDataArguments:
 
     task: str | None = field(
         default=None,
-        metadata={"help": "A task: synthetic-key|tempo|tags|style (generated) or mtt|gtzan|giantsteps|emomusic."},
+        metadata={
+            "help": "A task of myna_evaluation.tasks: synthetic-key|tempo|tags|style (generated), "
+            "mtt|gtzan|giantsteps|emomusic, MARBLE's (mtg-genre, nsynth-pitch, ...) or custom:<task.yaml or folder>."
+        },
     )
     task_path: str | None = field(
         default=None, metadata={"help": "Data of a paper task: a folder (original or MARBLE layout) or a Hub id."}

@@ -1,16 +1,19 @@
 """Contrastive losses for Myna pre-training: InfoNCE / NT-Xent (the paper) and SogCLR (the reference code).
 
 Both take the two projected views of a (local) batch, `z1` and `z2` of shape `(B, D)`, compare them by cosine
-similarity at a temperature (0.1), and treat every other view in the *global* batch as a negative. Under several
-processes, features are all-gathered; the gather's backward sums the gradients of every rank and hands each rank
-the slice of its own shard, so that N processes with batch B compute exactly the loss and the gradients of one
-process with batch N * B (rows are this rank's anchors, their labels offset by `rank * B`, as open_clip's loss.py).
+similarity, and treat every other view in the *global* batch as a negative. Under several processes, features are
+all-gathered; the gather's backward sums the gradients of every rank and hands each rank the slice of its own shard,
+so that N processes with batch B compute exactly the loss and the gradients of one process with batch N * B (rows
+are this rank's anchors, their labels offset by `rank * B`, as open_clip's loss.py). Similarities, the loss and the
+SogCLR state are computed in float32 with autocast disabled, so a model run under `--mixed_precision bf16` does not
+pass its logits or the state through bfloat16.
 
-- `InfoNCELoss`: SimCLR's NT-Xent (Chen et al. 2020) over the 2B views, the loss of the Myna paper (§3).
+- `InfoNCELoss`: SimCLR's NT-Xent (Chen et al. 2020) over the 2B views at temperature 0.1, the Myna paper's loss.
 - `SogCLRLoss`: the global contrastive loss of Yuan et al. 2022 ("Provable stochastic optimization for global
-  contrastive learning: small batch does not harm performance"), used by the reference code ghost-signal/myna. Each
-  example keeps a moving average `u` of its negatives' mean `exp(sim / T)`, keyed by dataset index; the gradient
-  weights the negatives by `exp(sim / T) / u`, which makes small batches behave like large ones.
+  contrastive learning: small batch does not harm performance") as libauc's `GCLoss_v1` computes it, which the
+  reference code ghost-signal/myna trains with. Each example keeps a moving average `u` of its negatives' mean
+  `exp(sim / T)`, keyed by dataset index; the gradient weights the negatives by `exp(sim / T) / u`, which makes
+  small batches behave like large ones.
 
 Both are called as `loss_fn(z1, z2, index=..., tokenizer=...)`, directly or as
 `MynaForContrastivePretraining(views=[v1, v2], loss_fn=loss_fn, index=...)`.
@@ -64,6 +67,11 @@ def gather_no_grad(tensor: torch.Tensor, world_size: int) -> torch.Tensor:
     return torch.cat(shards, dim=0)
 
 
+def float32_outside_autocast(device: torch.device):
+    """A context in which autocast is off on `device`: the loss's matmuls and exponentials run in float32."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 class _GlobalContrastiveLoss(nn.Module):
     """What both losses share: normalisation, the gather, and the similarity of local anchors to all views."""
 
@@ -81,9 +89,9 @@ class _GlobalContrastiveLoss(nn.Module):
 
     def similarities(self, z1: torch.Tensor, z2: torch.Tensor):
         """
-        Returns `logits` `(2B, 2NB)`: cosine similarities / temperature of the local anchors `[z1; z2]` to the global
-        views `[Z1; Z2]` (self-similarity set to -inf); `positives` `(2B,)`, the column of each anchor's other view;
-        and `(rank, world_size)`.
+        Returns `similarity` `(2B, 2NB)`, float32: cosine similarities of the local anchors `[z1; z2]` to the global
+        views `[Z1; Z2]` (self-similarity set to -inf), not divided by the temperature; `positives` `(2B,)`, the
+        column of each anchor's other view; and `(rank, world_size)`. Computed with autocast off.
         """
         if z1.shape != z2.shape or z1.dim() != 2:
             raise ValueError(
@@ -92,25 +100,27 @@ class _GlobalContrastiveLoss(nn.Module):
             )
         rank, world_size = self.rank_and_world_size()
         batch_size = z1.shape[0]
-        z1, z2 = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
-        global_views = torch.cat([gather_features(z1, rank, world_size), gather_features(z2, rank, world_size)])
-        anchors = torch.cat([z1, z2])  # (2B, D)
-        logits = anchors @ global_views.T / self.temperature  # (2B, 2NB)
+        with float32_outside_autocast(z1.device):
+            z1, z2 = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
+            global_views = torch.cat([gather_features(z1, rank, world_size), gather_features(z2, rank, world_size)])
+            anchors = torch.cat([z1, z2])  # (2B, D)
+            similarity = anchors @ global_views.T  # (2B, 2NB)
 
         global_batch = batch_size * world_size
         local = torch.arange(batch_size, device=z1.device) + rank * batch_size  # labels offset by rank
         self_columns = torch.cat([local, local + global_batch])
         positives = torch.cat([local + global_batch, local])
         rows = torch.arange(2 * batch_size, device=z1.device)
-        logits[rows, self_columns] = float("-inf")  # a view is not its own negative
-        return logits, positives, (rank, world_size)
+        similarity[rows, self_columns] = float("-inf")  # a view is not its own negative
+        return similarity, positives, (rank, world_size)
 
 
 class InfoNCELoss(_GlobalContrastiveLoss):
     r"""NT-Xent over the 2B views of the global batch (Chen et al. 2020; the Myna paper's loss).
 
     For anchor `i` with other view `p(i)`: `-log(exp(s_ip / T) / sum_{k != i} exp(s_ik / T))`, `s` the cosine
-    similarity, averaged over the anchors. Stateless: `index` and `tokenizer` are accepted and ignored.
+    similarity, averaged over the anchors; float32 with autocast off. Stateless: `index` and `tokenizer` are accepted
+    and ignored.
 
     Args:
         temperature (`float`, defaults to 0.1): the paper's value.
@@ -118,29 +128,50 @@ class InfoNCELoss(_GlobalContrastiveLoss):
     """
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor, index=None, tokenizer: int = 0) -> torch.Tensor:
-        logits, positives, _ = self.similarities(z1, z2)
-        return F.cross_entropy(logits, positives)
+        similarity, positives, _ = self.similarities(z1, z2)
+        with float32_outside_autocast(similarity.device):
+            return F.cross_entropy(similarity / self.temperature, positives)
 
 
 class SogCLRLoss(_GlobalContrastiveLoss):
-    r"""Global contrastive loss optimised with SogCLR (Yuan et al. 2022), as the reference Myna code trains.
+    r"""Global contrastive loss optimised with SogCLR (Yuan et al. 2022), as libauc's `GCLoss_v1` computes it.
 
-    For anchor `i` (a view of dataset example `index[i]`), with `g_i` the mean of `exp(s_ik / T)` over its negatives
-    (every view of the global batch except itself and its positive), the state moves as
-    `u_i <- (1 - gamma) * u_i + gamma * g_i` (one estimate per view, and the stored state is their mean, as in the
-    SogCLR code). The loss is `-s_ip / T + sum_k w_ik s_ik / T / |negatives|` with `w_ik = exp(s_ik / T) / u_i`
-    held constant, whose gradient is that of `log mean_k exp(s_ik / T) - s_ip / T` with the batch mean inside the log
-    replaced by the running estimate `u_i`. Its value is a surrogate (it can go below 0); its gradient is the point.
+    Follows `GCLoss_v1.forward` and `GCLoss_v1.adjust_gamma` in `libauc/losses/contrastive.py` of libauc 1.4.0
+    (unchanged in 2.0.1; github.com/Optimization-AI/LibAUC), called by ghost-signal/myna's `utils.py:get_criterion`
+    with `tau=0.1, gamma=0.9, eps=1e-8, gamma_schedule='constant'` (its default), `enable_isogclr=False` (default).
+    With `s` the cosine similarity, `T` the temperature, `G` the global batch and `n = 2G - 2` the number of
+    negatives of an anchor (every view of the global batch but itself and its positive `p(i)`):
 
-    The state is a buffer of shape `(num_tokenizers, dataset_size)` (one per tokenizer of a hybrid model: their
-    similarities differ), so it is saved with the module's `state_dict` and restored with checkpoints. Under several
-    processes, the indices and new values of every rank are gathered, so every rank holds the same state.
+    - per anchor `i` (a view of dataset example `index[i]`): `g_i = sum_k exp(s_ik / T) / n` over its negatives and
+      `u'_i = (1 - gamma_t) * u[index[i]] + gamma_t * g_i`; the stored state becomes the mean of the example's two
+      views, `u[index] <- (u'_view1 + u'_view2) / 2`.
+    - first visit: libauc starts `u` at zeros and, while its gamma is above `gamma` (the first epoch, with the
+      constant schedule), takes `gamma_t = 1` for a batch whose stored `u[index]` sum to 0 (`u' = g`), and
+      `gamma_t = gamma` otherwise; from the second epoch on, `gamma_t = gamma`. The check is per batch (over the
+      global batch here, as libauc sees it in the reference, which gathers features and indices before the loss).
+      Call `set_epoch(epoch)` at the start of each epoch to follow the epoch rule; without it, the first-visit check
+      stays on, which differs from libauc only for a batch made entirely of examples first seen after epoch 0.
+    - loss: per anchor `-s_ip + sum_k w_ik s_ik / n` with `w_ik = exp(s_ik / T) / max(u'_i, eps)` held constant,
+      summed over the two views and averaged over the examples: `sum_{2G anchors} / G`. Similarities are not divided
+      by `T` in this term, so the gradient is that of `T log mean_k exp(s_ik / T) - s_ip` (libauc's `F(w)`, with the
+      batch mean inside the log replaced by `u'_i`) summed over both views, averaged over examples. The value is a
+      surrogate (it can go below 0); its gradient is the point.
+
+    Unlike libauc, the state is a buffer of shape `(num_tokenizers, dataset_size)`, one per tokenizer of a hybrid
+    model, as their similarities differ (the reference runs both tokenizers through one `GCLoss_v1`, whose single `u`
+    then mixes the two tokenizers' estimates). It is kept on the model's device and saved with the module's
+    `state_dict`; the first-visit check is a tensor, never read back to the host. Under several processes every rank
+    computes only its own anchors' rows, and the indices and new values of every rank are gathered so that every rank
+    holds the same state (the reference instead computes the whole global batch's loss on every rank, which gives
+    the same gradients after DDP's averaging). iSogCLR (individual temperatures) and the cosine gamma schedule, both
+    off in the reference's defaults, are not implemented.
 
     Args:
         dataset_size (`int`): number of examples; `index` must lie in `[0, dataset_size)`.
         temperature (`float`, defaults to 0.1).
-        gamma (`float`, defaults to 0.9): weight of the new estimate (the reference's value).
+        gamma (`float`, defaults to 0.9): weight of the new estimate after the first visit (the reference's value).
         num_tokenizers (`int`, defaults to 1): 2 for a hybrid model; pick one with `tokenizer=`.
+        eps (`float`, defaults to 1e-8): lower bound of `u'` in the weights (libauc's `eps`).
     """
 
     def __init__(
@@ -151,6 +182,7 @@ class SogCLRLoss(_GlobalContrastiveLoss):
         num_tokenizers: int = 1,
         rank: int | None = None,
         world_size: int | None = None,
+        eps: float = 1e-8,
     ):
         super().__init__(temperature, rank, world_size)
         if dataset_size <= 0:
@@ -158,7 +190,14 @@ class SogCLRLoss(_GlobalContrastiveLoss):
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {gamma}.")
         self.gamma = gamma
+        self.eps = eps
+        # libauc's first epoch (its gamma is 1.0 until `adjust_gamma` is called with an epoch > 0).
+        self.first_visit_check = True
         self.register_buffer("u", torch.zeros(num_tokenizers, dataset_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        """libauc's constant-schedule `adjust_gamma`: the first-visit check holds in epoch 0 only."""
+        self.first_visit_check = epoch == 0
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor = None, tokenizer: int = 0):
         if index is None:
@@ -177,29 +216,35 @@ class SogCLRLoss(_GlobalContrastiveLoss):
                 f"index must hold one dataset index in [0, {self.u.shape[1]}) per example, got shape "
                 f"{tuple(index.shape)} for a batch of {z1.shape[0]}."
             )
-        logits, positives, (rank, world_size) = self.similarities(z1, z2)
+        similarity, positives, (rank, world_size) = self.similarities(z1, z2)
         batch_size = z1.shape[0]
         num_negatives = 2 * batch_size * world_size - 2
-        rows = torch.arange(2 * batch_size, device=logits.device)
-        negative_mask = torch.ones_like(logits, dtype=torch.bool)
+        rows = torch.arange(2 * batch_size, device=similarity.device)
+        negative_mask = torch.ones_like(similarity, dtype=torch.bool)
         negative_mask[rows, positives] = False
-        negative_mask &= torch.isfinite(logits)  # drops the self column
+        negative_mask &= torch.isfinite(similarity)  # drops the self column
 
-        with torch.no_grad():
-            exp_logits = torch.where(negative_mask, logits.exp(), torch.zeros_like(logits))  # (2B, 2NB)
-            batch_estimate = exp_logits.sum(dim=1) / num_negatives  # g_i, (2B,)
-            state = self.u[tokenizer, index].to(logits.dtype).repeat(2)  # (2B,) both views of each example
-            u_views = (1 - self.gamma) * state + self.gamma * batch_estimate
-            weights = exp_logits / u_views[:, None]
-            new_state = u_views.view(2, batch_size).mean(dim=0)  # (B,) mean of the two views' estimates
-            all_index = gather_no_grad(index, world_size)
-            all_state = gather_no_grad(new_state.to(self.u.dtype), world_size)
-            self.u[tokenizer, all_index] = all_state
+        with float32_outside_autocast(similarity.device):
+            with torch.no_grad():
+                all_index = gather_no_grad(index, world_size)  # the global batch's indices, rank-major
+                exp_logits = torch.where(negative_mask, (similarity / self.temperature).exp(), 0.0)  # (2B, 2NB)
+                batch_estimate = exp_logits.sum(dim=1) / num_negatives  # g_i, (2B,)
+                gamma = torch.tensor(self.gamma, device=similarity.device)
+                if self.first_visit_check:
+                    # libauc: `u[index].sum() == 0` over the (global) batch; u >= 0, so: no example seen yet.
+                    gamma = torch.where(self.u[tokenizer, all_index].sum() == 0, 1.0, gamma)
+                state = self.u[tokenizer, index].float().repeat(2)  # (2B,) both views of each example
+                u_views = (1 - gamma) * state + gamma * batch_estimate
+                weights = exp_logits / u_views.clamp(min=self.eps)[:, None]
+                new_state = u_views.view(2, batch_size).mean(dim=0)  # (B,) mean of the two views' estimates
+                all_state = gather_no_grad(new_state.to(self.u.dtype), world_size)
+                self.u[tokenizer, all_index] = all_state
 
-        positive_logits = logits[rows, positives]
-        safe_logits = torch.where(negative_mask, logits, torch.zeros_like(logits))
-        per_anchor = -positive_logits + (weights * safe_logits).sum(dim=1) / num_negatives
-        return per_anchor.mean()
+            positive_similarity = similarity[rows, positives]
+            safe_similarity = torch.where(negative_mask, similarity, 0.0)
+            per_anchor = -positive_similarity + (weights * safe_similarity).sum(dim=1) / num_negatives  # (2B,)
+            # libauc: (loss_view1 + loss_view2).mean() over the examples.
+            return per_anchor.sum() / batch_size
 
 
 LOSSES = {"infonce": InfoNCELoss, "sogclr": SogCLRLoss}
@@ -209,6 +254,7 @@ __all__ = [
     "InfoNCELoss",
     "SogCLRLoss",
     "distributed_rank_and_world_size",
+    "float32_outside_autocast",
     "gather_features",
     "gather_no_grad",
 ]

@@ -30,15 +30,24 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from modeling_myna import MynaFeatureExtractor, MynaForContrastivePretraining, MynaModel, pool_chunks
-from myna_training.arguments import flat_config, parse_arguments
+from modeling_myna.configuration_myna import HOP_LENGTH
+from myna_training.arguments import flat_config, parse_arguments, to_yaml
 from myna_training.data import (
+    BatchPlan,
+    CropPrefetcher,
+    DiskSpectrogramBank,
     SkipReport,
-    SpectrogramBank,
+    SpectrogramStore,
     StreamingSpectrograms,
     cache_key,
+    check_disk_space,
+    choose_placement,
     compute_spectrograms,
+    crop_generator,
+    epoch_order,
+    free_memory,
+    gib,
     load_clips,
-    random_crop_starts,
 )
 from myna_training.losses import InfoNCELoss, SogCLRLoss
 
@@ -66,14 +75,86 @@ def num_tokens(config, patch_size: list[int]) -> int:
     return (config.num_mel_bins // patch_size[0]) * (config.chunk_frames // patch_size[1])
 
 
-def epoch_order(num_clips: int, seed: int, epoch: int) -> torch.Tensor:
-    """The clip order of `epoch`: a permutation that depends only on `(seed, epoch)`."""
-    return torch.randperm(num_clips, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+# The data arguments that change which spectrograms are computed (the cache key); the others (batching, streaming,
+# crops, placement) only change how they are read.
+SPECTROGRAM_FIELDS = (
+    "dataset", "data_dir", "dataset_name", "dataset_config", "dataset_split", "segments_csv", "num_clips",
+    "clip_seconds", "max_clips", "storage_dtype", "segment_seconds",
+)
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only (not on biases and LayerNorm gains), as nanoGPT."""
+def crop_seconds(config) -> float:
+    """Audio seconds that give one `chunk_frames` crop: the shortest usable clip."""
+    return (config.chunk_frames - 1) * HOP_LENGTH / config.sampling_rate
+
+
+def preprocess_device(accelerator: Accelerator):
+    return accelerator.device if accelerator.device.type == "cuda" else "cpu"
+
+
+def expected_clip_seconds(data_args) -> float | None:
+    """Seconds per clip where the source says (generated clips, segmented folders, AudioSet's 10 s), else `None`."""
+    if data_args.dataset == "synthetic":
+        return data_args.clip_seconds
+    if data_args.dataset == "folder":
+        return data_args.segment_seconds if data_args.segment_seconds is not None else 10.0
+    return 10.0 if data_args.dataset in ("audioset", "audioset_csv") else None
+
+
+def prepare_store(clips, data_args, feature_extractor, crop_frames, cache_dir, skipped, accelerator):
+    """The set's `SpectrogramStore` under `cache_dir`: opened when complete, else computed through the Arrow cache
+    (bad clips skipped and counted), written, and the Arrow files removed. Checks the disk before computing."""
+    key = cache_key(
+        {k: getattr(data_args, k) for k in SPECTROGRAM_FIELDS},
+        # Which clips: the content hash `datasets` keeps for in-memory sets (file lists with sizes and modification
+        # times, generated audio).
+        getattr(clips, "_fingerprint", None),
+        feature_extractor.to_dict(),
+        crop_frames,
+    )
+    directory = os.path.join(cache_dir, f"spectrograms-{key}")
+    if os.path.isdir(directory):
+        accelerator.print(f"spectrograms: reusing {directory}")
+        return SpectrogramStore(directory)
+    if not accelerator.is_main_process:
+        raise RuntimeError(f"the main process did not write {directory}: see its error above.")
+    seconds = expected_clip_seconds(data_args)
+    if seconds:
+        frames = len(clips) * (int(seconds * feature_extractor.sampling_rate) // feature_extractor.hop_length + 1)
+        itemsize = 2 if data_args.storage_dtype == "bfloat16" else 4
+        estimate = frames * feature_extractor.feature_size * itemsize
+        accelerator.print(
+            f"spectrograms: computing {len(clips)} clips of ~{seconds:g} s, about {gib(estimate)} as "
+            f"{data_args.storage_dtype} (twice that on disk while the Arrow cache and the store coexist)"
+        )
+        check_disk_space(cache_dir, 2 * estimate, f"the spectrograms of {len(clips)} clips")
+    spectrograms = compute_spectrograms(
+        clips,
+        feature_extractor,
+        min_frames=crop_frames,
+        skipped=skipped,
+        storage_dtype=data_args.storage_dtype,
+        device=preprocess_device(accelerator),
+        cache_file=directory + ".arrow",
+        batch_size=data_args.preprocessing_batch_size,
+        num_proc=data_args.preprocessing_num_workers,
+    )
+    store = SpectrogramStore.write(spectrograms, directory, skipped)
+    for cache_file in {f["filename"] for f in spectrograms.cache_files}:
+        if os.path.exists(cache_file):
+            os.remove(cache_file)  # the store holds the same spectrograms
+    return store
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float, scope: str = "matrices") -> list[dict]:
+    """Adam parameter groups: weight decay on matrices only (`scope="matrices"`, not on biases and LayerNorm gains, as
+    nanoGPT), or on every parameter (`scope="all"`, as the reference code's `optim.Adam(model.parameters(),
+    weight_decay=...)`)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if scope == "all":
+        return [{"params": params, "weight_decay": weight_decay}]
+    if scope != "matrices":
+        raise ValueError(f"weight decay scope {scope!r}: choose 'matrices' or 'all'.")
     return [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
@@ -85,7 +166,8 @@ def list_checkpoints(output_dir: str) -> list[str]:
     root = os.path.join(output_dir, "checkpoints")
     if not os.path.isdir(root):
         return []
-    names = [n for n in os.listdir(root) if n.startswith(CHECKPOINT_PREFIX) and not n.endswith(".tmp")]
+    # Only `checkpoint-<step>` folders: `*.tmp` ones are incomplete, and anything else is not ours to read.
+    names = [n for n in os.listdir(root) if n.startswith(CHECKPOINT_PREFIX) and n[len(CHECKPOINT_PREFIX) :].isdigit()]
     return [os.path.join(root, n) for n in sorted(names, key=lambda n: int(n[len(CHECKPOINT_PREFIX) :]))]
 
 
@@ -184,6 +266,9 @@ def push_folder_to_hub(folder: str, repo_id: str, private: bool = False) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_arguments(argv)
+    if training_args.print_config:
+        print(to_yaml(model_args, data_args, training_args), end="")
+        return {"config": flat_config(model_args, data_args, training_args)}
     output_dir = training_args.output_dir
     accelerator = Accelerator(
         gradient_accumulation_steps=training_args.gradient_accumulation_steps,
@@ -204,43 +289,29 @@ def main(argv: list[str] | None = None) -> dict:
     feature_extractor = MynaFeatureExtractor.from_config(config)
     crop_frames = config.chunk_frames
 
-    # Data: spectrograms computed once per clip and cached; the main process computes, the others read the cache.
+    # Data: spectrograms computed once per clip into an on-disk store; the main process computes, the others read.
     skipped = SkipReport()
-    preprocess_device = accelerator.device if accelerator.device.type == "cuda" else "cpu"
-    cache_dir = data_args.cache_dir or os.path.join(output_dir, "cache")
-    with accelerator.main_process_first():
-        clips = load_clips(data_args, training_args.seed, skipped)
-        cache_file = os.path.join(
-            cache_dir,
-            "spectrograms-"
-            + cache_key(
-                {k: v for k, v in vars(data_args).items() if k not in ("cache_dir", "probe_clips", "max_crop_distance")},
-                # Which clips: the content hash `datasets` keeps for in-memory sets (file lists, generated audio).
-                getattr(clips, "_fingerprint", None),
-                training_args.seed,
-                feature_extractor.to_dict(),
-                crop_frames,
-            )
-            + ".arrow",
-        )
-        spectrograms = compute_spectrograms(
-            clips,
-            feature_extractor,
-            min_frames=crop_frames,
-            skipped=skipped,
-            storage_dtype=data_args.storage_dtype,
-            device=preprocess_device,
-            cache_file=None if data_args.streaming else cache_file,
-            batch_size=data_args.preprocessing_batch_size,
-        )
     world_size, rank = accelerator.num_processes, accelerator.process_index
     batch_size = training_args.per_device_batch_size
     global_batch = batch_size * world_size
+    local_rows = slice(rank * batch_size, (rank + 1) * batch_size)
+    cache_dir = data_args.cache_dir or os.path.join(output_dir, "cache")
+    with accelerator.main_process_first():
+        clips, index_size = load_clips(data_args, training_args.seed, skipped, min_seconds=crop_seconds(config))
+        if data_args.streaming:
+            spectrograms = compute_spectrograms(
+                clips, feature_extractor, min_frames=crop_frames, skipped=skipped,
+                storage_dtype=data_args.storage_dtype, device=preprocess_device(accelerator),
+                batch_size=data_args.preprocessing_batch_size,
+            )
+        else:
+            store = prepare_store(clips, data_args, feature_extractor, crop_frames, cache_dir, skipped, accelerator)
+            skipped = store.skip_report()
     if data_args.streaming:
-        if training_args.loss == "sogclr":
+        if training_args.loss == "sogclr" and index_size is None:
             raise ValueError(
-                "SogCLR keys its state by dataset index, which a stream does not have: use --loss infonce with "
-                "--streaming, or cache the set."
+                "SogCLR keeps a state per clip, keyed by its index in the source, but this stream does not say how "
+                "many clips it has: use --loss infonce with --streaming, or cache the set (drop --streaming)."
             )
         from datasets.distributed import split_dataset_by_node
 
@@ -253,16 +324,30 @@ def main(argv: list[str] | None = None) -> dict:
             seed=training_args.seed,
             skipped=skipped,
         )
-        num_clips, batches_per_epoch = None, None
+        num_clips, batches_per_epoch, plan = None, None, None
     else:
-        data = SpectrogramBank.from_dataset(spectrograms, device=accelerator.device)
-        num_clips = len(data)
-        batches_per_epoch = num_clips // global_batch
+        num_clips = len(store)
+        plan = BatchPlan(store.num_frames, global_batch, crop_frames, training_args.seed, data_args.max_crop_distance)
+        batches_per_epoch = plan.batches_per_epoch
         if batches_per_epoch == 0:
             raise ValueError(
                 f"{num_clips} usable clips are fewer than one global batch ({batch_size} x {world_size} processes): "
                 "lower per_device_batch_size or add clips."
             )
+        placement, numbers = choose_placement(
+            data_args.spectrogram_placement,
+            store.nbytes,
+            accelerator.device,
+            free_memory(accelerator.device),
+            processes_per_host=int(os.environ.get("LOCAL_WORLD_SIZE", world_size)),
+        )
+        data = store.bank(accelerator.device, resident=placement == "resident")
+        accelerator.print(
+            f"spectrograms: {num_clips} clips, {store.total_frames} frames, {gib(store.nbytes)} as "
+            f"{store.meta['dtype']} ({numbers}) -> "
+            + ("resident on " + str(accelerator.device) if placement == "resident" else
+               f"out-of-core: read from {store.frames_path} by a background thread")
+        )
 
     max_steps = training_args.max_steps
     if max_steps <= 0:
@@ -273,13 +358,17 @@ def main(argv: list[str] | None = None) -> dict:
     # Loss, optimiser, schedule.
     if training_args.loss == "sogclr":
         loss_fn = SogCLRLoss(
-            num_clips, training_args.temperature, training_args.sogclr_gamma, num_tokenizers=len(config.patch_sizes)
+            num_clips if num_clips is not None else index_size,
+            training_args.temperature,
+            training_args.sogclr_gamma,
+            num_tokenizers=len(config.patch_sizes),
         )
     else:
         loss_fn = InfoNCELoss(training_args.temperature)
     loss_fn = loss_fn.to(accelerator.device)
     optimizer = torch.optim.Adam(
-        parameter_groups(model, training_args.weight_decay), lr=training_args.learning_rate
+        parameter_groups(model, training_args.weight_decay, training_args.weight_decay_scope),
+        lr=training_args.learning_rate,
     )
     scheduler = get_scheduler(
         training_args.lr_scheduler_type,
@@ -314,33 +403,34 @@ def main(argv: list[str] | None = None) -> dict:
         f"{global_batch * training_args.gradient_accumulation_steps} clips ({world_size} process(es) x {batch_size} "
         f"x {training_args.gradient_accumulation_steps} accumulation); loss {training_args.loss}."
     )
-    local_rows = slice(rank * batch_size, (rank + 1) * batch_size)
     patch_sizes = config.patch_sizes
     # Recent micro-batch losses for logging (a window, not the whole run's history).
     losses = collections.deque(maxlen=max(10, training_args.logging_steps) * training_args.gradient_accumulation_steps)
     first_loss, start_time, start_step = None, time.perf_counter(), progress.step
     bar = tqdm(total=max_steps, initial=progress.step, disable=not accelerator.is_local_main_process, desc="pre-training")
     model.train()
-    order, order_epoch = None, None
+    # An out-of-core bank is read ahead by a background thread from where the run stands (after a resume too).
+    prefetcher = None
+    if isinstance(data, DiskSpectrogramBank):
+        prefetcher = CropPrefetcher(data, plan, local_rows, accelerator.device, start=progress.micro_batches)
     while progress.step < max_steps:
         micro = progress.micro_batches
-        generator = torch.Generator(device=accelerator.device).manual_seed(training_args.seed * 1_000_003 + micro)
-        index = None
-        if batches_per_epoch is not None:
-            epoch, position = divmod(micro, batches_per_epoch)
-            if order_epoch != epoch:
-                order, order_epoch = epoch_order(num_clips, training_args.seed, epoch).to(accelerator.device), epoch
-            global_index = order[position * global_batch : (position + 1) * global_batch]
+        generator = torch.Generator(device=accelerator.device).manual_seed((training_args.seed * 1_000_003 + micro) * 2)
+        if isinstance(loss_fn, SogCLRLoss):  # libauc's adjust_gamma: the first-visit rule holds in epoch 0 only
+            loss_fn.set_epoch(micro // batches_per_epoch if batches_per_epoch else data.epoch)
+        if prefetcher is not None:
+            view1, view2, index = prefetcher.next()
+        elif plan is not None:
             # Draws for the whole global batch, this process's slice used: the same for any number of processes.
-            first, second = random_crop_starts(
-                data.num_frames[global_index], crop_frames, generator, data_args.max_crop_distance
-            )
-            index = global_index[local_rows]
-            offsets = data.offsets[index]
-            view1 = data.crops(offsets + first[local_rows], crop_frames)
-            view2 = data.crops(offsets + second[local_rows], crop_frames)
+            global_index, first, second = plan(micro)
+            index, first, second = global_index[local_rows], first[local_rows], second[local_rows]
+            offsets = data.offsets.cpu()[index]
+            view1 = data.crops(offsets + first, crop_frames)
+            view2 = data.crops(offsets + second, crop_frames)
         else:
-            view1, view2 = data.next_batch(crop_frames, generator, data_args.max_crop_distance)
+            view1, view2, index = data.next_batch(
+                crop_frames, crop_generator(training_args.seed, micro), data_args.max_crop_distance
+            )
         # One (2, global batch, tokens) draw per tokenizer; rows view-major as the model expects.
         noise = [
             torch.rand((2, global_batch, num_tokens(config, p)), generator=generator, device=accelerator.device)[
@@ -381,6 +471,8 @@ def main(argv: list[str] | None = None) -> dict:
         if training_args.checkpointing_steps and progress.step % training_args.checkpointing_steps == 0:
             save_checkpoint(accelerator, output_dir, progress.step, training_args.checkpoints_total_limit)
     bar.close()
+    if prefetcher is not None:
+        prefetcher.close()
     train_seconds = time.perf_counter() - start_time
     if not list_checkpoints(output_dir) or not list_checkpoints(output_dir)[-1].endswith(f"-{progress.step}"):
         save_checkpoint(accelerator, output_dir, progress.step, training_args.checkpoints_total_limit)
@@ -449,7 +541,8 @@ def format_summary(summary: dict, config, probe_clips: int) -> str:
         f"({summary['examples_seen'] / max(summary['train_seconds'], 1e-9):.0f} examples/s)",
     ]
     if summary["first_loss"] is not None:
-        note = " (SogCLR surrogate: its gradient is the objective's, its value may go below 0)"
+        # libauc's GCLoss_v1 surrogate: cosine terms not divided by T, summed over both views.
+        note = " (SogCLR surrogate: its gradient is the global contrastive loss's, its value is not and may go below 0)"
         lines.append(
             f"loss: {summary['first_loss']:.3f} (first step) -> {summary['last_loss']:.3f} (last 10 micro-batches)"
             + (note if summary["loss_name"] == "sogclr" else "")
