@@ -301,7 +301,7 @@ def test_labels_of_a_csv_become_multi_hot_class_or_regression_targets(tmp_path):
 
     def load(**kwargs):
         args = FinetuneDataArguments(train_file=str(folder / "metadata.csv"), audio_column_name="file_name",
-                                     validation_split_percentage=34, **kwargs)
+                                     validation_split_percentage=33, **kwargs)
         return finetune.load_finetuning_data(args, seed=0)
 
     spec, data = load(label_column_name="instruments", problem_type="multi_label_classification")
