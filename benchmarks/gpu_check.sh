@@ -45,12 +45,14 @@ step out-of-core-scale $PY benchmarks/benchmark_out_of_core.py --device "$DEVICE
 
 # The mel front end on the GPU and the CPU (audio-seconds per second, vs nnAudio).
 if [ -f benchmarks/benchmark_frontend.py ]; then
-  step frontend $PY benchmarks/benchmark_frontend.py --device "$DEVICE"
+  step frontend $PY benchmarks/benchmark_frontend.py --device "$DEVICE" --repeats "$(n 5 1)" --num_clips "$(n 64 4)" \
+    --seconds "$(n 60 5)"
 fi
 
 # Embedding throughput on the GPU.
 if [ -f benchmarks/benchmark_embed_track.py ]; then
-  step embed-track $PY benchmarks/benchmark_embed_track.py --device "$DEVICE" --dtype bfloat16
+  step embed-track $PY benchmarks/benchmark_embed_track.py --device "$DEVICE" --dtype bfloat16 \
+    --seconds "$(n 180 10)" --repeats "$(n 5 1)"
 fi
 
 echo
