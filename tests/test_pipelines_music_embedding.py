@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import modeling_myna  # noqa: F401  (registers Myna with the Auto classes)
-import myna_pipelines  # noqa: F401  (registers "music-embedding")
+import myna_pipelines  # noqa: F401
 from modeling_myna import MynaFeatureExtractor, MynaForAudioClassification, MynaModel
 from modeling_myna.audio_utils import AudioDecodeError, load_audio
 from myna_pipelines import MusicEmbeddingPipeline
@@ -231,7 +231,7 @@ def test_unreadable_inputs_and_bad_options_are_named(tmp_path, embedder):
 MEMORY_SCRIPT = """
 import json, resource, sys
 import numpy as np, soundfile as sf
-import myna_pipelines
+import modeling_myna  # registers Myna and "music-embedding"
 from transformers import pipeline
 
 folder, workdir = sys.argv[1:3]

@@ -1,0 +1,117 @@
+"""What every Myna command shares: a user's mistake as one clear line, a traceback only on request, and a
+"did you mean" for a mistyped option.
+
+Standard library only, so that a command can parse its arguments (and answer `--help`) before importing torch or
+transformers. Used by `myna` (`cli.py`), `training/pretrain.py`, `evaluation/probe.py`, `evaluation/export.py` and
+the checkpoint converter. `--debug` on any of them, or `MYNA_DEBUG=1` in the environment, shows the traceback.
+"""
+
+import difflib
+import os
+import sys
+from collections.abc import Callable, Iterable
+
+
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "MYNA_DEBUG"
+
+
+class UsageError(ValueError):
+    """A mistake in what the user gave (an option, a path, a device); the message says what to do instead."""
+
+
+def debug_requested(argv: Iterable[str] = ()) -> bool:
+    return DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def without_debug_flag(argv: list[str]) -> list[str]:
+    return [a for a in argv if a != DEBUG_FLAG]
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`" Did you mean 'x'?"` for the closest of `choices`, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def option_strings(parser) -> list[str]:
+    """Every `--option` an argparse parser accepts."""
+    return [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+
+
+def check_unknown_options(parser, argv: list[str], see: str = "--help") -> None:
+    """Raises `UsageError` for the first argument `parser` does not know, with the closest known option."""
+    _, unknown = parser.parse_known_args(argv)
+    for argument in unknown:
+        if argument.startswith("-"):
+            flag = argument.split("=", 1)[0]
+            hint = did_you_mean(flag, option_strings(parser)) or f" See {see} for the options."
+            raise UsageError(f"unknown option {flag}.{hint}")
+    if unknown:
+        raise UsageError(f"unexpected argument(s) {' '.join(unknown)}. See {see}.")
+
+
+# Exceptions that carry a message written for the user: wrong input, missing files or models (the Hub's errors are
+# OSErrors), a missing optional package, a failed upload. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, ImportError, RuntimeError)
+
+
+def run_cli(main: Callable[[list[str]], object], prog: str, argv: list[str] | None = None) -> int:
+    """Runs `main(argv)` (without `--debug`) and returns an exit status: 0, 1 for an error reported in one line on
+    stderr (`prog: error: ...`), 130 when interrupted. With `--debug` or `MYNA_DEBUG=1` errors raise as they are."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    try:
+        result = main(without_debug_flag(argv))
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted.", file=sys.stderr)
+        return 130
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        message = str(error).strip() or type(error).__name__
+        first = message.splitlines()[0] if not isinstance(error, (ValueError, UsageError)) else message
+        print(f"{prog}: error: {first}", file=sys.stderr)
+        print(f"(for the traceback: rerun with {DEBUG_FLAG}, or set {DEBUG_ENV}=1)", file=sys.stderr)
+        return 2 if isinstance(error, UsageError) else 1
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def check_device(name: str, option: str = "--device") -> str:
+    """`name` if torch can use it here; a `UsageError` saying what is available otherwise. Imports torch."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"{option} {name}: not a device name; use cpu, cuda, cuda:1 or mps.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support" if not torch.backends.cuda.is_built() else "none is visible"
+            raise UsageError(f"{option} {name}: no CUDA device is available ({why}); use {option} cpu.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(
+                f"{option} {name}: there are {torch.cuda.device_count()} CUDA device(s), numbered from 0."
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"{option} {name}: MPS (Apple GPU) is not available here; use {option} cpu.")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        if not hasattr(torch, device.type) or not getattr(torch, device.type).is_available():
+            raise UsageError(f"{option} {name}: {device.type} is not available here; use {option} cpu.")
+    return name
+
+
+__all__ = [
+    "DEBUG_ENV",
+    "DEBUG_FLAG",
+    "USER_ERRORS",
+    "UsageError",
+    "check_device",
+    "check_unknown_options",
+    "debug_requested",
+    "did_you_mean",
+    "option_strings",
+    "run_cli",
+]
