@@ -22,7 +22,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .cli_support import did_you_mean, option_strings, run_cli
+from .cli_support import UsageError, check_unknown_options, run_cli
 
 
 OUTPUT_FORMATS = (".npz", ".parquet")
@@ -44,11 +44,10 @@ class CommandParser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
-        known = option_strings(self) + ["-h"]
-        for argument in args:  # first, so that a typo is not reported as a missing required option
-            flag = argument.split("=", 1)[0]
-            if flag.startswith("--") and not any(option.startswith(flag) for option in known):
-                self.error(f"unknown option {flag}.{did_you_mean(flag, known) or ' See --help.'}")
+        try:  # first, so that a typo is not reported as a missing required option
+            check_unknown_options(self, args)
+        except UsageError as error:
+            self.error(str(error))
         namespace, unknown = self.parse_known_args(args, namespace)
         if unknown:
             self.error(f"unexpected argument(s) {' '.join(unknown)}. See --help.")

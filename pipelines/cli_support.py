@@ -40,15 +40,13 @@ def option_strings(parser) -> list[str]:
 
 
 def check_unknown_options(parser, argv: list[str], see: str = "--help") -> None:
-    """Raises `UsageError` for the first argument `parser` does not know, with the closest known option."""
-    _, unknown = parser.parse_known_args(argv)
-    for argument in unknown:
-        if argument.startswith("-"):
-            flag = argument.split("=", 1)[0]
-            hint = did_you_mean(flag, option_strings(parser)) or f" See {see} for the options."
-            raise UsageError(f"unknown option {flag}.{hint}")
-    if unknown:
-        raise UsageError(f"unexpected argument(s) {' '.join(unknown)}. See {see}.")
+    """Raises `UsageError` for the first `--option` in `argv` that `parser` does not know (nor abbreviates), with
+    the closest known option. Checked before parsing, so a typo is not reported as a missing required option."""
+    known = option_strings(parser)
+    for argument in argv:
+        flag = argument.split("=", 1)[0]
+        if flag.startswith("--") and not any(option.startswith(flag) for option in known):
+            raise UsageError(f"unknown option {flag}.{did_you_mean(flag, known) or f' See {see} for the options.'}")
 
 
 # Exceptions that carry a message written for the user: wrong input, missing files or models (the Hub's errors are
