@@ -5,24 +5,22 @@
     myna convert --checkpoint myna-hybrid.pth --variant hybrid --output myna-hybrid
     myna info myna-hybrid
 
-Each command parses its options from a dataclass with the standard library's argparse (`dataclass_parser`), before
-importing numpy, torch or transformers, so that `--help` and mistakes answer at once; `myna COMMAND --help` lists
+Each command parses its options from a dataclass with the standard library's argparse (`cli_support.dataclass_parser`),
+before importing numpy, torch or transformers, so that `--help` and mistakes answer at once; `myna COMMAND --help` lists
 them. `myna embed` skips files it cannot decode, reports them, and carries on. Errors are one line; `--debug` (or
 `MYNA_DEBUG=1`) shows the traceback.
 """
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import sys
 import time
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .cli_support import UsageError, check_unknown_options, run_cli
+from .cli_support import HelpFormatter, UsageError, dataclass_parser, parse_into, run_cli
 
 
 OUTPUT_FORMATS = (".npz", ".parquet")
@@ -30,60 +28,6 @@ OUTPUT_FORMATS = (".npz", ".parquet")
 # (tests check that they agree).
 DEFAULT_BATCH_SIZE = 32
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus")
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except the `None` of required options and of options whose help explains their default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        return action.help if action.default in (None, False) else super()._get_help_string(action)
-
-
-class CommandParser(argparse.ArgumentParser):
-    """An argparse parser whose unknown options get a "did you mean" from the known ones."""
-
-    def parse_args(self, args=None, namespace=None):
-        args = sys.argv[1:] if args is None else list(args)
-        try:  # first, so that a typo is not reported as a missing required option
-            check_unknown_options(self, args)
-        except UsageError as error:
-            self.error(str(error))
-        namespace, unknown = self.parse_known_args(args, namespace)
-        if unknown:
-            self.error(f"unexpected argument(s) {' '.join(unknown)}. See --help.")
-        return namespace
-
-
-def dataclass_parser(cls, **kwargs) -> CommandParser:
-    """An argparse parser with one `--option` per field of the dataclass `cls` (its type, default and help;
-    `Literal` types give choices, `bool` a switch, a field without default a required option)."""
-    parser = CommandParser(formatter_class=_HelpFormatter, **kwargs)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        kind = hints[f.name]
-        options = {"help": f.metadata.get("help")}
-        if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union)):
-            kind = next(a for a in typing.get_args(kind) if a is not type(None))  # X | None
-        if f.default is dataclasses.MISSING:
-            options["required"] = True
-        else:
-            options["default"] = f.default
-        if kind is bool:
-            options["action"] = "store_true"
-        elif typing.get_origin(kind) is Literal:
-            options["choices"] = list(typing.get_args(kind))
-        else:
-            options["type"] = kind
-        parser.add_argument(f"--{f.name}", **options)
-    return parser
-
-
-def parse_into(parser: argparse.ArgumentParser, cls, argv: list[str]):
-    """`(cls instance, namespace of the other arguments)`."""
-    namespace = parser.parse_args(argv)
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in vars(namespace).items() if k in names}
-    return cls(**values), argparse.Namespace(**{k: v for k, v in vars(namespace).items() if k not in names})
 
 
 # ----------------------------------------------------------------------------------------------------------- embed

@@ -6,9 +6,13 @@ transformers. Used by `myna` (`cli.py`), `training/pretrain.py`, `evaluation/pro
 the checkpoint converter. `--debug` on any of them, or `MYNA_DEBUG=1` in the environment, shows the traceback.
 """
 
+import argparse
+import dataclasses
 import difflib
 import os
 import sys
+import types
+import typing
 from collections.abc import Callable, Iterable
 
 
@@ -47,6 +51,84 @@ def check_unknown_options(parser, argv: list[str], see: str = "--help") -> None:
         flag = argument.split("=", 1)[0]
         if flag.startswith("--") and not any(option.startswith(flag) for option in known):
             raise UsageError(f"unknown option {flag}.{did_you_mean(flag, known) or f' See {see} for the options.'}")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the `None` of required options and of options whose help explains their default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An argparse parser whose unknown options get a "did you mean" from the known ones."""
+
+    def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        try:  # first, so that a typo is not reported as a missing required option
+            check_unknown_options(self, args)
+        except UsageError as error:
+            self.error(str(error))
+        namespace, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error(f"unexpected argument(s) {' '.join(unknown)}. See --help.")
+        return namespace
+
+
+def _to_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if value.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}.")
+
+
+def dataclass_parser(*classes, **kwargs) -> CommandParser:
+    """An argparse parser with one `--option` per field of the dataclasses `classes`, as `HfArgumentParser` makes
+    them (type, default, help; `Literal` gives choices; a field without default is required; a bool is `--flag
+    [true|false]`, and `--no_flag` when it defaults to true) without importing transformers."""
+    kwargs.setdefault("formatter_class", HelpFormatter)
+    parser = CommandParser(**kwargs)
+    for cls in classes:
+        group = parser.add_argument_group(cls.__name__) if len(classes) > 1 else parser
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            kind = hints[f.name]
+            options = dict(f.metadata)
+            if typing.get_origin(kind) in (typing.Union, types.UnionType):
+                kind = next(a for a in typing.get_args(kind) if a is not type(None))  # X | None
+            if f.default is not dataclasses.MISSING:
+                options["default"] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                options["default"] = f.default_factory()
+            else:
+                options["required"] = True
+            if kind is bool:
+                options.update(type=_to_bool, nargs="?", const=True, metavar="true|false")
+            elif typing.get_origin(kind) is typing.Literal:
+                options["choices"] = list(typing.get_args(kind))
+            elif "choices" not in options:
+                options["type"] = kind
+            group.add_argument(f"--{f.name}", **options)
+            if kind is bool and f.default is True:
+                group.add_argument(f"--no_{f.name}", action="store_false", dest=f.name, help=f"Turn off --{f.name}.")
+    return parser
+
+
+def parse_into(parser: argparse.ArgumentParser, classes, argv: list[str]):
+    """One instance of each dataclass in `classes` (or of the one class), then a namespace of the other arguments."""
+    namespace = vars(parser.parse_args(argv))
+    classes = classes if isinstance(classes, (tuple, list)) else (classes,)
+    outputs, used = [], set()
+    for cls in classes:
+        names = {f.name for f in dataclasses.fields(cls)}
+        outputs.append(cls(**{k: v for k, v in namespace.items() if k in names}))
+        used |= names
+    return (*outputs, argparse.Namespace(**{k: v for k, v in namespace.items() if k not in used}))
 
 
 # Exceptions that carry a message written for the user: wrong input, missing files or models (the Hub's errors are
@@ -102,6 +184,10 @@ def check_device(name: str, option: str = "--device") -> str:
 
 
 __all__ = [
+    "CommandParser",
+    "HelpFormatter",
+    "dataclass_parser",
+    "parse_into",
     "DEBUG_ENV",
     "DEBUG_FLAG",
     "USER_ERRORS",
