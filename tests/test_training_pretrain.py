@@ -78,8 +78,14 @@ def test_tiny_run_exports_an_automodel_folder_probes_and_uploads(tmp_path, monke
     # The closing probe compares the pre-trained and a random model, both printed.
     assert set(summary["probe"]["style"]) == {"random init", "pre-trained"}
     assert all(0.0 <= v <= 1.0 for v in summary["probe"]["style"].values())
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "random init" in printed and "pre-trained" in printed and "style" in printed
+    # The demo announces the closing probe before its silent minute, and says where the model is and what next.
+    assert printed.index("Closing probe: embedding 30 held-out generated clips") < printed.index("random init")
+    assert f"model saved to {out / 'model'}" in printed and "myna embed song.wav --model" in printed
+    # Preprocessing reports clips per second and the time left (datasets' map bar).
+    assert "Spectrograms: 100%" in captured.err and "examples/s" in captured.err
 
 
 def test_push_offline_fails_with_a_clear_message(tmp_path):
