@@ -245,7 +245,8 @@ def build_parser():
         prog="pretrain.py",
         usage="accelerate launch training/pretrain.py [--config FILE] [--SETTING VALUE ...]",
         description=HELP_DESCRIPTION,
-        formatter_class=_Formatter,
+        # The repository's line length: most settings fit on one line (the dashed aliases are HfArgumentParser's).
+        formatter_class=lambda prog: _Formatter(prog, width=119, max_help_position=56),
     )
 
 
