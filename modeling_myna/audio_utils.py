@@ -93,7 +93,9 @@ def open_sound_file(source, name: str | None = None) -> sf.SoundFile:
             head = f.read(512)
         if looks_like_text(head):  # before libsndfile, whose decoders print resync noise on such files
             first_line = head.decode("utf-8", errors="replace").strip().splitlines()[0][:40] if head.strip() else ""
-            raise AudioDecodeError(f"{name}: is a text file, not audio (it begins {first_line!r}); drop it.")
+            raise AudioDecodeError(
+                f"{name}: could not be decoded: it is a text file, not audio (it begins {first_line!r}); drop it."
+            )
     elif isinstance(source, (bytes, bytearray)):
         if len(source) == 0:
             raise AudioDecodeError(f"{name}: no bytes to decode.")

@@ -326,7 +326,7 @@ def test_unsupported_inputs_name_the_fix(embedder):
 def test_a_text_file_named_mp3_is_called_a_text_file(tmp_path, capfd):
     fake = tmp_path / "song.mp3"
     fake.write_text("#EXTM3U\nhttp://example.com/stream\n")
-    with pytest.raises(AudioDecodeError, match=r"song.mp3: is a text file, not audio \(it begins '#EXTM3U'\)"):
+    with pytest.raises(AudioDecodeError, match=r"song.mp3: could not be decoded: it is a text file, not audio \(it begins '#EXTM3U'\)"):
         load_audio(str(fake))
     assert "resync" not in capfd.readouterr().err  # libsndfile's mp3 decoder never saw it
     junk = tmp_path / "noise.mp3"
