@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> dict:
             accelerator.print(f"no checkpoint of this run under {output_dir}/{CHECKPOINTS_DIR} yet: starting it.")
         else:
             accelerator.load_state(checkpoint)
-            accelerator.print(f"resumed {describe_run(identity, output_dir)} from {checkpoint} at step {progress.step}.")
+            accelerator.print(f"resumed from {checkpoint} at step {progress.step}: {describe_run(identity, output_dir)}.")
     accelerator.init_trackers("myna-pretrain", config={k: v if v is not None else "" for k, v in hyperparameters.items()})
 
     # Training.
