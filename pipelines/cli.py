@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .cli_support import HelpFormatter, UsageError, dataclass_parser, parse_into, run_cli
+from .cli_support import UsageError, dataclass_parser, parse_into, run_cli
 
 
 OUTPUT_FORMATS = (".npz", ".parquet")
@@ -180,8 +180,6 @@ def _write_parquet(path: str, results: list[tuple[str, Any]], pooling: str) -> N
 
 def check_patch_mode(embedder, patch_mode: str | None) -> None:
     """Stops before any work when the model has no `patch_mode` (e.g. `vertical` on a square-patch model)."""
-    from .cli_support import UsageError
-
     available = embedder.model.config.available_patch_modes
     if patch_mode is not None and patch_mode not in available:
         raise UsageError(
