@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/accelerate launch --num_processes 1 --cpu training/pretrain.py
+	$(BIN)/accelerate launch -q --num_processes 1 --cpu training/pretrain.py --overwrite_output_dir
 
 test: install
 	$(BIN)/python -m pytest

@@ -10,12 +10,8 @@ logits over the chunks of the recording, which is exactly what the probe compute
 
 import os
 import pickle
+import sys
 from dataclasses import dataclass, field
-
-import torch
-from transformers import HfArgumentParser
-
-from myna_evaluation.scoring import SINGLE_LABEL
 
 
 @dataclass
@@ -23,6 +19,30 @@ class ExportArguments:
     model: str = field(metadata={"help": "The encoder folder the probe was trained on."})
     probe: str = field(metadata={"help": "A linear_probe.pt written by evaluation/probe.py."})
     output_dir: str = field(metadata={"help": "Where the classification model folder goes."})
+
+
+def parse_arguments(argv: list[str] | None = None) -> ExportArguments:
+    from myna_pipelines.cli_support import dataclass_parser, parse_into
+
+    parser = dataclass_parser(
+        ExportArguments,
+        prog="export.py",
+        description="A linear probe of evaluation/probe.py and its encoder as one audio-classification folder. "
+        "--debug (or MYNA_DEBUG=1) shows tracebacks.",
+    )
+    return parse_into(parser, ExportArguments, sys.argv[1:] if argv is None else argv)[0]
+
+
+if __name__ == "__main__":
+    # Arguments first: `--help` and mistakes answer before torch and transformers are imported.
+    from myna_pipelines.cli_support import run_cli
+
+    if run_cli(parse_arguments, "export.py") != 0:
+        sys.exit(2)
+
+import torch  # noqa: E402
+
+from myna_evaluation.scoring import SINGLE_LABEL  # noqa: E402
 
 
 def fold_standardization(
@@ -42,6 +62,8 @@ def load_probe(probe_path: str) -> dict:
     A probe file may come from anyone; unpickling arbitrary objects would run their code, so anything else is
     refused. What `probe.py` writes (tensors, numbers, strings, lists, dicts) loads as is.
     """
+    if not os.path.isfile(probe_path):
+        raise FileNotFoundError(f"no probe at {probe_path}: evaluation/probe.py writes <output_dir>/<task>/linear_probe.pt.")
     try:
         probe = torch.load(probe_path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -50,7 +72,9 @@ def load_probe(probe_path: str) -> dict:
             f"torch.load(weights_only=True) does not unpickle because they can run code ({error}). Re-create it "
             "with evaluation/probe.py, or load it yourself only if you trust its source."
         ) from None
-    if not isinstance(probe, dict):
+    except Exception as error:  # not a torch file at all
+        raise ValueError(f"{probe_path} is not a probe file torch.load can read ({type(error).__name__}).") from None
+    if not isinstance(probe, dict) or "state" not in probe:
         raise ValueError(f"{probe_path} holds a {type(probe).__name__}, not a probe written by evaluation/probe.py.")
     return probe
 
@@ -63,6 +87,8 @@ def export_linear_probe(model_path: str, probe_path: str, output_dir: str) -> st
     probe = load_probe(probe_path)
     if probe.get("state") is None or "w1" in probe["state"]:
         raise ValueError(f"{probe_path} holds no linear probe (hidden width 0); only linear probes can be exported.")
+    if not {"task", "config", "mean", "std"} <= set(probe):
+        raise ValueError(f"{probe_path} lacks the task, configuration or standardisation of a probe.py probe.")
     task = probe["task"]
     label_names = task["label_names"]
     config = MynaConfig.from_pretrained(model_path)
@@ -79,7 +105,16 @@ def export_linear_probe(model_path: str, probe_path: str, output_dir: str) -> st
     config.id2label = dict(enumerate(label_names))
     config.label2id = {name: index for index, name in enumerate(label_names)}
     config.problem_type = task["problem_type"]
-    model = MynaForAudioClassification.from_pretrained(model_path, config=config)
+    # The head is new to the encoder's folder, and transformers reports it as "MISSING ... newly initialized":
+    # true for an instant only, since the probe's weights replace it on the next line. Quiet that report.
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model = MynaForAudioClassification.from_pretrained(model_path, config=config)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     with torch.no_grad():
         model.classifier.weight.copy_(weight)
         model.classifier.bias.copy_(bias)
@@ -96,11 +131,12 @@ def export_linear_probe(model_path: str, probe_path: str, output_dir: str) -> st
 
 
 def main(argv: list[str] | None = None) -> str:
-    (args,) = HfArgumentParser(ExportArguments).parse_args_into_dataclasses(args=argv)
+    args = parse_arguments(argv)
     path = export_linear_probe(args.model, args.probe, args.output_dir)
-    print(f"wrote {path}: use pipeline('audio-classification', model='{path}')")
+    print(f"wrote {path}: the encoder of {args.model} with the probe {args.probe} as its classifier; use "
+          f"pipeline('audio-classification', model='{path}', pipeline_class=MynaAudioClassificationPipeline)")
     return path
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "export.py"))

@@ -296,6 +296,7 @@ def train_grid(
         epochs_run = [torch.zeros(len(s), dtype=torch.long, device=device) for s in stacks]
         history = [[[] for _ in range(len(s))] for s in stacks]
         original_configs = [list(s.configs) for s in stacks]
+        reported = 0  # probes of this group already counted on the progress bar
         for epoch in range(1, settings.max_epochs + 1):
             if not any(len(s) for s in stacks):
                 break
@@ -334,8 +335,16 @@ def train_grid(
                 still_training = (epoch - best_epoch[s][rows]) < settings.patience
                 if not bool(still_training.all()):
                     stack.keep_only(still_training)
+                    if progress is not None:  # the bar counts probes as they stop, not whole groups
+                        stopped = int((~still_training).sum())
+                        progress.update(stopped)
+                        reported += stopped
             if progress is not None:
-                progress.set_postfix(group=f"bs={batch_size} std={int(standardize)}", epoch=epoch)
+                training = sum(len(stack) for stack in stacks)
+                progress.set_postfix_str(
+                    f"group bs={batch_size} std={int(standardize)}: epoch {epoch}/{settings.max_epochs}, "
+                    f"{training} probe(s) training"
+                )
         for s in range(len(stacks)):
             for row, config in enumerate(original_configs[s]):
                 results[config] = ProbeResult(
@@ -347,7 +356,7 @@ def train_grid(
                     history[s][row],
                 )
         if progress is not None:
-            progress.update(len(group))
+            progress.update(len(group) - reported)  # those that ran to max_epochs
 
     ordered = [results[c] for c in configs]
     if settings.keep_states != "all":

@@ -17,31 +17,15 @@ task (`<task>/linear_probe.pt`, for `export.py`).
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-import torch
-from tqdm.auto import tqdm
-from transformers import HfArgumentParser
-
-from myna_evaluation.extract import EmbeddingExtractor, ExtractionSettings, extract_split, split_patch_modes
-from myna_evaluation.grid import (
-    GridSettings,
-    ProbeData,
-    Standardizer,
-    probe_grid,
-    select_best,
-    track_outputs,
-    train_grid,
-)
-from myna_evaluation.report import plot_tsne, render_table
-from myna_evaluation.scoring import SINGLE_LABEL, compute_metrics
-from myna_evaluation.task_families.marble import marble_probe_grid
-from myna_evaluation.tasks import SPLITS, SYNTHETIC_TASKS, load_synthetic_task, synthetic_splits
-
 
 logger = logging.getLogger(__name__)
+
+# tasks.SYNTHETIC_TASKS, written out so that parsing (and --help) imports neither torch nor datasets.
+SYNTHETIC_TASK_NAMES = ("synthetic-key", "synthetic-tempo", "synthetic-tags", "synthetic-style")
 
 
 @dataclass
@@ -72,7 +56,7 @@ class ModelArguments:
 @dataclass
 class TaskArguments:
     tasks: str = field(
-        default=",".join(SYNTHETIC_TASKS),
+        default=",".join(SYNTHETIC_TASK_NAMES),
         metadata={
             "help": "Comma list: mtt, gtzan, giantsteps, emomusic; MARBLE's mtg-genre, mtg-instrument, "
             "mtg-moodtheme, mtg-top50tags, nsynth-instrument, nsynth-pitch, vocalset-singer, vocalset-technique; "
@@ -121,8 +105,53 @@ class ReportArguments:
     output_dir: str = field(
         default="outputs/evaluation", metadata={"help": "Where results.json, table.md and plots go."}
     )
-    tsne: bool = field(default=True, metadata={"help": "Plot t-SNE of test embeddings for classification tasks."})
+    tsne: bool = field(
+        default=True, metadata={"help": "Plot a t-SNE of the test embeddings of classification tasks (--no_tsne: skip)."}
+    )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+
+ARGUMENT_GROUPS = (ModelArguments, TaskArguments, ProbeArguments, ReportArguments)
+
+
+def parse_arguments(argv: list[str] | None = None):
+    """`(model_args, task_args, probe_args, report_args)`, parsed without importing torch or transformers."""
+    from myna_pipelines.cli_support import dataclass_parser, parse_into
+
+    parser = dataclass_parser(
+        *ARGUMENT_GROUPS,
+        prog="probe.py",
+        description="Evaluate one model with the JukeMIR probe protocol (the Myna paper's) on downstream tasks; "
+        "writes results.json, table.md and the linear probes. --debug (or MYNA_DEBUG=1) shows tracebacks.",
+    )
+    return parse_into(parser, ARGUMENT_GROUPS, sys.argv[1:] if argv is None else argv)[:4]
+
+
+if __name__ == "__main__":
+    # Arguments first: `--help` and mistakes answer before torch, transformers and datasets are imported.
+    from myna_pipelines.cli_support import run_cli
+
+    if run_cli(parse_arguments, "probe.py") != 0:
+        sys.exit(2)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from myna_evaluation.extract import EmbeddingExtractor, ExtractionSettings, extract_split, split_patch_modes  # noqa: E402
+from myna_evaluation.grid import (  # noqa: E402
+    GridSettings,
+    ProbeData,
+    Standardizer,
+    probe_grid,
+    select_best,
+    track_outputs,
+    train_grid,
+)
+from myna_evaluation.report import column_notes, plot_tsne, render_table  # noqa: E402
+from myna_evaluation.scoring import SINGLE_LABEL, compute_metrics  # noqa: E402
+from myna_evaluation.task_families.marble import marble_probe_grid  # noqa: E402
+from myna_evaluation.tasks import SPLITS, SYNTHETIC_TASKS, load_synthetic_task, synthetic_splits  # noqa: E402
 
 
 # Protocol descriptions for the report, without and with --fast.
@@ -298,6 +327,9 @@ def run(
     model_args: ModelArguments, task_args: TaskArguments, probe_args: ProbeArguments, report_args: ReportArguments
 ) -> dict:
     """The whole evaluation; returns the report dict (also written to `output_dir`)."""
+    from myna_pipelines.cli_support import check_device
+
+    check_device(model_args.device)
     os.makedirs(report_args.output_dir, exist_ok=True)
     if model_args.num_threads:
         torch.set_num_threads(model_args.num_threads)
@@ -339,6 +371,9 @@ def run(
         report["tasks"][spec.name] = entry
         table_inputs[spec.name] = (spec, entry["test_metrics"])
     table = render_table(model_name, table_inputs)
+    notes = column_notes(table_inputs)
+    if notes:
+        table += "\n\n" + notes
     report["table"] = table
     with open(os.path.join(report_args.output_dir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
@@ -348,8 +383,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((ModelArguments, TaskArguments, ProbeArguments, ReportArguments))
-    model_args, task_args, probe_args, report_args = parser.parse_args_into_dataclasses(args=argv)
+    model_args, task_args, probe_args, report_args = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = run(model_args, task_args, probe_args, report_args)
     for name, entry in report["tasks"].items():
@@ -364,4 +398,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "probe.py"))

@@ -40,13 +40,13 @@ MynaForAudioClassification.register_for_auto_class("AutoModelForAudioClassificat
 MynaForContrastivePretraining.register_for_auto_class("AutoModelForPreTraining")
 MynaFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 
-# The pipelines live in `myna_pipelines`, of the same distribution; importing it registers the "music-embedding" task
-# with `transformers.pipeline`. A trust_remote_code copy of a model folder has no package `__init__`, so this never
-# runs there; an install without the pipelines package skips it.
+# The pipelines live in `myna_pipelines`, of the same distribution; importing its `music_embedding` module registers
+# the "music-embedding" task with `transformers.pipeline`. A trust_remote_code copy of a model folder has no package
+# `__init__`, so this never runs there; an install without the pipelines package skips it.
 try:
-    import myna_pipelines  # noqa: E402, F401
+    import myna_pipelines.music_embedding  # noqa: E402, F401
 except ModuleNotFoundError as error:
-    if error.name != "myna_pipelines":
+    if error.name not in ("myna_pipelines", "myna_pipelines.music_embedding"):
         raise
 
 __all__ = [

@@ -2,6 +2,12 @@
 
 Decoding goes through soundfile (libsndfile: wav, flac, ogg/vorbis, mp3, aiff, ...), which needs no FFmpeg. Every
 failure is an `AudioDecodeError` naming the input and what to do, so that long jobs can skip and count bad items.
+
+`datasets` audio comes in three shapes, all accepted: decoded dicts (`{"array", "sampling_rate"}`, the array a NumPy
+array or a list, as the project's own `synthetic_music_dataset` gives), undecoded dicts (`Audio(decode=False)`:
+`{"bytes", "path"}`, read here with soundfile) and the decoder objects a decoded `datasets.Audio()` column gives from
+datasets 4 on (torchcodec's `AudioDecoder`). A decoded column needs torchcodec (and FFmpeg) only to be read at all;
+`dataset.cast_column("audio", datasets.Audio(decode=False))` reads the same audio through soundfile instead.
 """
 
 import io
@@ -20,6 +26,30 @@ class AudioDecodeError(ValueError):
     """An input that could not be read as audio; the message names it and says what to do."""
 
 
+# A decoded `datasets.Audio()` column needs this; the undecoded path needs nothing more than soundfile.
+TORCHCODEC_HINT = (
+    "decoding a `datasets.Audio()` column needs torchcodec and FFmpeg (pip install 'myna-hf[torchcodec]'); or read "
+    "it through soundfile, which needs neither: dataset.cast_column('audio', datasets.Audio(decode=False))"
+)
+
+
+def is_audio_decoder(source: Any) -> bool:
+    """Whether `source` is a decoder object (torchcodec's `AudioDecoder`, what a decoded `datasets.Audio()` column
+    gives from datasets 4 on)."""
+    return hasattr(source, "get_all_samples") and callable(source.get_all_samples)
+
+
+def decoder_samples(source: Any, name: str) -> tuple[np.ndarray, int]:
+    """`((channels, samples) float32, rate)` of a decoder object."""
+    try:
+        samples = source.get_all_samples()
+        data = samples.data
+        audio = data.numpy() if hasattr(data, "numpy") else np.asarray(data)
+        return np.asarray(audio, dtype=np.float32), int(samples.sample_rate)
+    except Exception as error:
+        raise AudioDecodeError(f"{name}: the decoder failed ({error}); {TORCHCODEC_HINT}.") from None
+
+
 def describe(source: Any) -> str:
     """A short name of an audio source for error messages."""
     if isinstance(source, (str, os.PathLike)):
@@ -28,7 +58,25 @@ def describe(source: Any) -> str:
         return f"<{len(source)} bytes>"
     if isinstance(source, dict):
         return str(source.get("path") or "<datasets audio dict>")
+    if is_audio_decoder(source):
+        return f"<decoded datasets audio ({type(source).__name__})>"
     return f"<{type(source).__name__}>"
+
+
+# Signatures of the binary formats libsndfile reads; a file with none of them that decodes as text is not audio.
+_AUDIO_SIGNATURES = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b".snd", b"caff", b"\xff")
+
+
+def looks_like_text(head: bytes) -> bool:
+    """Whether the first bytes of a file are text (a playlist, a web page, a note renamed `.mp3`), not audio."""
+    if not head or head.startswith(_AUDIO_SIGNATURES) or b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not merely a character cut at the end of the sample
+            return False
+    return True
 
 
 def open_sound_file(source, name: str | None = None) -> sf.SoundFile:
@@ -41,6 +89,13 @@ def open_sound_file(source, name: str | None = None) -> sf.SoundFile:
             raise AudioDecodeError(f"{name}: is a folder, not an audio file; pass the files in it.")
         if os.path.getsize(source) == 0:
             raise AudioDecodeError(f"{name}: the file is empty (0 bytes); re-download or drop it.")
+        with open(source, "rb") as f:
+            head = f.read(512)
+        if looks_like_text(head):  # before libsndfile, whose decoders print resync noise on such files
+            first_line = head.decode("utf-8", errors="replace").strip().splitlines()[0][:40] if head.strip() else ""
+            raise AudioDecodeError(
+                f"{name}: could not be decoded: it is a text file, not audio (it begins {first_line!r}); drop it."
+            )
     elif isinstance(source, (bytes, bytearray)):
         if len(source) == 0:
             raise AudioDecodeError(f"{name}: no bytes to decode.")
@@ -48,8 +103,11 @@ def open_sound_file(source, name: str | None = None) -> sf.SoundFile:
     try:
         return sf.SoundFile(source)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        reason = str(error)
+        if "does not exist or is not a regular file" in reason:  # libsndfile's words for "no format recognised"
+            reason = "libsndfile recognises no audio format in it"
         raise AudioDecodeError(
-            f"{name}: could not be decoded ({error}); supported formats are those of libsndfile "
+            f"{name}: could not be decoded ({reason}); supported formats are those of libsndfile "
             f"({', '.join(AUDIO_EXTENSIONS)}): convert it, or skip it."
         ) from None
 
@@ -73,8 +131,9 @@ def load_audio(
     """Reads `source` as mono float32 audio.
 
     Args:
-        source: a path, encoded bytes, a file-like object, or a `datasets` audio dict (`{"array",
-            "sampling_rate"}` decoded, or `{"bytes", "path"}` with `Audio(decode=False)`).
+        source: a path, encoded bytes, a file-like object, or `datasets` audio: a dict (`{"array",
+            "sampling_rate"}` decoded, the array a NumPy array or list, or `{"bytes", "path"}` with
+            `Audio(decode=False)`), or the decoder object of a decoded `datasets.Audio()` column.
         sampling_rate: resample to this rate with soxr; keep the file's rate when `None`.
         offset, duration: read only `duration` seconds (to the end when `None`) from `offset` seconds on; a file
             is sought, not decoded from its start.
@@ -86,6 +145,9 @@ def load_audio(
         AudioDecodeError: the source is missing, empty, undecodable or holds NaN/inf samples.
     """
     name = describe(source)
+    if is_audio_decoder(source):
+        array, rate = decoder_samples(source, name)
+        source = {"array": array, "sampling_rate": rate}
     if isinstance(source, dict):
         if source.get("array") is not None:
             if source.get("sampling_rate") is None:
@@ -114,4 +176,14 @@ def load_audio(
     return audio, rate
 
 
-__all__ = ["AUDIO_EXTENSIONS", "AudioDecodeError", "describe", "load_audio", "open_sound_file"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "TORCHCODEC_HINT",
+    "AudioDecodeError",
+    "decoder_samples",
+    "describe",
+    "is_audio_decoder",
+    "load_audio",
+    "looks_like_text",
+    "open_sound_file",
+]

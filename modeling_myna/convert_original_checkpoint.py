@@ -117,23 +117,60 @@ def convert_state_dict(
     return converted
 
 
+# Keys every released checkpoint has; `config_from_state_dict` reads sizes off them.
+REQUIRED_KEYS = (
+    "to_patch_embedding.1.weight",
+    "transformer.norm.weight",
+    "transformer.layers.0.0.to_out.weight",
+    "transformer.layers.0.1.net.1.weight",
+    "linear_head.weight",
+)
+RELEASES = "https://github.com/ghost-signal/myna#model-checkpoints"
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The state dict in `path` (`torch.load(weights_only=True)`), or a `ValueError` saying what the file is instead:
+    missing, not a PyTorch file, not a state dict, or a state dict of another model."""
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"no checkpoint at {path}: download myna-{{base,vertical,hybrid}}.pth from the links in {RELEASES}"
+        ) from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder; pass the .pth file (a converted folder needs no conversion).") from None
+    except Exception as error:  # pickle and zip errors of every kind: the file is not a torch.save output
+        raise ValueError(
+            f"{path} is not a PyTorch checkpoint that torch.load can read ({type(error).__name__}: "
+            f"{str(error)[:120]}); download the released .pth again from {RELEASES}"
+        ) from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        what = type(loaded).__name__ if not isinstance(loaded, dict) else "a dict of non-tensors"
+        raise ValueError(f"{path} holds {what}, not a state dict of tensors; pass a released Myna .pth ({RELEASES}).")
+    state_dict = strip_wrappers(loaded)
+    missing = [k for k in REQUIRED_KEYS if k not in state_dict]
+    if missing:
+        sample = ", ".join(list(state_dict)[:3]) or "no keys at all"
+        raise ValueError(
+            f"{path} is a state dict, but not of a Myna SimpleViT: it lacks {', '.join(missing)} (it has {sample}, "
+            f"...); pass a released Myna .pth ({RELEASES})."
+        )
+    return state_dict
+
+
 def convert_checkpoint(
     checkpoint: str | dict[str, torch.Tensor], variant: str, output: str | None = None, head_dim: int = 64
 ) -> MynaForContrastivePretraining:
     """Loads (with `weights_only=True`), converts and, if `output` is given, saves a released checkpoint."""
     if isinstance(checkpoint, str):
-        try:
-            state_dict = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"no checkpoint at {checkpoint}: download myna-{{base,vertical,hybrid}}.pth from the links in "
-                "https://github.com/ghost-signal/myna#model-checkpoints"
-            ) from None
+        state_dict = read_state_dict(checkpoint)
     else:
         state_dict = checkpoint
-    if isinstance(state_dict, dict) and "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
-        state_dict = state_dict["state_dict"]
-    state_dict = strip_wrappers(state_dict)
+        if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
+            state_dict = state_dict["state_dict"]
+        state_dict = strip_wrappers(state_dict)
 
     config = config_from_state_dict(state_dict, variant, head_dim=head_dim)
     model = MynaForContrastivePretraining(config)
@@ -160,7 +197,12 @@ class ConvertArguments:
 
 
 def main(argv: list[str] | None = None) -> None:
-    (args,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser(ConvertArguments)
+    if argv is not None and "-h" not in argv and "--help" not in argv:
+        from myna_pipelines.cli_support import check_unknown_options
+
+        check_unknown_options(parser, argv)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
     model = convert_checkpoint(args.checkpoint, args.variant, args.output, head_dim=args.head_dim)
     print(
         f"converted {args.checkpoint} ({args.variant}, {model.myna.num_parameters() / 1e6:.2f}M encoder parameters, "
@@ -169,4 +211,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from myna_pipelines.cli_support import run_cli
+
+    sys.exit(run_cli(main, "convert_original_checkpoint"))

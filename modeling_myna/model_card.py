@@ -165,7 +165,7 @@ def render_model_card(
         ]
     else:
         lines += [
-            "import myna_pipelines  # registers the music-embedding pipeline (and Myna with the Auto classes)",
+            "import modeling_myna  # registers Myna with the Auto classes and the music-embedding pipeline",
             "from transformers import pipeline",
             "",
             'embed = pipeline("music-embedding", model="path/to/this/folder")',

@@ -5,8 +5,10 @@
     myna convert --checkpoint myna-hybrid.pth --variant hybrid --output myna-hybrid
     myna info myna-hybrid
 
-Each command parses its options with `transformers.HfArgumentParser` from a dataclass; `myna COMMAND --help` lists
-them. `myna embed` skips files it cannot decode, reports them, and carries on.
+Each command parses its options from a dataclass with the standard library's argparse (`cli_support.dataclass_parser`),
+before importing numpy, torch or transformers, so that `--help` and mistakes answer at once; `myna COMMAND --help` lists
+them. `myna embed` skips files it cannot decode, reports them, and carries on. Errors are one line; `--debug` (or
+`MYNA_DEBUG=1`) shows the traceback.
 """
 
 import argparse
@@ -18,25 +20,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
-import soundfile as sf
-from tqdm.auto import tqdm
-
-from modeling_myna.audio_utils import AUDIO_EXTENSIONS, AudioDecodeError
-from modeling_myna.configuration_myna import HOP_LENGTH
-from transformers import HfArgumentParser
-
-from .base import DEFAULT_BATCH_SIZE
+from .cli_support import UsageError, dataclass_parser, parse_into, run_cli
 
 
 OUTPUT_FORMATS = (".npz", ".parquet")
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except the `None` of required options and of options whose help explains their default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        return action.help if action.default is None else super()._get_help_string(action)
+# Written out, not imported, because their modules import torch: base.DEFAULT_BATCH_SIZE, audio_utils.AUDIO_EXTENSIONS
+# (tests check that they agree).
+DEFAULT_BATCH_SIZE = 32
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus")
 
 
 # ----------------------------------------------------------------------------------------------------------- embed
@@ -72,6 +63,65 @@ class EmbedArguments:
     overwrite: bool = field(default=False, metadata={"help": "Replace --output if it exists."})
 
 
+def unique_files(files: list[str]) -> tuple[list[str], list[str]]:
+    """`(files, duplicates)`: each file once (the same file under two names counts once), in first-seen order."""
+    seen, kept, duplicates = set(), [], []
+    for path in files:
+        key = os.path.realpath(path)
+        (duplicates if key in seen else kept).append(path)
+        seen.add(key)
+    return kept, duplicates
+
+
+def audio_seconds(path: str) -> float:
+    """A file's duration from its header (0 when unreadable: decoding will say why)."""
+    import soundfile as sf
+
+    try:
+        return float(sf.info(path).duration)
+    except Exception:
+        return 0.0
+
+
+class AudioProgress:
+    """A progress bar in seconds of audio, advanced segment by segment inside long files (a 60-minute recording
+    moves the bar as it is embedded) by wrapping the pipeline's `preprocess`."""
+
+    def __init__(self, embedder, files: list[str]):
+        from tqdm.auto import tqdm
+
+        self.durations = {path: audio_seconds(path) for path in files}
+        self.bar = tqdm(
+            total=round(sum(self.durations.values()), 1), desc="myna embed", unit="audio s", dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio s [{elapsed}<{remaining}, {rate_fmt}] {postfix}",
+        )
+        self.done, self.files_done, self.num_files = 0.0, 0, len(files)
+        extractor = embedder.feature_extractor
+        self.seconds_per_frame = extractor.hop_length / extractor.sampling_rate
+        original = embedder.preprocess
+
+        def preprocess(inputs, **kwargs):
+            for item in original(inputs, **kwargs):
+                yield item
+                covered = item["num_chunks"] * item["hop_frames"] * self.seconds_per_frame
+                self.bar.update(min(covered, max(self.done + self.durations.get(inputs, 0) - self.bar.n, 0)))
+
+        embedder.preprocess = preprocess
+        self.bar.set_postfix_str(f"0/{self.num_files} files")
+
+    def file_done(self, path: str) -> None:
+        self.done += self.durations.get(path, 0.0)
+        self.files_done += 1
+        self.bar.n = min(round(self.done, 1), self.bar.total)  # the dropped tail and skipped files too
+        self.bar.set_postfix_str(f"{self.files_done}/{self.num_files} files")
+
+    def write(self, message: str) -> None:
+        self.bar.write(message, file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def find_audio_files(inputs: list[str]) -> list[str]:
     """Files named in `inputs`, with every folder replaced by the audio files under it (recursively, sorted).
 
@@ -92,6 +142,8 @@ def find_audio_files(inputs: list[str]) -> list[str]:
 
 
 def _write_npz(path: str, results: list[tuple[str, Any]], skipped: list[str], pooling: str) -> None:
+    import numpy as np
+
     paths = np.array([p for p, _ in results], dtype=str)
     arrays = {"paths": paths, "skipped": np.array(skipped, dtype=str)}
     if pooling == "mean":
@@ -106,6 +158,8 @@ def _write_npz(path: str, results: list[tuple[str, Any]], skipped: list[str], po
 
 
 def _write_parquet(path: str, results: list[tuple[str, Any]], pooling: str) -> None:
+    import numpy as np
+
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -125,16 +179,26 @@ def _write_parquet(path: str, results: list[tuple[str, Any]], pooling: str) -> N
     pq.write_table(pa.table(columns), path)
 
 
+def check_patch_mode(embedder, patch_mode: str | None) -> None:
+    """Stops before any work when the model has no `patch_mode` (e.g. `vertical` on a square-patch model)."""
+    available = embedder.model.config.available_patch_modes
+    if patch_mode is not None and patch_mode not in available:
+        raise UsageError(
+            f"--patch_mode {patch_mode}: this model offers {', '.join(available)} (a hybrid model offers square, "
+            "vertical and both)."
+        )
+
+
 def embed_command(argv: list[str]) -> int:
-    parser = HfArgumentParser(
+    parser = dataclass_parser(
         EmbedArguments,
         prog="myna embed",
-        formatter_class=_HelpFormatter,
         description="Embed audio files (wav, flac, ogg, mp3, ...) or folders of them with a Myna model, into one "
-        "file. Long recordings are streamed; unreadable files are skipped and listed.",
+        "file. Long recordings are streamed; unreadable files are skipped and listed; a file named twice is "
+        "embedded once.",
     )
     parser.add_argument("inputs", nargs="+", metavar="AUDIO", help="Audio files, or folders searched recursively.")
-    args, positional = parser.parse_args_into_dataclasses(args=argv)
+    args, positional = parse_into(parser, EmbedArguments, argv)
 
     extension = os.path.splitext(args.output)[1].lower()
     if extension not in OUTPUT_FORMATS:
@@ -143,35 +207,45 @@ def embed_command(argv: list[str]) -> int:
         parser.error(f"--output {args.output} exists; pass --overwrite to replace it.")
     if args.batch_size < 1:
         parser.error(f"--batch_size must be at least 1, got {args.batch_size}.")
-    files = find_audio_files(positional.inputs)
+    files, duplicates = unique_files(find_audio_files(positional.inputs))
     if not files:
         parser.error(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {' '.join(positional.inputs)}.")
+    if duplicates:
+        print(f"myna embed: {len(duplicates)} file(s) named twice, embedded once: {', '.join(duplicates)}",
+              file=sys.stderr)
 
     import torch
     from transformers import pipeline
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    import modeling_myna  # noqa: F401  (registers Myna and the "music-embedding" task)
+    from modeling_myna.audio_utils import AudioDecodeError
+
+    from .cli_support import check_device
+
+    device = check_device(args.device) if args.device else ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         embedder = pipeline("music-embedding", model=args.model, device=device, dtype=getattr(torch, args.dtype))
     except OSError as error:
         # transformers' message says whether the folder lacks files or the Hub could not be reached.
         print(f"myna embed: cannot load the model {args.model!r}: {error}", file=sys.stderr)
         return 1
+    check_patch_mode(embedder, args.patch_mode)
     call_options = {"pooling": args.pooling, "batch_size": args.batch_size}
     if args.patch_mode is not None:
         call_options["patch_mode"] = args.patch_mode
 
     results, skipped, seconds = [], [], 0.0
     started = time.perf_counter()
-    for path in tqdm(files, desc="myna embed", unit="file", dynamic_ncols=True):
+    progress = AudioProgress(embedder, files)
+    for path in files:
         try:
             results.append((path, embedder(path, **call_options)))
+            seconds += progress.durations[path]
         except AudioDecodeError as error:
             skipped.append(path)
-            tqdm.write(f"skipped: {error}", file=sys.stderr)
-            continue
-        with contextlib.suppress(Exception):  # durations are for the summary only
-            seconds += sf.info(path).duration
+            progress.write(f"skipped: {error}")
+        progress.file_done(path)
+    progress.close()
     elapsed = time.perf_counter() - started
 
     if not results:
@@ -223,6 +297,8 @@ class InfoArguments:
 
 def _stored_parameters(folder: str) -> int | None:
     """Values stored in a folder's safetensors files (encoder and head), without loading them."""
+    import numpy as np
+
     if not os.path.isdir(folder):
         return None
     from safetensors import safe_open
@@ -241,6 +317,7 @@ def describe_model(model: str) -> dict[str, Any]:
     import torch
 
     import modeling_myna
+    from modeling_myna.configuration_myna import HOP_LENGTH
     from modeling_myna.model_card import variant_name
     from transformers import AutoConfig
 
@@ -311,14 +388,13 @@ def _format_info(info: dict[str, Any]) -> str:
 
 
 def info_command(argv: list[str]) -> int:
-    parser = HfArgumentParser(
+    parser = dataclass_parser(
         InfoArguments,
         prog="myna info",
-        formatter_class=_HelpFormatter,
         description="Describe a Myna model folder: variant, parameters, patch modes, chunk size, embedding width.",
     )
     parser.add_argument("model", metavar="MODEL", help="Model folder (or a cached Hub id).")
-    args, positional = parser.parse_args_into_dataclasses(args=argv)
+    args, positional = parse_into(parser, InfoArguments, argv)
     try:
         description = describe_model(positional.model)
     except (OSError, ValueError) as error:
@@ -346,13 +422,14 @@ def main(argv: list[str] | None = None) -> int:
         description="Myna music embeddings (arXiv 2502.12511) from the command line.",
         epilog="commands:\n"
         + "\n".join(f"  {name:<9}{help_text}" for name, (_, help_text) in COMMANDS.items())
-        + "\n\nRun `myna COMMAND --help` for the options of a command.",
+        + "\n\nRun `myna COMMAND --help` for the options of a command. Errors are one line; --debug (or "
+        "MYNA_DEBUG=1) shows the traceback.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("command", choices=list(COMMANDS), help="what to do (see below)")
     # Only the command name is parsed here; the command's own parser reads the rest (and its --help).
     command = parser.parse_args(argv[:1]).command
-    return COMMANDS[command][0](argv[1:])
+    return run_cli(COMMANDS[command][0], f"myna {command}", argv[1:])
 
 
 if __name__ == "__main__":

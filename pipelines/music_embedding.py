@@ -1,6 +1,6 @@
 """The `music-embedding` pipeline: Myna embeddings of audio files, bytes, arrays or `datasets` audio, any length.
 
-    >>> import myna_pipelines  # registers "music-embedding" (importing modeling_myna does too, when installed)
+    >>> import modeling_myna  # registers Myna and "music-embedding" (so does importing this module)
     >>> from transformers import pipeline
     >>> embed = pipeline("music-embedding", model="path/to/myna-hybrid")
     >>> embed("song.mp3").shape                      # mean over the track's 3 s chunks
@@ -18,11 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoModel
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .base import MynaChunkPipeline
 
 
 POOLING_MODES = ("mean", "none")
+TASK = "music-embedding"
 
 
 class MusicEmbeddingPipeline(MynaChunkPipeline):
@@ -82,4 +85,6 @@ class MusicEmbeddingPipeline(MynaChunkPipeline):
         return {"embeddings": embeddings, "start_times": self.feature_extractor.chunk_start_seconds(start_frames)}
 
 
-__all__ = ["POOLING_MODES", "MusicEmbeddingPipeline"]
+PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=MusicEmbeddingPipeline, pt_model=AutoModel, type="audio")
+
+__all__ = ["POOLING_MODES", "TASK", "MusicEmbeddingPipeline"]

@@ -32,7 +32,14 @@ import soundfile as sf
 import soxr
 import torch
 
-from modeling_myna.audio_utils import AudioDecodeError, describe, open_sound_file
+from modeling_myna.audio_utils import (
+    TORCHCODEC_HINT,
+    AudioDecodeError,
+    decoder_samples,
+    describe,
+    is_audio_decoder,
+    open_sound_file,
+)
 
 
 # Frames read from a file per call (at the file's rate): ~1.7 s at 44.1 kHz, a few hundred kilobytes. A multiple
@@ -135,8 +142,9 @@ def audio_blocks(source: Any, feature_extractor, sampling_rate: int | None = Non
     """Mono float32 blocks of `source`, resampled to `feature_extractor.sampling_rate` as they are read.
 
     Args:
-        source: a path; encoded bytes; a file object; a `datasets` audio dict (`{"array", "sampling_rate"}`,
-            `{"bytes", "path"}` or `{"path"}`); a `{"raw", "sampling_rate"}` dict; or a NumPy array / torch tensor
+        source: a path; encoded bytes; a file object; `datasets` audio: a dict (`{"array", "sampling_rate"}`, the
+            array a NumPy array or a list; `{"bytes", "path"}` or `{"path"}`) or a decoded `datasets.Audio()` item
+            (torchcodec's `AudioDecoder`); a `{"raw", "sampling_rate"}` dict; or a NumPy array / torch tensor
             `(samples,)` or `(channels, samples)` together with `sampling_rate`.
         feature_extractor: a [`MynaFeatureExtractor`]; gives the target rate and the array checks.
         sampling_rate: the rate of a bare array; ignored for encoded audio, which knows its rate.
@@ -146,12 +154,16 @@ def audio_blocks(source: Any, feature_extractor, sampling_rate: int | None = Non
         ValueError: an array without a sampling rate, or an input of an unsupported type.
     """
     name = describe(source)
+    if is_audio_decoder(source):  # a decoded `datasets.Audio()` item (datasets >= 4)
+        source, sampling_rate = decoder_samples(source, name)
     if isinstance(source, dict):
         array = source.get("array", source.get("raw"))
         if array is not None:
             if source.get("sampling_rate") is None:
                 raise AudioDecodeError(f"{name}: the audio dict has an 'array' but no 'sampling_rate'.")
             source, sampling_rate = array, int(source["sampling_rate"])
+            if isinstance(source, (list, tuple)):  # datasets' List(float32) arrays, e.g. synthetic_music_dataset
+                source = np.asarray(source, dtype=np.float32)
         elif source.get("bytes"):
             source = source["bytes"]
         elif source.get("path"):
@@ -175,7 +187,7 @@ def audio_blocks(source: Any, feature_extractor, sampling_rate: int | None = Non
     else:
         raise ValueError(
             f"cannot read audio from a {type(source).__name__}: pass a file path, bytes, a NumPy array with its "
-            "sampling rate, or a `datasets` audio dict."
+            "sampling rate, or `datasets` audio (a decoded or `Audio(decode=False)` item; " + TORCHCODEC_HINT + ")."
         )
 
     if rate == feature_extractor.sampling_rate:

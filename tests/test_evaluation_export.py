@@ -2,6 +2,7 @@
 `audio-classification` pipeline: its scores equal the probe's own track outputs."""
 
 import json
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -121,3 +122,42 @@ def test_a_probe_file_with_a_malicious_pickle_is_refused(tmp_path):
         export_linear_probe(str(tmp_path), str(tmp_path / "evil.pt"), str(tmp_path / "out"))
     assert not marker.exists(), "the probe file's pickle ran code"
     assert not (tmp_path / "out").exists()
+
+
+def test_export_does_not_look_like_a_failure_and_errors_are_one_line(tmp_path, capfd):
+    # issue 10: transformers' "classifier.weight MISSING ... newly initialized" came before the probe was written.
+    import subprocess
+    import sys
+
+    from myna_pipelines.cli_support import run_cli
+    from myna_evaluation.export import main as export_main
+
+    torch.manual_seed(0)
+    encoder = tmp_path / "encoder"
+    config = MynaConfig(**TINY_MYNA)
+    MynaModel(config).save_pretrained(str(encoder))
+    width, labels = config.embedding_size(), ["x", "y"]
+    probe = {
+        "state": {"w0": torch.randn(width, 2), "b0": torch.zeros(1, 2)},
+        "config": {"standardize": False},
+        "valid_score": 0.5,
+        "mean": torch.zeros(width),
+        "std": torch.ones(width),
+        "patch_mode": None,
+        "task": {"name": "t", "source": "s", "primary": "accuracy", "label_names": labels,
+                 "problem_type": "single_label_classification"},
+    }
+    torch.save(probe, tmp_path / "probe.pt")
+    capfd.readouterr()
+    export_main(["--model", str(encoder), "--probe", str(tmp_path / "probe.pt"), "--output_dir", str(tmp_path / "o")])
+    out, err = capfd.readouterr()
+    assert "MISSING" not in out + err and "newly initialized" not in out + err
+    assert "with the probe" in out
+
+    (tmp_path / "junk.pt").write_bytes(b"not a probe")
+    argv = ["--model", str(encoder), "--probe", str(tmp_path / "junk.pt"), "--output_dir", str(tmp_path / "o2")]
+    assert run_cli(export_main, "export.py", argv) == 1
+    assert "export.py: error: " in capfd.readouterr().err
+    script = str(Path(__file__).parents[1] / "evaluation" / "export.py")
+    typo = subprocess.run([sys.executable, script, "--modle", "x"], capture_output=True, text=True)
+    assert typo.returncode == 2 and "Did you mean '--model'?" in typo.stderr and "Traceback" not in typo.stderr

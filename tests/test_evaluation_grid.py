@@ -136,3 +136,26 @@ def test_select_best_uses_validation_and_breaks_ties_by_grid_order():
     assert best is next(r for r in results if r.valid_score == best.valid_score)
     kept = [r for r in results if r.state is not None]
     assert best in kept and len(kept) <= 2  # the best probe and the best linear probe keep their weights
+
+
+def test_the_progress_bar_moves_as_probes_stop_and_shows_epochs():
+    # issue 10: one group of 8 probes sat at 0/8 until the whole group had finished.
+    data = make_data(SINGLE_LABEL, signal=0.6, sizes=(30, 30, 10), seed=3)
+    configs = probe_grid(fast=True)
+    events = []
+
+    class Bar:
+        def update(self, n):
+            events.append(("update", n))
+
+        def set_postfix_str(self, text):
+            events.append(("postfix", text))
+
+    settings = GridSettings(max_epochs=30, patience=2, seed=1)
+    train_grid(data, SINGLE_LABEL, "myna_accuracy", ["a", "b", "c"], configs, settings, progress=Bar())
+    updates = [n for kind, n in events if kind == "update"]
+    assert sum(updates) == len(configs)
+    first_update = next(i for i, (kind, n) in enumerate(events) if kind == "update" and n)
+    assert first_update < len(events) - 1 or len(updates) > 1  # not one jump at the very end
+    postfixes = [text for kind, text in events if kind == "postfix"]
+    assert "epoch 1/30" in postfixes[0] and "probe(s) training" in postfixes[0]

@@ -187,3 +187,44 @@ def test_one_command_on_a_custom_task_file_and_a_marble_task(tiny_myna_folder, t
     assert nsynth["num_tracks"] == {"train": 6, "validation": 3, "test": 3}
     row = [r for r in report["table"].splitlines() if r.startswith("| tiny-myna")][0].split(" | ")
     assert float(row[8]) == pytest.approx(100 * nsynth["test_metrics"]["accuracy"], abs=0.05)
+
+
+def test_help_is_fast_and_says_what_each_option_does():
+    # issue 10: --help imported torch first (7-8 s), labelled --no_tsne "Plot t-SNE" and the required --model
+    # "(default: None)".
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = str(Path(__file__).parents[1] / "evaluation" / "probe.py")
+    code = (
+        f"import runpy, sys; sys.argv = ['probe.py', '--help']\n"
+        f"try: runpy.run_path({script!r}, run_name='__main__')\n"
+        "except SystemExit: pass\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+    text = " ".join(result.stdout.split())
+    assert "--no_tsne Turn off --tsne." in text and "--model MODEL A model folder" in text
+    assert "--model MODEL A model folder AutoModel loads (a Myna checkpoint, or another audio model). (default" not in text
+
+
+def test_bad_device_and_key_columns_are_explained(tiny_myna_folder, tmp_path, monkeypatch, capsys):
+    from myna_evaluation.probe import SYNTHETIC_TASK_NAMES, main
+    from myna_evaluation.report import column_notes
+    from myna_evaluation.tasks import SYNTHETIC_TASKS, load_synthetic_task
+    from myna_pipelines.cli_support import run_cli
+
+    assert SYNTHETIC_TASK_NAMES == SYNTHETIC_TASKS
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["--model", tiny_myna_folder, "--device", "cuda", "--output_dir", str(tmp_path)]
+    assert run_cli(main, "probe.py", argv) == 2
+    err = capsys.readouterr().err
+    assert "probe.py: error: --device cuda: no CUDA device is available" in err and "Traceback" not in err
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    spec, _ = load_synthetic_task("synthetic-key", (4, 2, 2), 4.0)
+    notes = column_notes({"synthetic-key": (spec, {})})
+    assert notes.startswith("Syn key: mean mir_eval weighted key score") and "5-fold cross-validated" in notes

@@ -99,3 +99,28 @@ def test_full_size_state_dict_shapes_map_onto_vit_s():
         torch.testing.assert_close(
             converted.myna(spec, patch_mode="square").pooler_output, original.encode(spec[:, None]), rtol=1e-4, atol=1e-5
         )
+
+
+def test_unreadable_checkpoints_are_named_in_one_line(tmp_path, capsys):
+    # issue 10: a junk file gave a bare `KeyError: 174812789`; each kind of wrong file now says what it is.
+    from myna_pipelines.cli import main
+
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(bytes(range(256)) * 40)
+    listed = tmp_path / "list.pth"
+    torch.save([1, 2, 3], listed)
+    other = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(2, 2)}, other)
+    cases = {
+        junk: "is not a PyTorch checkpoint that torch.load can read",
+        listed: "holds list, not a state dict of tensors",
+        other: "is a state dict, but not of a Myna SimpleViT: it lacks to_patch_embedding.1.weight",
+        tmp_path / "missing.pth": "no checkpoint at",
+    }
+    for path, message in cases.items():
+        argv = ["convert", "--checkpoint", str(path), "--variant", "base", "--output", str(tmp_path / "out")]
+        assert main(argv) == 1, path
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.startswith("myna convert: error:"), err
+    assert main(["convert", "--checkpoint", str(junk), "--varient", "base", "--output", "x"]) == 2
+    assert "Did you mean '--variant'?" in capsys.readouterr().err

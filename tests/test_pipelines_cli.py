@@ -183,3 +183,81 @@ def test_the_console_script_is_installed():
     result = subprocess.run(command + ["info", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: myna info")
+
+
+# ------------------------------------------------------------------------------------------ usability (issue 10)
+
+
+def test_help_answers_without_importing_torch_or_transformers():
+    # `myna --help` parses before the heavy imports: neither module is loaded, so it answers in well under a second.
+    code = (
+        "import sys; from myna_pipelines.cli import main\n"
+        "for argv in (['--help'], ['embed', '--help'], ['info', '--help']):\n"
+        "    try: main(argv)\n"
+        "    except SystemExit: pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_constants_written_out_for_speed_agree_with_their_sources():
+    from modeling_myna.audio_utils import AUDIO_EXTENSIONS
+    from myna_pipelines import base, cli
+
+    assert cli.DEFAULT_BATCH_SIZE == base.DEFAULT_BATCH_SIZE and cli.AUDIO_EXTENSIONS == AUDIO_EXTENSIONS
+
+
+def test_mistakes_are_one_line_with_a_suggestion(folder, music, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MYNA_DEBUG", raising=False)
+    audio, output = str(music / "a.wav"), str(tmp_path / "x.npz")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", audio, "--poolng", "none"])  # reported before the missing --model and --output
+    assert exit_info.value.code == 2 and "unknown option --poolng. Did you mean '--pooling'?" in capsys.readouterr().err
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["embed", audio, "--model", folder, "--output", output, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "myna embed: error: --device cuda: no CUDA device is available" in err and "Traceback" not in err
+    assert main(["embed", audio, "--model", folder, "--output", output, "--device", "tpu9"]) == 2
+    assert "not a device name" in capsys.readouterr().err
+
+    base = save_tiny_model(tmp_path / "base", variant="base")
+    assert main(["embed", audio, "--model", base, "--output", output, "--patch_mode", "vertical"]) == 2
+    assert "--patch_mode vertical: this model offers square" in capsys.readouterr().err
+    assert not os.path.exists(output)
+
+    with pytest.raises(ValueError, match="patch_mode vertical"):  # --debug: the exception itself
+        main(["embed", audio, "--model", base, "--output", output, "--patch_mode", "vertical", "--debug"])
+
+
+def test_embed_dedupes_inputs_and_reports_audio_seconds(folder, music, tmp_path, capsys):
+    audio = str(music / "a.wav")
+    same = os.path.join(str(music), "sub", "..", "a.wav")  # the same file under another name
+    output = tmp_path / "once.npz"
+    assert main(["embed", audio, audio, same, str(music / "sub" / "b.flac"), "--model", folder, "--output",
+                 str(output), "--device", "cpu"]) == 0
+    assert np.load(output)["paths"].tolist() == [audio, str(music / "sub" / "b.flac")]
+    out, err = capsys.readouterr()
+    assert "2 file(s) named twice, embedded once" in err
+    assert "13/13 audio s" in err and "2/2 files" in err  # the bar counts audio seconds and files
+    assert "embedded 2 files (13.0 s of audio)" in out
+
+
+def test_progress_moves_inside_a_long_file(folder, tmp_path):
+    # A 40 s file in segments of one chunk: the bar advances chunk by chunk, not only when the file is done.
+    from myna_pipelines.cli import AudioProgress
+
+    path = str(tmp_path / "long.wav")
+    write_audio(path, 40.0, sampling_rate=16_000, seed=4)
+    embedder = pipeline("music-embedding", model=folder, device="cpu")
+    progress = AudioProgress(embedder, [path])
+    seen = []
+    original_update = progress.bar.update
+    progress.bar.update = lambda n: seen.append(n) or original_update(n)
+    embedder(path, batch_size=1)
+    progress.file_done(path)
+    assert len(seen) >= 10 and all(0 < n <= 3.1 for n in seen[:-1])
+    assert progress.bar.n == pytest.approx(40.0)
+    progress.close()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import modeling_myna  # noqa: F401  (registers Myna with the Auto classes)
-import myna_pipelines  # noqa: F401  (registers "music-embedding")
+import myna_pipelines  # noqa: F401
 from modeling_myna import MynaFeatureExtractor, MynaForAudioClassification, MynaModel
 from modeling_myna.audio_utils import AudioDecodeError, load_audio
 from myna_pipelines import MusicEmbeddingPipeline
@@ -235,7 +235,7 @@ def test_unreadable_inputs_and_bad_options_are_named(tmp_path, embedder):
 MEMORY_SCRIPT = """
 import json, resource, sys
 import numpy as np, soundfile as sf
-import myna_pipelines
+import modeling_myna  # registers Myna and "music-embedding"
 from transformers import pipeline
 
 folder, workdir = sys.argv[1:3]
@@ -282,3 +282,59 @@ def test_importing_modeling_myna_registers_the_pipeline():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------ datasets audio, every shape (issue 10)
+
+
+class FakeAudioDecoder:
+    """What a decoded `datasets.Audio()` column gives from datasets 4 on (torchcodec's AudioDecoder), without
+    torchcodec: `get_all_samples()` with `.data` (channels, samples) and `.sample_rate`."""
+
+    def __init__(self, audio, rate):
+        self.audio, self.rate = audio, rate
+
+    def get_all_samples(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(data=torch.from_numpy(self.audio[None]), sample_rate=self.rate)
+
+
+def test_every_shape_of_datasets_audio_embeds_alike(embedder, tmp_path):
+    import datasets
+    import soundfile as sf
+
+    from myna_training.synthetic import synthetic_music_dataset
+
+    item = synthetic_music_dataset(1, seed=0, duration=4.0)[0]["audio"]  # the project's own dataset
+    assert isinstance(item["array"], list)
+    audio = np.asarray(item["array"], dtype=np.float32)
+    expected = embedder({"array": audio, "sampling_rate": item["sampling_rate"]})
+    assert_close(embedder(item), expected)
+    assert_close(embedder(FakeAudioDecoder(audio, item["sampling_rate"])), expected)
+    loaded, rate = load_audio(FakeAudioDecoder(audio, 16_000))
+    assert rate == 16_000 and np.array_equal(loaded, audio)
+    assert np.array_equal(load_audio(item)[0], audio)
+
+    path = str(tmp_path / "clip.flac")
+    sf.write(path, audio, item["sampling_rate"], subtype="PCM_24")
+    undecoded = datasets.Dataset.from_dict({"audio": [path]}).cast_column("audio", datasets.Audio(decode=False))
+    assert_close(embedder(undecoded[0]["audio"]), expected)  # soundfile: no torchcodec needed
+
+
+def test_unsupported_inputs_name_the_fix(embedder):
+    with pytest.raises(ValueError, match=r"cannot read audio from a set.*decode=False"):
+        embedder({1, 2})
+
+
+def test_a_text_file_named_mp3_is_called_a_text_file(tmp_path, capfd):
+    fake = tmp_path / "song.mp3"
+    fake.write_text("#EXTM3U\nhttp://example.com/stream\n")
+    with pytest.raises(AudioDecodeError, match=r"song.mp3: could not be decoded: it is a text file, not audio \(it begins '#EXTM3U'\)"):
+        load_audio(str(fake))
+    assert "resync" not in capfd.readouterr().err  # libsndfile's mp3 decoder never saw it
+    junk = tmp_path / "noise.mp3"
+    junk.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(AudioDecodeError, match="libsndfile recognises no audio format in it") as error:
+        load_audio(str(junk))
+    assert "does not exist" not in str(error.value)

@@ -47,10 +47,10 @@ def test_tiny_run_exports_an_automodel_folder_probes_and_uploads(tmp_path, monke
     assert summary["skipped"] == 0 and summary["first_loss"] is not None
 
     # The folder loads with the Auto classes; the bare encoder is the pre-training model's encoder.
-    encoder = AutoModel.from_pretrained(out)
-    pretraining = AutoModelForPreTraining.from_pretrained(out)
+    encoder = AutoModel.from_pretrained(out / "model")
+    pretraining = AutoModelForPreTraining.from_pretrained(out / "model")
     assert isinstance(encoder, MynaModel) and encoder.config.hidden_size == 32
-    features = AutoFeatureExtractor.from_pretrained(out)(
+    features = AutoFeatureExtractor.from_pretrained(out / "model")(
         torch.randn(16_000 * 4).numpy() * 0.1, sampling_rate=16_000, return_tensors="pt"
     )
     with torch.no_grad():
@@ -58,21 +58,34 @@ def test_tiny_run_exports_an_automodel_folder_probes_and_uploads(tmp_path, monke
             encoder(features["input_values"]).pooler_output,
             pretraining.myna(features["input_values"]).pooler_output,
         )
-    card = (out / "README.md").read_text()
+    card = (out / "model" / "README.md").read_text()
     assert "per_device_batch_size: 8" in card and "generated corpus" in card
     assert os.path.isdir(out / "checkpoints" / "checkpoint-4")  # the final state is always saved
     assert list((out / "logs").rglob("events.out.tfevents.*"))  # --report_to tensorboard
 
-    # Upload: the exported folder, checkpoints and cache left out.
+    # The export holds only what from_pretrained needs and the card; the run's state lives beside it.
+    assert sorted(os.listdir(out)) == ["cache", "checkpoints", "logs", "model", "run.json"]
+    exported = set(os.listdir(out / "model"))
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= exported
+    assert not exported & {"checkpoints", "cache", "logs", "run.json"}
+    assert all(name.endswith((".json", ".safetensors", ".md", ".py")) for name in exported), exported
+
+    # Upload: the export folder, nothing else.
     assert calls[0] == ("create", "someone/myna-tiny", {"private": False, "exist_ok": True})
-    assert calls[1][1]["folder_path"] == str(out) and "checkpoints/*" in calls[1][1]["ignore_patterns"]
+    assert calls[1][1]["folder_path"] == str(out / "model")
     assert summary["hub_url"] == "https://huggingface.co/someone/myna-tiny"
 
     # The closing probe compares the pre-trained and a random model, both printed.
     assert set(summary["probe"]["style"]) == {"random init", "pre-trained"}
     assert all(0.0 <= v <= 1.0 for v in summary["probe"]["style"].values())
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "random init" in printed and "pre-trained" in printed and "style" in printed
+    # The demo announces the closing probe before its silent minute, and says where the model is and what next.
+    assert printed.index("Closing probe: embedding 30 held-out generated clips") < printed.index("random init")
+    assert f"model saved to {out / 'model'}" in printed and "myna embed song.wav --model" in printed
+    # Preprocessing reports clips per second and the time left (datasets' map bar).
+    assert "Spectrograms: 100%" in captured.err and "examples/s" in captured.err
 
 
 def test_push_offline_fails_with_a_clear_message(tmp_path):
@@ -137,7 +150,8 @@ def test_two_processes_train_like_one_process_with_the_whole_batch(tmp_path):
     assert two.returncode == 0, output[-3000:]
     assert "(2 process(es) x 4" in output
     pretrain.main(common + ["--per_device_batch_size", "8", "--output_dir", str(tmp_path / "one")])
-    one, two = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    one = load_file(tmp_path / "one" / "model" / "model.safetensors")
+    two = load_file(tmp_path / "two" / "model" / "model.safetensors")
     assert one.keys() == two.keys()
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=0, atol=2e-5, msg=name)
@@ -162,7 +176,7 @@ def test_run_killed_mid_way_resumes_to_the_same_weights(tmp_path):
         time.sleep(0.02)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.communicate(timeout=60)
-    assert not (killed_dir / "model.safetensors").exists(), "killed too late: the run had finished"
+    assert not (killed_dir / "model" / "model.safetensors").exists(), "killed too late: the run had finished"
     assert pretrain.list_checkpoints(str(killed_dir))  # the last complete checkpoint survived
 
     resumed = launch(common_out_of_core + ["--output_dir", str(killed_dir), "--resume_from_checkpoint", "latest"])
@@ -170,7 +184,8 @@ def test_run_killed_mid_way_resumes_to_the_same_weights(tmp_path):
     assert resumed.returncode == 0, output[-3000:]
     assert "-> out-of-core: read from" in output and "spectrograms: reusing" in output
     assert "resumed from" in output and "at step 80" not in output
-    expected, actual = load_file(tmp_path / "straight" / "model.safetensors"), load_file(killed_dir / "model.safetensors")
+    expected = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    actual = load_file(killed_dir / "model" / "model.safetensors")
     assert expected.keys() == actual.keys()
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
@@ -201,7 +216,117 @@ def test_streamed_folder_trains_and_reports_bad_files(tmp_path, loss):
     )
     assert summary["steps"] == 3 and summary["num_clips"] is None
     assert summary["skipped"] == 1 and "undecodable (e.g. broken.flac)" in summary["skipped_detail"]
-    assert AutoModel.from_pretrained(tmp_path / "run").config.hidden_size == 32
+    assert AutoModel.from_pretrained(tmp_path / "run" / "model").config.hidden_size == 32
+
+
+# ----------------------------------------------------------------------------------------------- run folders (issue 10)
+
+QUICK = TINY + ["--checkpointing_steps", "0", "--probe_clips", "0", "--warmup_steps", "0", "--logging_steps", "1"]
+
+
+def weights(folder):
+    return load_file(os.path.join(folder, "model", "model.safetensors"))
+
+
+def test_runs_in_one_folder_never_mix(tmp_path, capsys):
+    # The sequence of issue 10: 5 steps with seed 0, then 3 with seed 1, then --resume_from_checkpoint latest.
+    out = str(tmp_path / "run")
+    cache = ["--cache_dir", str(tmp_path / "cache")]
+    first = pretrain.main(QUICK + cache + ["--output_dir", out, "--max_steps", "5", "--seed", "0"])
+    assert first["steps"] == 5 and first["resumed_at_step"] is None
+    seed0 = weights(out)
+
+    # A new run into the non-empty folder refuses, naming the run already there, and changes nothing.
+    with pytest.raises(ValueError, match=rf"{out} is not empty .*run {first['run_id']}.*--overwrite_output_dir"):
+        pretrain.main(QUICK + cache + ["--output_dir", out, "--max_steps", "3", "--seed", "1"])
+    assert all(torch.equal(seed0[k], v) for k, v in weights(out).items())
+
+    # With --overwrite_output_dir it replaces the first run entirely: no checkpoint-5 is left to be picked up.
+    second = pretrain.main(QUICK + cache + ["--output_dir", out, "--max_steps", "3", "--seed", "1",
+                                            "--overwrite_output_dir"])
+    assert second["run_id"] != first["run_id"]
+    assert [os.path.basename(c) for c in pretrain.list_checkpoints(out)] == ["checkpoint-3"]
+    seed1 = weights(out)
+
+    # Resuming with another seed is another run: it stops, naming both runs and what differs.
+    with pytest.raises(ValueError, match=rf"cannot resume: run {second['run_id']} .*this run \(run {first['run_id']}.*seed: 1 -> 0"):
+        pretrain.main(QUICK + cache + ["--output_dir", out, "--max_steps", "5", "--seed", "0",
+                                       "--resume_from_checkpoint", "latest"])
+
+    # Even a foreign checkpoint with a higher step number in the folder (e.g. copied in by hand) is never resumed.
+    import shutil
+
+    shutil.copytree(os.path.join(out, "checkpoints", "checkpoint-3"), os.path.join(out, "checkpoints", "checkpoint-5"))
+    foreign = {"run_id": first["run_id"], "seed": 0, "data_hash": "?", "settings": {"seed": 0}}
+    pretrain.write_identity(os.path.join(out, "checkpoints", "checkpoint-5"), foreign)
+    capsys.readouterr()
+    resumed = pretrain.main(QUICK + cache + ["--output_dir", out, "--max_steps", "3", "--seed", "1",
+                                             "--resume_from_checkpoint", "latest"])
+    printed = capsys.readouterr().out
+    assert "checkpoint-3 at step 3" in printed and resumed["run_id"] == second["run_id"]
+    assert resumed["steps"] == 3 and resumed["session_steps"] == 0 and resumed["session_examples"] == 0
+    assert "this session 0 steps, 0 examples" in printed and "nothing left to train" in printed
+    for name, value in weights(out).items():  # the export is still the seed-1 model
+        torch.testing.assert_close(value, seed1[name], rtol=0, atol=0)
+
+
+def test_a_resumed_summary_separates_this_session_from_the_run(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    args = QUICK + ["--output_dir", out, "--max_steps", "6", "--checkpointing_steps", "4"]
+    checkpoint = os.path.join(out, "checkpoints", "checkpoint-4")
+    pretrain.main(args)
+    # Keep only the step-4 checkpoint, as if the run had been killed after it.
+    import shutil
+
+    shutil.rmtree(os.path.join(out, "checkpoints", "checkpoint-6"))
+    capsys.readouterr()
+    summary = pretrain.main(args + ["--resume_from_checkpoint", "latest"])
+    printed = capsys.readouterr().out
+    assert f"from {checkpoint} at step 4" in printed
+    assert summary["resumed_at_step"] == 4 and summary["session_steps"] == 2 and summary["steps"] == 6
+    assert summary["session_examples"] == 16 and summary["examples_seen"] == 48
+    assert "resumed at step 4; this session 2 steps, 16 examples in" in printed
+    assert "run total 6 steps, 48 examples" in printed
+    assert "(first step)" not in printed and "first micro-batch after resuming at step 4" in printed
+
+
+def test_settings_that_do_not_change_the_weights_do_not_change_the_run():
+    a = pretrain.run_identity({"seed": 0, "learning_rate": 1e-3, "output_dir": "a", "logging_steps": 1}, "data")
+    b = pretrain.run_identity({"seed": 0, "learning_rate": 1e-3, "output_dir": "b", "logging_steps": 50}, "data")
+    assert a["run_id"] == b["run_id"]
+    assert pretrain.run_identity({"seed": 1, "learning_rate": 1e-3}, "data")["run_id"] != a["run_id"]
+    assert pretrain.run_identity({"seed": 0, "learning_rate": 1e-3}, "other data")["run_id"] != a["run_id"]
+
+
+def test_overwrite_and_resume_together_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="pick one"):
+        pretrain.main(QUICK + ["--output_dir", str(tmp_path), "--overwrite_output_dir",
+                               "--resume_from_checkpoint", "latest"])
+
+
+def test_user_errors_are_one_line_with_a_suggestion(tmp_path):
+    env = {**os.environ, "MYNA_DEBUG": ""}
+    typo = subprocess.run([sys.executable, PRETRAIN, "--per_device_batchsize", "4"], capture_output=True, text=True,
+                          env=env)
+    assert typo.returncode == 2 and "Traceback" not in typo.stderr
+    assert "unknown option --per_device_batchsize. Did you mean '--per_device_batch_size'?" in typo.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = subprocess.run(
+        [sys.executable, PRETRAIN, "--dataset", "folder", "--data_dir", str(empty), "--output_dir",
+         str(tmp_path / "out")], capture_output=True, text=True, env=env,
+    )
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert f"pretrain.py: error: no audio files" in run.stderr and str(empty) in run.stderr
+    debug = subprocess.run([sys.executable, PRETRAIN, "--per_device_batchsize", "4", "--debug"], capture_output=True,
+                           text=True, env=env)
+    assert "Traceback" in debug.stderr  # --debug keeps the traceback
+
+
+def test_help_names_the_config_file_and_the_run_folder():
+    help_text = subprocess.run([sys.executable, PRETRAIN, "--help"], capture_output=True, text=True).stdout
+    assert "--config FILE" in help_text and "myna-base.yaml" in help_text and "--debug" in help_text
+    assert "--overwrite_output_dir" in help_text and "(default: None)" not in help_text
 
 
 def test_streamed_sogclr_matches_the_cached_run(tmp_path):
@@ -256,7 +381,7 @@ def test_cpu_smoke_preset_trains_in_bf16_on_a_gpu(tmp_path, placement):
     summary = pretrain.main(["--config", config, "--mixed_precision", "bf16", "--spectrogram_placement", placement,
                              "--output_dir", str(tmp_path / "run"), "--max_steps", "6"])
     assert summary["steps"] == 6 and torch.isfinite(torch.tensor(summary["last_loss"]))
-    assert AutoModel.from_pretrained(tmp_path / "run").config.hidden_size == 64
+    assert AutoModel.from_pretrained(tmp_path / "run" / "model").config.hidden_size == 64
 
 
 def test_checkpoint_listing_ignores_foreign_and_partial_folders(tmp_path):

@@ -6,20 +6,21 @@ the loss/optimiser/data set-up; modules read only `config.*`. The defaults are t
 pre-trained for a few minutes on CPU on the generated corpus; the paper's values are noted where they differ.
 """
 
+import argparse
 import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 
-from transformers import HfArgumentParser
 
-from modeling_myna import VARIANTS, MynaConfig
+# modeling_myna.VARIANTS, written out so that parsing (and --help) does not import torch; `to_config` checks it.
+VARIANT_NAMES = ("base", "hybrid", "vertical")
 
 
 @dataclass
 class ModelArguments:
     """The encoder to pre-train. Defaults: a small square-patch model (the paper's ViT-S is `--model_size vit-s`)."""
 
-    variant: str = field(default="base", metadata={"help": f"Patch layout: one of {sorted(VARIANTS)}."})
+    variant: str = field(default="base", metadata={"help": f"Patch layout: one of {', '.join(VARIANT_NAMES)}."})
     model_size: str = field(
         default="small",
         metadata={"help": "'small' (width 128, 3 layers: the CPU default) or 'vit-s' (the paper's 384 x 12)."},
@@ -34,7 +35,10 @@ class ModelArguments:
         default=None, metadata={"help": "A saved Myna folder or Hub id to start from instead of random weights."}
     )
 
-    def to_config(self) -> MynaConfig:
+    def to_config(self):
+        """The `MynaConfig` of these arguments."""
+        from modeling_myna import MynaConfig
+
         sizes = {
             "small": dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=4, head_dim=32, intermediate_size=512),
             "vit-s": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, head_dim=64, intermediate_size=1536),
@@ -125,7 +129,15 @@ class DataArguments:
 class PretrainingArguments:
     """The optimisation, checkpoints and export. Paper: batch 4096, Adam lr 3e-4, wd 1e-5, 500 epochs."""
 
-    output_dir: str = field(default="outputs/myna-pretrain", metadata={"help": "Checkpoints, logs and the export."})
+    output_dir: str = field(
+        default="outputs/myna-pretrain",
+        metadata={"help": "The run's folder: model/ (the export), checkpoints/, logs/, cache/, run.json."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the run already in output_dir (its model, checkpoints, logs); without it a new run "
+                  "into a non-empty output_dir stops."},
+    )
     loss: str = field(default="sogclr", metadata={"help": "'sogclr' (reference code) or 'infonce' (paper)."})
     temperature: float = field(default=0.1, metadata={"help": "Softmax temperature of the loss."})
     sogclr_gamma: float = field(default=0.9, metadata={"help": "SogCLR moving-average weight."})
@@ -152,8 +164,9 @@ class PretrainingArguments:
     resume_from_checkpoint: str | None = field(
         default=None,
         metadata={
-            "help": "A checkpoint folder, or 'latest' for the newest one under output_dir. Checkpoints hold pickled "
-            "state (accelerate's RNG states): resume only from checkpoints you trust."
+            "help": "A checkpoint folder, or 'latest' for the newest one of this run under output_dir (a checkpoint "
+            "of another seed, settings or data is refused). Checkpoints hold pickled state (accelerate's RNG "
+            "states): resume only from checkpoints you trust."
         },
     )
     logging_steps: int = field(default=10, metadata={"help": "Log every N steps."})
@@ -191,6 +204,7 @@ class PretrainingArguments:
 
 
 ARGUMENT_GROUPS = (ModelArguments, DataArguments, PretrainingArguments)
+PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")  # the paper's runs, a CPU smoke run
 
 
 def read_config_file(path: str, groups: tuple = ARGUMENT_GROUPS) -> dict:
@@ -201,9 +215,13 @@ def read_config_file(path: str, groups: tuple = ARGUMENT_GROUPS) -> dict:
 
     import yaml
 
+    shipped = os.path.join(PRESETS_DIR, os.path.basename(path))
+    if not os.path.exists(path) and os.path.exists(shipped):
+        path = shipped  # `training/configs/myna-base.yaml` (or `myna-base.yaml`) from any folder: a shipped preset
     path = os.path.abspath(path)
     if not os.path.exists(path):
-        raise ValueError(f"config file {path} does not exist.")
+        presets = ", ".join(sorted(f for f in os.listdir(PRESETS_DIR) if f.endswith(".yaml")))
+        raise ValueError(f"config file {path} does not exist (shipped presets: {presets}).")
     with open(path, encoding="utf-8") as f:
         values = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
     if not isinstance(values, dict):
@@ -217,15 +235,49 @@ def read_config_file(path: str, groups: tuple = ARGUMENT_GROUPS) -> dict:
     return values
 
 
+HELP_DESCRIPTION = """\
+Contrastive pre-training of Myna (arXiv 2502.12511). With no arguments: a small model on the generated corpus (CPU,
+a few minutes), the project's demo.
+
+  --config FILE      a .yaml/.json file of these settings; flags given with it override its values. Presets in
+                     training/configs/: cpu-smoke.yaml, myna-base.yaml, myna-vertical.yaml, myna-hybrid.yaml
+  --print_config     print the resolved settings (file + flags) as YAML and exit
+  --debug            show the traceback of an error (or set MYNA_DEBUG=1)
+"""
+
+
+def build_parser(groups: tuple = ARGUMENT_GROUPS):
+    from transformers import HfArgumentParser
+
+    if groups != ARGUMENT_GROUPS:  # another script's groups (fine-tuning): its own help
+        return HfArgumentParser(groups)
+
+    class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        def _get_help_string(self, action):  # no "(default: None)" for settings whose help explains the default
+            return action.help if action.default is None else super()._get_help_string(action)
+
+    return HfArgumentParser(
+        groups,
+        prog="pretrain.py",
+        usage="accelerate launch training/pretrain.py [--config FILE] [--SETTING VALUE ...]",
+        description=HELP_DESCRIPTION,
+        # The repository's line length: most settings fit on one line (the dashed aliases are HfArgumentParser's).
+        formatter_class=lambda prog: _Formatter(prog, width=119, max_help_position=56),
+    )
+
+
 def parse_arguments(argv: list[str] | None = None, groups: tuple = ARGUMENT_GROUPS):
     """`(model_args, data_args, training_args)` from flags, from one `.yaml`/`.json` file, or both.
 
     The file is given with `--config file` (or as the first argument); flags given with it override its values, so
-    `--config training/configs/myna-base.yaml --max_steps 10` is the paper's run cut to 10 steps. `groups` are the
-    dataclasses to fill (fine-tuning passes its own).
+    `--config training/configs/myna-base.yaml --max_steps 10` is the paper's run cut to 10 steps. A mistyped flag
+    raises a `ValueError` naming the closest known one. `groups` are the dataclasses to fill (fine-tuning passes its
+    own).
     """
+    from myna_pipelines.cli_support import check_unknown_options
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(groups)
+    parser = build_parser(groups)
     config_file = None
     if "--config" in argv:
         position = argv.index("--config")
@@ -237,6 +289,8 @@ def parse_arguments(argv: list[str] | None = None, groups: tuple = ARGUMENT_GROU
         config_file = argv.pop(0)
     if config_file is not None:
         parser.set_defaults(**read_config_file(config_file, groups))
+    if "-h" not in argv and "--help" not in argv:
+        check_unknown_options(parser, argv)
     return parser.parse_args_into_dataclasses(args=argv)
 
 

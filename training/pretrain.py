@@ -12,14 +12,26 @@ seeded by `(seed, epoch)` or `(seed, micro-batch)` and is made for the whole glo
 slice: N processes with batch B train exactly like one with N * B, and a resumed run repeats the draws it would have
 made. Checkpoint state (step and data position, SogCLR state, model, optimiser, scheduler, RNG) is registered with
 accelerate and written to a temporary folder that is renamed when complete, so a kill leaves the last checkpoint
-usable; `--resume_from_checkpoint latest` continues from it.
+usable; `--resume_from_checkpoint latest` continues from it, and only when it belongs to the same run (seed, settings
+and data: `run_folder.py`, which also describes the output folder's layout: the export in `model/`, beside
+`checkpoints/`, `logs/` and `cache/`).
 """
 
 import collections
 import math
 import os
 import shutil
+import sys
 import time
+
+
+if __name__ == "__main__":
+    # Arguments first: `--help`, a typo or a bad config file answers before torch and transformers are imported.
+    from myna_pipelines.cli_support import run_cli
+    from myna_training.arguments import parse_arguments
+
+    if run_cli(parse_arguments, "pretrain.py") != 0:
+        sys.exit(2)
 
 import numpy as np
 import torch
@@ -32,6 +44,19 @@ from transformers import get_scheduler
 from modeling_myna import MynaFeatureExtractor, MynaForContrastivePretraining, MynaModel, pool_chunks
 from modeling_myna.configuration_myna import HOP_LENGTH
 from myna_training.arguments import flat_config, parse_arguments, to_yaml
+from myna_training.run_folder import (
+    CACHE_DIR,
+    CHECKPOINTS_DIR,
+    LOGS_DIR,
+    MODEL_DIR,
+    check_new_run,
+    check_resume,
+    clear_run,
+    describe_run,
+    read_identity,
+    run_identity,
+    write_identity,
+)
 from myna_training.data import (
     BatchPlan,
     CropPrefetcher,
@@ -101,10 +126,9 @@ def expected_clip_seconds(data_args) -> float | None:
     return 10.0 if data_args.dataset in ("audioset", "audioset_csv") else None
 
 
-def prepare_store(clips, data_args, feature_extractor, crop_frames, cache_dir, skipped, accelerator):
-    """The set's `SpectrogramStore` under `cache_dir`: opened when complete, else computed through the Arrow cache
-    (bad clips skipped and counted), written, and the Arrow files removed. Checks the disk before computing."""
-    key = cache_key(
+def data_hash(clips, data_args, feature_extractor, crop_frames) -> str:
+    """The hash of a run's data: what names the clips and how their spectrograms are computed (the cache key)."""
+    return cache_key(
         {k: getattr(data_args, k) for k in SPECTROGRAM_FIELDS},
         # Which clips: the content hash `datasets` keeps for in-memory sets (file lists with sizes and modification
         # times, generated audio).
@@ -112,6 +136,11 @@ def prepare_store(clips, data_args, feature_extractor, crop_frames, cache_dir, s
         feature_extractor.to_dict(),
         crop_frames,
     )
+
+
+def prepare_store(clips, key, data_args, feature_extractor, crop_frames, cache_dir, skipped, accelerator):
+    """The set's `SpectrogramStore` under `cache_dir`: opened when complete, else computed through the Arrow cache
+    (bad clips skipped and counted), written, and the Arrow files removed. Checks the disk before computing."""
     directory = os.path.join(cache_dir, f"spectrograms-{key}")
     if os.path.isdir(directory):
         accelerator.print(f"spectrograms: reusing {directory}")
@@ -163,7 +192,7 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, scope: str = "
 
 def list_checkpoints(output_dir: str) -> list[str]:
     """Complete checkpoints under `output_dir/checkpoints`, oldest first (`*.tmp` folders are incomplete)."""
-    root = os.path.join(output_dir, "checkpoints")
+    root = os.path.join(output_dir, CHECKPOINTS_DIR)
     if not os.path.isdir(root):
         return []
     # Only `checkpoint-<step>` folders: `*.tmp` ones are incomplete, and anything else is not ours to read.
@@ -171,9 +200,12 @@ def list_checkpoints(output_dir: str) -> list[str]:
     return [os.path.join(root, n) for n in sorted(names, key=lambda n: int(n[len(CHECKPOINT_PREFIX) :]))]
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_limit: int | None) -> str:
-    """`accelerator.save_state` into `checkpoint-<step>.tmp`, then an atomic rename to `checkpoint-<step>`."""
-    final = os.path.join(output_dir, "checkpoints", f"{CHECKPOINT_PREFIX}{step}")
+def save_checkpoint(
+    accelerator: Accelerator, output_dir: str, step: int, total_limit: int | None, identity: dict | None = None
+) -> str:
+    """`accelerator.save_state` into `checkpoint-<step>.tmp` (with the run's identity), then an atomic rename to
+    `checkpoint-<step>`."""
+    final = os.path.join(output_dir, CHECKPOINTS_DIR, f"{CHECKPOINT_PREFIX}{step}")
     partial = final + ".tmp"
     if accelerator.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
@@ -181,6 +213,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
     accelerator.save_state(partial)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if identity is not None:
+            write_identity(partial, identity, started=identity.get("started"))
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(partial, final)
@@ -191,13 +225,19 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int, total_
     return final
 
 
-def resolve_checkpoint(resume_from_checkpoint: str, output_dir: str) -> str | None:
+def resolve_checkpoint(resume_from_checkpoint: str, output_dir: str, identity: dict) -> str | None:
+    """The checkpoint to resume: the given folder, or for "latest" the newest checkpoint of this run (`None` when
+    there is none yet). Raises when the checkpoint, or every checkpoint in the folder, belongs to another run."""
     if resume_from_checkpoint != "latest":
         if not os.path.isdir(resume_from_checkpoint):
             raise ValueError(f"resume_from_checkpoint={resume_from_checkpoint} is not a checkpoint folder.")
+        check_resume(output_dir, identity, resume_from_checkpoint)
         return resume_from_checkpoint
     checkpoints = list_checkpoints(output_dir)
-    return checkpoints[-1] if checkpoints else None
+    # Never another run's, even with a higher step number.
+    ours = [c for c in checkpoints if (read_identity(c) or {}).get("run_id") == identity["run_id"]]
+    check_resume(output_dir, identity, ours[-1] if ours else (checkpoints[-1] if checkpoints else None))
+    return ours[-1] if ours else None
 
 
 @torch.no_grad()
@@ -252,8 +292,7 @@ def push_folder_to_hub(folder: str, repo_id: str, private: bool = False) -> str:
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         api.upload_folder(
             repo_id=repo_id,
-            folder_path=folder,
-            ignore_patterns=["checkpoints/*", "cache/*", "logs/*"],
+            folder_path=folder,  # the export alone: checkpoints, logs and cache live beside it
             commit_message="Upload Myna pre-trained with myna_training.pretrain",
         )
     except Exception as error:
@@ -270,11 +309,16 @@ def main(argv: list[str] | None = None) -> dict:
         print(to_yaml(model_args, data_args, training_args), end="")
         return {"config": flat_config(model_args, data_args, training_args)}
     output_dir = training_args.output_dir
+    resuming = bool(training_args.resume_from_checkpoint)
+    if resuming and training_args.overwrite_output_dir:
+        raise ValueError("--resume_from_checkpoint continues a run and --overwrite_output_dir replaces it: pick one.")
+    if not resuming:
+        check_new_run(output_dir, training_args.overwrite_output_dir)  # before any work: refuse at once
     accelerator = Accelerator(
         gradient_accumulation_steps=training_args.gradient_accumulation_steps,
         mixed_precision=training_args.mixed_precision,
         log_with=None if training_args.report_to == "none" else training_args.report_to,
-        project_config=ProjectConfiguration(project_dir=output_dir, logging_dir=os.path.join(output_dir, "logs")),
+        project_config=ProjectConfiguration(project_dir=output_dir, logging_dir=os.path.join(output_dir, LOGS_DIR)),
     )
     set_seed(training_args.seed)
     hyperparameters = flat_config(model_args, data_args, training_args)
@@ -295,9 +339,27 @@ def main(argv: list[str] | None = None) -> dict:
     batch_size = training_args.per_device_batch_size
     global_batch = batch_size * world_size
     local_rows = slice(rank * batch_size, (rank + 1) * batch_size)
-    cache_dir = data_args.cache_dir or os.path.join(output_dir, "cache")
+    cache_dir = data_args.cache_dir or os.path.join(output_dir, CACHE_DIR)
     with accelerator.main_process_first():
         clips, index_size = load_clips(data_args, training_args.seed, skipped, min_seconds=crop_seconds(config))
+
+    # The run's identity (settings, seed, data): a resume continues only the same run; a new run starts clean.
+    key = data_hash(clips, data_args, feature_extractor, crop_frames)
+    identity = run_identity({**hyperparameters, "mixed_precision": accelerator.mixed_precision}, key)
+    checkpoint = None
+    if resuming:  # raises when the folder or the checkpoint holds another run
+        checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir, identity)
+    if accelerator.is_main_process:
+        if training_args.overwrite_output_dir:
+            removed = clear_run(output_dir)
+            if removed:
+                accelerator.print(f"--overwrite_output_dir: removed {', '.join(removed)} of the previous run.")
+        if read_identity(output_dir) is None:
+            write_identity(output_dir, identity)
+    accelerator.wait_for_everyone()
+    identity = read_identity(output_dir)  # with the time the run started
+
+    with accelerator.main_process_first():
         if data_args.streaming:
             spectrograms = compute_spectrograms(
                 clips, feature_extractor, min_frames=crop_frames, skipped=skipped,
@@ -305,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
                 batch_size=data_args.preprocessing_batch_size,
             )
         else:
-            store = prepare_store(clips, data_args, feature_extractor, crop_frames, cache_dir, skipped, accelerator)
+            store = prepare_store(clips, key, data_args, feature_extractor, crop_frames, cache_dir, skipped, accelerator)
             skipped = store.skip_report()
     if data_args.streaming:
         if training_args.loss == "sogclr" and index_size is None:
@@ -388,13 +450,12 @@ def main(argv: list[str] | None = None) -> dict:
     if isinstance(data, StreamingSpectrograms):
         accelerator.register_for_checkpointing(data)
 
-    if training_args.resume_from_checkpoint:
-        checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir)
+    if resuming:
         if checkpoint is None:
-            accelerator.print(f"no checkpoint under {output_dir}/checkpoints yet: starting from scratch.")
+            accelerator.print(f"no checkpoint of this run under {output_dir}/{CHECKPOINTS_DIR} yet: starting it.")
         else:
             accelerator.load_state(checkpoint)
-            accelerator.print(f"resumed from {checkpoint} at step {progress.step}.")
+            accelerator.print(f"resumed from {checkpoint} at step {progress.step}: {describe_run(identity, output_dir)}.")
     accelerator.init_trackers("myna-pretrain", config={k: v if v is not None else "" for k, v in hyperparameters.items()})
 
     # Training.
@@ -406,7 +467,8 @@ def main(argv: list[str] | None = None) -> dict:
     patch_sizes = config.patch_sizes
     # Recent micro-batch losses for logging (a window, not the whole run's history).
     losses = collections.deque(maxlen=max(10, training_args.logging_steps) * training_args.gradient_accumulation_steps)
-    first_loss, start_time, start_step = None, time.perf_counter(), progress.step
+    # This session's share of the run (a resumed run's totals include the sessions before).
+    first_loss, start_time, start_step, start_examples = None, time.perf_counter(), progress.step, progress.examples_seen
     bar = tqdm(total=max_steps, initial=progress.step, disable=not accelerator.is_local_main_process, desc="pre-training")
     model.train()
     # An out-of-core bank is read ahead by a background thread from where the run stands (after a resume too).
@@ -469,20 +531,26 @@ def main(argv: list[str] | None = None) -> dict:
                 step=progress.step,
             )
         if training_args.checkpointing_steps and progress.step % training_args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, output_dir, progress.step, training_args.checkpoints_total_limit)
+            save_checkpoint(accelerator, output_dir, progress.step, training_args.checkpoints_total_limit, identity)
     bar.close()
     if prefetcher is not None:
         prefetcher.close()
     train_seconds = time.perf_counter() - start_time
     if not list_checkpoints(output_dir) or not list_checkpoints(output_dir)[-1].endswith(f"-{progress.step}"):
-        save_checkpoint(accelerator, output_dir, progress.step, training_args.checkpoints_total_limit)
+        save_checkpoint(accelerator, output_dir, progress.step, training_args.checkpoints_total_limit, identity)
 
     # Export: encoder + projection, feature extractor, model card with the training config.
     unwrapped = accelerator.unwrap_model(model)
+    model_dir = os.path.join(output_dir, MODEL_DIR)
     summary = {
         "output_dir": output_dir,
-        "steps": progress.step,
+        "model_dir": model_dir,
+        "run_id": identity["run_id"],
+        "steps": progress.step,  # the run's totals
         "examples_seen": progress.examples_seen,
+        "resumed_at_step": start_step if checkpoint is not None else None,
+        "session_steps": progress.step - start_step,  # this session's
+        "session_examples": progress.examples_seen - start_examples,
         "train_seconds": train_seconds,
         "num_clips": num_clips,
         "skipped": skipped.total,
@@ -500,20 +568,26 @@ def main(argv: list[str] | None = None) -> dict:
             "audioset_csv": f"AudioSet music subset from {os.path.basename(data_args.segments_csv or '')}.",
         }[data_args.dataset]
         unwrapped.save_pretrained(
-            output_dir,
+            model_dir,
             model_card_kwargs={
                 "training_data": training_data + f" {skipped}.",
                 "training_config": hyperparameters,
                 "source": "pre-trained with `accelerate launch training/pretrain.py` (myna_training)",
             },
         )
-        feature_extractor.save_pretrained(output_dir)
+        feature_extractor.save_pretrained(model_dir)
         if training_args.push_to_hub:
-            summary["hub_url"] = push_folder_to_hub(output_dir, training_args.hub_model_id, training_args.hub_private_repo)
+            summary["hub_url"] = push_folder_to_hub(model_dir, training_args.hub_model_id, training_args.hub_private_repo)
     accelerator.wait_for_everyone()
 
     # Closing linear probe: pre-trained vs the same architecture at random initialisation.
     if accelerator.is_main_process and data_args.probe_clips > 0:
+        print(
+            f"model saved to {model_dir}. Closing probe: embedding {data_args.probe_clips} held-out generated clips "
+            "with the pre-trained and a randomly initialised model, then 5-fold logistic regressions (key, style); "
+            "about a minute on CPU (--probe_clips 0 skips it).",
+            flush=True,
+        )
         torch.manual_seed(training_args.seed)
         random_model = MynaModel(config).to(accelerator.device)
         summary["probe"] = linear_probe(
@@ -537,14 +611,29 @@ def format_summary(summary: dict, config, probe_clips: int) -> str:
         f"model: {config.num_hidden_layers} layers x {config.hidden_size}, patches {config.patch_sizes}",
         f"data: {summary['num_clips'] if summary['num_clips'] is not None else 'streamed'} clips; "
         f"{summary['skipped_detail']}",
-        f"training: {summary['steps']} steps, {summary['examples_seen']} examples in {summary['train_seconds']:.1f} s "
-        f"({summary['examples_seen'] / max(summary['train_seconds'], 1e-9):.0f} examples/s)",
     ]
+    rate = summary["session_examples"] / max(summary["train_seconds"], 1e-9)
+    session = (
+        f"{summary['session_steps']} steps, {summary['session_examples']} examples in {summary['train_seconds']:.1f} s "
+        f"({rate:.0f} examples/s)"
+    )
+    if summary["resumed_at_step"] is None:
+        lines.append(f"training: {session}")
+    else:
+        lines.append(
+            f"training: resumed at step {summary['resumed_at_step']}; this session {session}; run total "
+            f"{summary['steps']} steps, {summary['examples_seen']} examples"
+            + (" (it had already reached max_steps: nothing left to train)" if not summary["session_steps"] else "")
+        )
     if summary["first_loss"] is not None:
         # libauc's GCLoss_v1 surrogate: cosine terms not divided by T, summed over both views.
         note = " (SogCLR surrogate: its gradient is the global contrastive loss's, its value is not and may go below 0)"
+        first = (
+            "first step" if summary["resumed_at_step"] is None
+            else f"first micro-batch after resuming at step {summary['resumed_at_step']}"
+        )
         lines.append(
-            f"loss: {summary['first_loss']:.3f} (first step) -> {summary['last_loss']:.3f} (last 10 micro-batches)"
+            f"loss: {summary['first_loss']:.3f} ({first}) -> {summary['last_loss']:.3f} (last 10 micro-batches)"
             + (note if summary["loss_name"] == "sogclr" else "")
         )
     if "probe" in summary:
@@ -552,11 +641,14 @@ def format_summary(summary: dict, config, probe_clips: int) -> str:
         lines.append(f"  {'task':<8}{'random init':>14}{'pre-trained':>14}")
         for task, scores in summary["probe"].items():
             lines.append(f"  {task:<8}{scores['random init']:>14.3f}{scores['pre-trained']:>14.3f}")
-    lines.append(f"saved to {summary['output_dir']} (AutoModel.from_pretrained loads it)")
+    lines.append(f"run {summary['run_id']} in {summary['output_dir']} (checkpoints/, logs/, cache/, run.json)")
+    lines.append(f"model saved to {summary['model_dir']} (AutoModel.from_pretrained loads it), e.g.")
+    lines.append(f"  myna embed song.wav --model {summary['model_dir']} --output embeddings.npz")
+    lines.append(f"  python evaluation/probe.py --model {summary['model_dir']} --fast --output_dir outputs/eval")
     if "hub_url" in summary:
         lines.append(f"pushed to {summary['hub_url']}")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, "pretrain.py"))
