@@ -19,7 +19,7 @@ import modeling_myna  # noqa: F401
 from modeling_myna import convert_original_checkpoint
 from myna_evaluation import export, probe
 from myna_pipelines import cli
-from myna_training import pretrain
+from myna_training import finetune, pretrain
 
 from .reference_vit import ReferenceMyna
 
@@ -30,6 +30,10 @@ TINY_PRETRAIN = [
     "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "2", "--intermediate_size", "64",
     "--num_clips", "16", "--clip_seconds", "4", "--per_device_batch_size", "8", "--max_steps", "2",
     "--warmup_steps", "0", "--checkpointing_steps", "0", "--probe_clips", "0",
+]
+TINY_FINETUNE = [
+    "--synthetic_sizes", "24,12,12", "--synthetic_duration", "4", "--num_train_epochs", "1",
+    "--per_device_train_batch_size", "8", "--preprocessing_num_workers", "1",
 ]
 TINY_PROBE = [
     "--fast", "--synthetic_sizes", "24,12,12", "--synthetic_duration", "4", "--max_epochs", "3", "--no_tsne",
@@ -76,6 +80,8 @@ def run_command(argv: list[str]) -> None:
         probe.main(argv[2:] + TINY_PROBE)
     elif argv[:2] == ["python", "evaluation/export.py"]:
         export.main(argv[2:])
+    elif argv[:2] == ["python", "training/finetune.py"]:
+        finetune.main(argv[2:] + TINY_FINETUNE)
     else:
         pytest.fail(f"the README runs {' '.join(argv)!r}, which this test has no stand-in for: add one")
 
