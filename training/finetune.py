@@ -34,6 +34,7 @@ from myna_evaluation.scoring import MULTI_LABEL, REGRESSION, SINGLE_LABEL, compu
 from myna_evaluation.tasks import SYNTHETIC_TASKS, TaskSpec, load_task
 from myna_training.data import cache_key
 from myna_training.finetune_arguments import parse_finetune_arguments
+from myna_training.hub import push_folder_to_hub
 from myna_training.trainer import MynaTrainer, freeze_encoder, freeze_unused_tokenizers
 
 
@@ -394,27 +395,6 @@ def evaluation_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def push_folder_to_hub(folder: str, repo_id: str, private: bool = False) -> str:
-    """Uploads the fine-tuned model folder (weights, config, feature extractor, card); checkpoints and cache stay."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    try:
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            ignore_patterns=["checkpoint-*", "cache/*", "runs/*", "results.json"],
-            commit_message="Upload Myna fine-tuned with myna_training.finetune",
-        )
-    except Exception as error:
-        raise RuntimeError(
-            f"could not push {folder} to the Hub as {repo_id}: {error}. The model is saved in {folder}; check the "
-            "network and `hf auth login`, then upload it with `hf upload` or rerun with --push_to_hub."
-        ) from error
-    return f"https://huggingface.co/{repo_id}"
-
-
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -555,7 +535,13 @@ def main(argv: list[str] | None = None) -> dict:
             json.dump(summary, f, indent=2, default=str)
         if push_to_hub:
             repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
-            summary["hub_url"] = push_folder_to_hub(output_dir, repo_id, bool(training_args.hub_private_repo))
+            summary["hub_url"] = push_folder_to_hub(
+                output_dir,
+                repo_id,
+                bool(training_args.hub_private_repo),
+                commit_message="Upload Myna fine-tuned with myna_training.finetune",
+                ignore_patterns=["checkpoint-*", "cache/*", "runs/*", "results.json"],  # the model alone
+            )
         print(format_summary(summary))
     return summary
 

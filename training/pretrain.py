@@ -44,6 +44,7 @@ from transformers import get_scheduler
 from modeling_myna import MynaFeatureExtractor, MynaForContrastivePretraining, MynaModel, pool_chunks
 from modeling_myna.configuration_myna import HOP_LENGTH
 from myna_training.arguments import flat_config, parse_arguments, to_yaml
+from myna_training.hub import push_folder_to_hub
 from myna_training.run_folder import (
     CACHE_DIR,
     CHECKPOINTS_DIR,
@@ -281,26 +282,6 @@ def linear_probe(models: dict, feature_extractor, num_clips: int, duration: floa
         keep = np.isin(labels, np.unique(labels)[counts >= 5])
         results[task] = {name: probe_accuracy(e[keep], labels[keep], seed) for name, e in embeddings.items()}
     return results
-
-
-def push_folder_to_hub(folder: str, repo_id: str, private: bool = False) -> str:
-    """Uploads the exported folder (weights, config, feature extractor, model card) with huggingface_hub."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    try:
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,  # the export alone: checkpoints, logs and cache live beside it
-            commit_message="Upload Myna pre-trained with myna_training.pretrain",
-        )
-    except Exception as error:
-        raise RuntimeError(
-            f"could not push {folder} to the Hub as {repo_id}: {error}. The model is saved in {folder}; check the "
-            "network and `hf auth login`, then upload it with `hf upload` or rerun with --push_to_hub."
-        ) from error
-    return f"https://huggingface.co/{repo_id}"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -577,7 +558,12 @@ def main(argv: list[str] | None = None) -> dict:
         )
         feature_extractor.save_pretrained(model_dir)
         if training_args.push_to_hub:
-            summary["hub_url"] = push_folder_to_hub(model_dir, training_args.hub_model_id, training_args.hub_private_repo)
+            summary["hub_url"] = push_folder_to_hub(
+                model_dir,  # the export alone: checkpoints, logs and cache live beside it
+                training_args.hub_model_id,
+                training_args.hub_private_repo,
+                commit_message="Upload Myna pre-trained with myna_training.pretrain",
+            )
     accelerator.wait_for_everyone()
 
     # Closing linear probe: pre-trained vs the same architecture at random initialisation.
