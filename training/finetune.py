@@ -1,6 +1,6 @@
 """Fine-tuning Myna for audio classification, tagging or regression with transformers' `Trainer`.
 
-    python training/finetune.py --model_name_or_path outputs/myna-pretrain --task synthetic-style
+    python training/finetune.py --model_name_or_path outputs/myna-pretrain/model --task synthetic-style
     python training/finetune.py --model_name_or_path myna-base --task gtzan --task_path /data/gtzan \\
         --finetuning_mode layerwise --layer_decay 0.75 --bf16
     python training/finetune.py --model_name_or_path myna-hybrid --patch_mode vertical \\
@@ -402,8 +402,14 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_finetune_arguments(argv)
     if model_args.model_name_or_path is None:
         raise ValueError(
-            "pass --model_name_or_path: a Myna folder (outputs/myna-pretrain from `make demo`, a converted release "
-            "from modeling_myna.convert_original_checkpoint) or a Hub id."
+            "pass --model_name_or_path: a Myna folder (outputs/myna-pretrain/model from `make demo`, a converted "
+            "release from modeling_myna.convert_original_checkpoint) or a Hub id."
+        )
+    name = model_args.model_name_or_path
+    if not os.path.isdir(name) and (os.path.isabs(name) or name.startswith(".") or os.path.exists(name)):
+        raise ValueError(
+            f"--model_name_or_path {name} is not a Myna folder (a folder with config.json and model.safetensors): "
+            "check the path; `make demo` writes outputs/myna-pretrain/model."
         )
     if model_args.finetuning_mode not in ("frozen", "full", "layerwise"):
         raise ValueError(f"finetuning_mode={model_args.finetuning_mode!r}: choose frozen, full or layerwise.")
@@ -566,4 +572,8 @@ def format_summary(summary: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from myna_pipelines.cli_support import run_cli
+
+    sys.exit(run_cli(main, "finetune.py"))
