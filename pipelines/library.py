@@ -263,7 +263,8 @@ def embed_library(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Embeds `files` into the store at `store_path`, skipping those already there; returns the run's counts.
+    """Embeds `files` (audio files, or folders searched recursively) into the store at `store_path`, skipping those
+    already there; returns the run's counts.
 
     In a torchrun / accelerate launch, every process calls this with the same arguments.
     """
@@ -312,7 +313,9 @@ def embed_library(
     if rank == 0 and not existing:
         store.write_metadata({**row_fields, "settings": settings})
 
-    files = sorted({os.path.abspath(f) for f in files})
+    from .cli import find_audio_files
+
+    files = sorted({os.path.abspath(f) for f in find_audio_files(files)})
     mine = files[rank::world_size]
     todo, done, known_bad = _todo(mine, store, key)
 

@@ -169,8 +169,7 @@ class EmbeddingStore:
                 f"{self.path} mixes rows of several models or settings; re-run `myna embed` with one of them to "
                 "bring every row up to date."
             )
-        embedding = table["embedding"].combine_chunks()
-        vectors = embedding.values.to_numpy().reshape(len(table), -1)
+        vectors = table["embedding"].combine_chunks().flatten().to_numpy().reshape(len(table), -1)
         settings = {**settings, "model": table["model"][0].as_py(), "model_fingerprint": table["model_fingerprint"][0].as_py()}
         return table["path"].to_pylist(), select_patch_mode(vectors, settings, patch_mode), settings
 
@@ -181,9 +180,10 @@ class EmbeddingStore:
         out = {}
         for i, path in enumerate(table["path"].to_pylist()):
             if path in wanted:
-                timeline = table["timeline"][i].values
+                # flatten(), not .values: .values ignores the slice's offset
+                timeline = table["timeline"][i].values.flatten().to_numpy()
                 starts = np.asarray(table["start_times"][i].as_py(), dtype=np.float32)
-                out[path] = (timeline.values.to_numpy().reshape(len(starts), -1), starts)
+                out[path] = (timeline.reshape(len(starts), -1), starts)
         return out
 
     # ------------------------------------------------------------------------------------------------ writing
