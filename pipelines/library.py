@@ -320,12 +320,9 @@ def embed_library(
     todo, done, known_bad = _todo(mine, store, key)
 
     dataset = _LibraryFiles(todo, feature_extractor, batch_size, spectrograms=torch.device(device).type == "cpu")
+    workers = min(num_workers, len(todo))
     loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,
-        num_workers=min(num_workers, len(todo)),
-        worker_init_fn=_worker_init,
-        prefetch_factor=8 if num_workers else None,
+        dataset, batch_size=None, num_workers=workers, worker_init_fn=_worker_init, prefetch_factor=8 if workers else None
     )
     batcher = _Batcher(inference, batch_size, patch_mode)
     rows, errors, counts = [], [], {"embedded": 0, "unreadable": 0, "audio_seconds": 0.0}

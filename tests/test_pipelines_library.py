@@ -83,7 +83,7 @@ def test_a_killed_run_resumes_and_changed_files_are_re_embedded(folder, tmp_path
     assert sorted(after) == files and all(after[p]["embedded_at"] == before[p]["embedded_at"] for p in before)
 
     # Nothing to do; the unreadable file is remembered, not decoded again.
-    again = embed_library(files + [str(music / "broken.flac")], store, folder, **options)
+    again = embed_library(files + [str(music / "broken.flac")], store, folder, **{**options, "num_workers": 1})
     assert (again["embedded"], again["skipped"], again["known_unreadable"]) == (0, 5, 1)
 
     # A changed file is re-embedded; a touched but unchanged one is not.
