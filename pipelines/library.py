@@ -33,7 +33,6 @@ from .store import EmbeddingStore, content_hash, settings_key
 from .streaming import AudioSegment, segment_chunks, stream_segments
 
 
-STORE_EXTENSIONS = (".npz", ".parquet")  # any other --output is a store folder
 
 
 @dataclass
@@ -53,11 +52,16 @@ class LibraryArguments:
 
 
 def is_store_output(argv: list[str]) -> bool:
-    """Whether `myna embed` was asked to write a store folder (an --output without a .npz/.parquet extension)."""
+    """Whether `myna embed` was asked to write a store: an --output folder (an existing one, a name ending in `/`,
+    or a name without an extension); `x.npz`, `x.parquet` and other file names keep their meaning."""
     for i, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--output=") else argv[i + 1] if arg == "--output" and i + 1 < len(argv) else None
+        value = None
+        if arg.startswith("--output="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--output" and i + 1 < len(argv):
+            value = argv[i + 1]
         if value is not None:
-            return not value.lower().endswith(STORE_EXTENSIONS)
+            return os.path.isdir(value) or value.endswith(os.sep) or not os.path.splitext(value.rstrip(os.sep))[1]
     return False
 
 
@@ -402,8 +406,8 @@ def embed_library_command(argv: list[str]) -> int:
         (EmbedArguments, LibraryArguments),
         prog="myna embed",
         formatter_class=_HelpFormatter,
-        description="Embed a music library into a resumable store folder (sharded Parquet; --output without a "
-        ".npz/.parquet extension). Re-running skips files already embedded with the same model and settings and "
+        description="Embed a music library into a resumable store folder (sharded Parquet; an --output folder: a name "
+        "without an extension). Re-running skips files already embedded with the same model and settings and "
         "re-embeds changed ones. `datasets.load_dataset('parquet', data_dir=STORE)` opens it.",
     )
     parser.add_argument("inputs", nargs="+", metavar="AUDIO", help="Audio files, or folders searched recursively.")

@@ -37,9 +37,11 @@ def store_rows(path) -> dict[str, dict]:
     return {row["path"]: row for row in table.to_pylist()}
 
 
-def test_store_output_is_any_name_without_npz_or_parquet():
+def test_store_output_is_a_folder_name(tmp_path):
     assert is_store_output(["x", "--output", "store/"]) and is_store_output(["--output=lib"])
+    assert is_store_output(["--output", str(tmp_path)]) and is_store_output(["--output", "my.store/"])
     assert not is_store_output(["--output", "e.npz"]) and not is_store_output(["--output=t.parquet"])
+    assert not is_store_output(["--output", "x.csv"])  # a file name: `myna embed` says the format is unknown
 
 
 def test_store_rows_match_the_pipeline_and_list_unreadable_files(folder, tmp_path, capsys):
