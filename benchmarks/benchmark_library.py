@@ -125,7 +125,8 @@ def benchmark_resume(args: BenchmarkArguments, workdir: str) -> None:
     print(f"| uninterrupted | {uninterrupted:.1f} |")
     print(f"| killed once {rows_at_kill} files were stored | {killed_at:.1f} |")
     print(f"| resumed (skips {rows_at_kill}) | {resumed:.1f} |")
-    print(f"| killed + resumed | {killed_at + resumed:.1f} ({(killed_at + resumed) / uninterrupted:.2f}x uninterrupted) |")
+    total = killed_at + resumed
+    print(f"| killed + resumed | {total:.1f} ({total / uninterrupted:.2f}x uninterrupted) |")
 
 
 def benchmark_search(args: BenchmarkArguments) -> None:
@@ -135,7 +136,8 @@ def benchmark_search(args: BenchmarkArguments) -> None:
     vectors = normalize(rng.standard_normal((args.num_vectors, args.dim), dtype=np.float32))
     fresh = normalize(rng.standard_normal((args.queries, args.dim), dtype=np.float32))
     picked = rng.choice(args.num_vectors, args.queries, replace=False)
-    copies = normalize(vectors[picked] + 0.5 * rng.standard_normal((args.queries, args.dim), dtype=np.float32) / np.sqrt(args.dim))
+    noise = rng.standard_normal((args.queries, args.dim), dtype=np.float32) / np.sqrt(args.dim)
+    copies = normalize(vectors[picked] + 0.5 * noise)
     print(
         f"\n## search: {args.num_vectors} random unit vectors x {args.dim}, {args.queries} queries of each kind, "
         f"{torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f}"
@@ -158,7 +160,8 @@ def benchmark_search(args: BenchmarkArguments) -> None:
             name: np.mean([len(set(a) & set(e)) / 10 for a, e in zip(results[name], exact[name])]) for name in results
         }
         first = np.mean(results["copies"][:, 0] == picked)
-        print(f"| {kind} | {build:.1f} | {latency:.2f} | {recall['fresh']:.3f} | {recall['copies']:.3f} | {first:.3f} |")
+        recalls = f"{recall['fresh']:.3f} | {recall['copies']:.3f}"
+        print(f"| {kind} | {build:.1f} | {latency:.2f} | {recalls} | {first:.3f} |")
 
 
 def benchmark_gpus(args: BenchmarkArguments, workdir: str) -> None:

@@ -124,9 +124,7 @@ class _LibraryFiles(torch.utils.data.IterableDataset):
         try:
             header["content_hash"] = content_hash(path)
             header["duration"] = _duration(path)
-            samples = 0
             for segment in stream_segments(path, self.feature_extractor, self.segment_chunks):
-                samples = max(samples, segment.start_frame * self.feature_extractor.hop_length + len(segment.samples))
                 item = {**header, "kind": "segment", "is_last": segment.is_last}
                 item["start_frames"] = torch.as_tensor(segment.chunk_start_frames())
                 if self.spectrograms:
@@ -326,7 +324,11 @@ def embed_library(
     dataset = _LibraryFiles(todo, feature_extractor, batch_size, spectrograms=torch.device(device).type == "cpu")
     workers = min(num_workers, len(todo))
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=workers, worker_init_fn=_worker_init, prefetch_factor=8 if workers else None
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        worker_init_fn=_worker_init,
+        prefetch_factor=8 if workers else None,
     )
     batcher = _Batcher(inference, batch_size, patch_mode)
     rows, errors, counts = [], [], {"embedded": 0, "unreadable": 0, "audio_seconds": 0.0}
@@ -442,7 +444,8 @@ def embed_library_command(argv: list[str]) -> int:
         bad = counts["unreadable"] + counts["known_unreadable"]
         if bad:
             print(
-                f"{bad} unreadable file(s), listed with the reason in {os.path.join(args.output, '.myna')}/errors-*.jsonl",
+                f"{bad} unreadable file(s), listed with the reason in "
+                f"{os.path.join(args.output, '.myna', 'errors-*.jsonl')}",
                 file=sys.stderr,
             )
     return 0

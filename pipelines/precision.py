@@ -92,7 +92,8 @@ def _generated_chunks(
 
 
 def _embed_all(model: MynaInferenceModel, chunks: torch.Tensor, patch_mode, batch_size: int = 32) -> np.ndarray:
-    return torch.cat([model.embed(chunks[i : i + batch_size], patch_mode) for i in range(0, len(chunks), batch_size)]).numpy()
+    batches = [model.embed(chunks[i : i + batch_size], patch_mode) for i in range(0, len(chunks), batch_size)]
+    return torch.cat(batches).numpy()
 
 
 def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -155,10 +155,12 @@ class MynaIndex:
                 f"({self.info['patch_mode']} embeddings of {self.info['model']})."
             )
         scores, ids = self.index.search(normalize(queries), min(k, len(self.paths)))
-        return [
-            [{"rank": r, "path": self.paths[i], "score": float(s)} for r, (i, s) in enumerate(zip(row_ids, row)) if i >= 0]
-            for row_ids, row in zip(ids, scores)
-        ]
+        results = []
+        for row_ids, row_scores in zip(ids, scores):
+            found = row_ids >= 0  # FAISS pads with -1 when fewer than k are found
+            pairs = zip(row_ids[found], row_scores[found])
+            results.append([{"rank": r, "path": self.paths[i], "score": float(s)} for r, (i, s) in enumerate(pairs)])
+        return results
 
     # ------------------------------------------------------------------------------------------------ audio
 
@@ -180,7 +182,8 @@ class MynaIndex:
             loaded, feature_extractor = model, MynaFeatureExtractor.from_config(model.config)
         self.check_fingerprint(model_fingerprint(loaded), f"the query model {name}")
         precision = self.info["store_settings"].get("precision", "float32")
-        result = (MynaInferenceModel(loaded, precision if loaded.device.type == "cpu" else "float32"), feature_extractor)
+        precision = precision if loaded.device.type == "cpu" else "float32"
+        result = (MynaInferenceModel(loaded, precision), feature_extractor)
         self._models[cache_key] = result
         return result
 
@@ -302,7 +305,9 @@ def search_command(argv: list[str]) -> int:
                 continue
             print(query)
             for r in results:
-                segment = f"  best 3 s at {r['segment_start']:.1f} s ({r['segment_score']:.3f})" if args.segments else ""
+                segment = ""
+                if args.segments:
+                    segment = f"  best 3 s at {r['segment_start']:.1f} s ({r['segment_score']:.3f})"
                 print(f"  {r['rank'] + 1:>3}  {r['score']:.4f}  {r['path']}{segment}")
     except (OSError, ValueError, ImportError, AudioDecodeError) as error:
         print(f"myna search: {error}", file=sys.stderr)

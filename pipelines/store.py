@@ -170,7 +170,8 @@ class EmbeddingStore:
                 "bring every row up to date."
             )
         vectors = table["embedding"].combine_chunks().flatten().to_numpy().reshape(len(table), -1)
-        settings = {**settings, "model": table["model"][0].as_py(), "model_fingerprint": table["model_fingerprint"][0].as_py()}
+        settings["model"] = table["model"][0].as_py()
+        settings["model_fingerprint"] = table["model_fingerprint"][0].as_py()
         return table["path"].to_pylist(), select_patch_mode(vectors, settings, patch_mode), settings
 
     def timelines(self, paths: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

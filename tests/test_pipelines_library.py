@@ -63,7 +63,8 @@ def test_store_rows_match_the_pipeline_and_list_unreadable_files(folder, tmp_pat
         assert row["model"] == os.path.abspath(folder)
         assert json.loads(row["settings"])["patch_mode"] == "both" and len(row["embedding"]) == 64
     errors = EmbeddingStore(str(store)).errors()
-    assert list(errors) == [str(music / "broken.flac")] and "broken.flac" in errors[str(music / "broken.flac")]["error"]
+    broken = str(music / "broken.flac")
+    assert list(errors) == [broken] and "broken.flac" in errors[broken]["error"]
     out, err = capsys.readouterr()
     assert "embedded 3 files" in out and "1 unreadable file(s)" in err
 
