@@ -1,156 +1,163 @@
-"""Throughput and peak memory of embedding one 3-minute track with full-size Myna-Hybrid (both tokenizers).
+"""One 3-minute track through full-size Myna-Hybrid (both tokenizers), file to embeddings, each CPU path against the
+plain eager implementation, in one process, like with like.
 
-    python benchmarks/benchmark_embed_track.py                      # CPU, fp32
-    python benchmarks/benchmark_embed_track.py --device cuda --dtype bfloat16
+    python benchmarks/benchmark_embed_track.py                        # CPU: reference, float32, bfloat16, int8
+    python benchmarks/benchmark_embed_track.py --seconds 60 --repeats 3 --probe_clips 0
 
-Each configuration runs in its own process so that its peak memory (max RSS on CPU, `max_memory_allocated` on
-CUDA) is its own. "reference" is a straightforward eager implementation of the same architecture, used the way the
-reference code's example.py uses it: the nnAudio front end built per call, the whole track's chunks in one batch,
-one forward per tokenizer, plain softmax attention (`tests/reference_vit.py`). "eager" and "sdpa" are MynaModel
-with the cached feature extractor, chunk batches, and one joint encoder pass for both tokenizers; "compiled" is
-"sdpa" under `torch.compile` (compilation time excluded: one warm-up run). Weights are random: throughput does not
-depend on them.
+"reference" is the straightforward eager model (`tests/reference_vit.py`, plain softmax attention, one forward per
+tokenizer) run the way a script would: decode the file, resample, the feature extractor's mel (its nnAudio module
+is built once, as ours), then the model batch after batch. The other rows are `myna embed`'s library path
+(`pipelines/library.py`): a worker process decodes, resamples and computes the mel ahead of the model, which encodes
+both tokenizers in one pass; at float32, bfloat16 (autocast, CPUs with native bfloat16) or int8 (dynamic
+quantization). Every path sees the same file, the same chunks and the same `--batch_size`, with the same random
+weights (the reference's, converted); runs are interleaved (reference, float32, ..., then again) and the best of
+`--repeats` is kept, so that load from other processes hits every path alike. Accuracy: float32's embeddings against
+the reference's (max relative error), the others' mean cosine to float32, and, with `--probe_clips`, the change of
+a style-probe score on generated music (`pipelines/precision.py`). "of peak" is the encoder's FLOPs per second over
+the machine's measured float32 matmul throughput, end to end (decoding and the mel included in the time).
 """
 
-import json
 import os
-import resource
-import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from transformers import HfArgumentParser
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 
 @dataclass
 class BenchmarkArguments:
     seconds: float = field(default=180.0, metadata={"help": "Length of the generated track."})
-    device: str = field(default="cpu", metadata={"help": "cpu or cuda."})
-    dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16."})
-    implementations: str = field(default="reference,eager,sdpa,compiled", metadata={"help": "Comma-separated list."})
-    batch_size: int = field(default=16, metadata={"help": "Chunks per forward (16 is fastest on 2 CPU cores)."})
-    repeats: int = field(default=5, metadata={"help": "Timed runs after one warm-up; the best is reported."})
+    implementations: str = field(default="reference,float32,bfloat16,int8", metadata={"help": "Comma-separated."})
+    batch_size: int = field(default=16, metadata={"help": "Chunks per forward, for every path."})
+    repeats: int = field(default=3, metadata={"help": "Interleaved timed rounds after one warm-up; best kept."})
     threads: int = field(default=0, metadata={"help": "torch threads (0: torch's default)."})
-    only: str = field(default="", metadata={"help": "Internal: run one implementation and print JSON."})
+    probe_clips: int = field(default=40, metadata={"help": "Generated 10 s clips for the probe (0: skip it)."})
 
 
-def make_track(seconds: float) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * 16_000)) / 16_000
-    chords = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6))
-    return (0.2 * chords + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
+def matmul_gflops(seconds: float = 2.0) -> float:
+    """The machine's float32 matmul throughput, GFLOP/s, on the encoder's largest product shape."""
+    a, b = torch.randn(3072, 384), torch.randn(384, 1536)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * 3072 * 384 * 1536 * count / (time.perf_counter() - start) / 1e9
 
 
-def peak_memory_mb(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def run_one(args: BenchmarkArguments) -> dict:
-    sys.path.insert(0, REPO)
-    from modeling_myna import MynaConfig, MynaFeatureExtractor, MynaModel
-    from tests.reference_vit import ReferenceMyna
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
-    torch.manual_seed(0)
-    config = MynaConfig.from_variant("hybrid")
-    extractor = MynaFeatureExtractor.from_config(config)
-    audio = make_track(args.seconds)
-
-    if args.only == "reference":
-        from nnAudio.features.mel import MelSpectrogram
-
-        model = ReferenceMyna((16, 16), patch_b=(128, 2)).eval()
-
-        def front(audio):
-            mel = MelSpectrogram(sr=16_000, n_mels=128, verbose=False).to(args.device)
-            spec = mel(torch.from_numpy(audio)[None].to(args.device))
-            num_chunks = spec.shape[-1] // 96
-            return torch.stack(torch.chunk(spec[..., : num_chunks * 96], num_chunks, dim=-1))  # (C, 1, F, 96)
-
-        def encode(chunks):
-            return torch.cat([model.encode(chunks), model.encode(chunks, second=True)], dim=-1)
-
-        batch_size = 10**9  # the reference embeds a whole track in one batch
-
-    else:
-        model = MynaModel._from_config(config, attn_implementation="eager" if args.only == "eager" else "sdpa").eval()
-        forward = torch.compile(model) if args.only == "compiled" else model
-
-        def front(audio):
-            return extractor(audio, sampling_rate=16_000, return_tensors="pt", device=args.device)["input_values"]
-
-        def encode(chunks):
-            return forward(chunks).pooler_output
-
-        batch_size = args.batch_size
-
-    model.to(args.device, dtype)
-
-    def run() -> tuple[float, float]:
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        chunks = front(audio).to(dtype)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        front_end = time.perf_counter() - start
-        with torch.inference_mode():
-            embeddings = torch.cat([encode(chunks[i : i + batch_size]) for i in range(0, len(chunks), batch_size)])
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        assert embeddings.shape == (len(chunks), 768) and torch.isfinite(embeddings).all()
-        return time.perf_counter() - start, front_end
-
-    run()  # warm-up: nnAudio kernels, positional tables, allocator
-    timings = [run() for _ in range(args.repeats)]
-    total, front_end = min(timings)
-    return {
-        "implementation": args.only,
-        "device": args.device,
-        "dtype": args.dtype,
-        "audio_seconds": args.seconds,
-        "wall_seconds": round(total, 3),
-        "front_end_seconds": round(front_end, 3),
-        "audio_seconds_per_second": round(args.seconds / total, 1),
-        "encoder_audio_seconds_per_second": round(args.seconds / (total - front_end), 1),
-        "peak_memory_mb": round(peak_memory_mb(args.device), 1),
-        "threads": torch.get_num_threads(),
-    }
+def encoder_flops_per_chunk(config, tokens_per_tokenizer: int = 48, tokenizers: int = 2) -> float:
+    d, m, n = config.hidden_size, config.intermediate_size, tokens_per_tokenizer
+    per_token_layer = 2 * (d * 3 * d + d * d + 2 * d * m) + 2 * 2 * n * d  # projections, MLP, QK^T and AV
+    return tokenizers * n * (config.num_hidden_layers * per_token_layer + 2 * 256 * d)
 
 
 def main() -> None:
     (args,) = HfArgumentParser(BenchmarkArguments).parse_args_into_dataclasses()
-    if args.only:
-        print(json.dumps(run_one(args)))
-        return
-    results = []
-    for implementation in args.implementations.split(","):
-        command = [sys.executable, __file__, "--only", implementation] + [
-            f"--{name}={getattr(args, name)}" for name in ("seconds", "device", "dtype", "batch_size", "repeats", "threads")
-        ]
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-        results.append(json.loads(output.strip().splitlines()[-1]))
-    baseline = next((r for r in results if r["implementation"] == "reference"), None)
-    print(f"{args.seconds:.0f} s track, Myna-Hybrid (both tokenizers), {args.device}, {args.dtype}")
-    print("| implementation | wall s | audio s / s | encoder-only audio s / s | front end s | peak MB | vs reference |")
-    print("|---|---|---|---|---|---|---|")
-    for r in results:
-        speedup = f"{baseline['wall_seconds'] / r['wall_seconds']:.2f}x" if baseline else "-"
+    from modeling_myna import MynaFeatureExtractor
+    from modeling_myna.audio_utils import load_audio
+    from modeling_myna.convert_original_checkpoint import convert_checkpoint
+    from myna_pipelines.library import _Batcher, _LibraryFiles, _worker_init
+    from myna_pipelines.precision import MynaInferenceModel, bfloat16_supported, mean_cosine, measure_precision
+    from tests.reference_vit import ReferenceMyna
+
+    from benchmark_embed import write_track
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    reference = ReferenceMyna((16, 16), patch_b=(128, 2)).eval()
+    model = convert_checkpoint(reference.state_dict(), "hybrid").base_model.eval()
+    extractor = MynaFeatureExtractor.from_config(model.config)
+    workdir = tempfile.mkdtemp(prefix="myna-track-")
+    path = os.path.join(workdir, "track.flac")
+    write_track(path, args.seconds, 44_100, 2, seed=0)
+    batch = args.batch_size
+
+    def run_reference() -> np.ndarray:
+        audio, rate = load_audio(path)
+        chunks = extractor(audio, sampling_rate=rate, return_tensors="pt")["input_values"][:, None]
+        with torch.inference_mode():
+            return torch.cat([
+                torch.cat([reference.encode(c), reference.encode(c, second=True)], dim=-1)
+                for c in chunks.split(batch)
+            ]).numpy()  # fmt: skip
+
+    def library_path(precision: str):
+        inference = MynaInferenceModel(model, precision)
+
+        def run() -> np.ndarray:
+            files = _LibraryFiles([path], extractor, batch, spectrograms=True)
+            loader = torch.utils.data.DataLoader(
+                files, batch_size=None, num_workers=1, worker_init_fn=_worker_init, prefetch_factor=8
+            )
+            batcher, done = _Batcher(inference, batch, "both"), []
+            for item in loader:
+                batcher.add(item, item["chunks"])
+                done += batcher.run()
+            done += batcher.run(final=True)
+            return torch.cat(done[0]["embeddings"]).numpy()
+
+        return run
+
+    runs = {}
+    for name in args.implementations.split(","):
+        if name == "bfloat16" and not bfloat16_supported():
+            print("bfloat16: skipped, this CPU has no native bfloat16")
+            continue
+        runs[name] = run_reference if name == "reference" else library_path(name)
+
+    outputs = {name: run() for name, run in runs.items()}  # warm-up, and the embeddings compared below
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+
+    peak = matmul_gflops()
+    num_chunks = len(next(iter(outputs.values())))
+    flops = encoder_flops_per_chunk(model.config) * num_chunks
+    float32 = outputs.get("float32", outputs.get("reference"))
+    print(
+        f"{args.seconds:.0f} s track (44.1 kHz stereo FLAC, {num_chunks} chunks), Myna-Hybrid both tokenizers, batch "
+        f"{batch}, {torch.get_num_threads()} threads, best of {args.repeats} interleaved rounds, load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; float32 matmul peak measured {peak:.0f} GFLOP/s"
+    )
+    print("| path | wall s | audio s / s | vs reference | of peak | accuracy |")
+    print("|---|---|---|---|---|---|")
+    for name, seconds in best.items():
+        speedup = f"{best['reference'] / seconds:.2f}x" if "reference" in best else "-"
+        if name == "reference":
+            accuracy = "-"
+        elif name == "float32" and "reference" in outputs:
+            error = np.abs(outputs[name] - outputs["reference"]).max() / np.abs(outputs["reference"]).max()
+            accuracy = f"max rel. error {error:.1e} vs reference"
+        else:
+            accuracy = f"cosine {mean_cosine(outputs[name], float32):.5f} vs float32"
         print(
-            f"| {r['implementation']} | {r['wall_seconds']} | {r['audio_seconds_per_second']} | "
-            f"{r['encoder_audio_seconds_per_second']} | {r['front_end_seconds']} | {r['peak_memory_mb']} | {speedup} |"
+            f"| {name} | {seconds:.2f} | {args.seconds / seconds:.1f} | {speedup} | "
+            f"{flops / seconds / 1e9 / peak:.0%} | {accuracy} |"
         )
+    if args.probe_clips:
+        print(f"\nstyle probe on {args.probe_clips} generated 10 s clips (70/30 split), x100:")
+        for name in runs:
+            if name in ("reference", "float32"):
+                continue
+            m = measure_precision(model, extractor, name, num_clips=args.probe_clips, patch_mode="both", probe=True)
+            print(
+                f"  {name}: cosine {m['cosine']:.5f}, probe {m['probe']:.1f} vs float32 {m['probe_float32']:.1f} "
+                f"(change {m['probe_change']:+.1f} points)"
+            )
 
 
 if __name__ == "__main__":

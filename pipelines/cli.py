@@ -2,6 +2,8 @@
 
     myna embed music/ live.mp3 --model myna-hybrid --output embeddings.npz
     myna embed set.flac --model myna-hybrid --pooling none --output timeline.parquet
+    myna embed music/ --model myna-hybrid --output store/     # a resumable store (see library.py)
+    myna index store/ --output index/ && myna search index/ query.mp3 -k 10
     myna convert --checkpoint myna-hybrid.pth --variant hybrid --output myna-hybrid
     myna info myna-hybrid
 
@@ -190,6 +192,10 @@ def check_patch_mode(embedder, patch_mode: str | None) -> None:
 
 
 def embed_command(argv: list[str]) -> int:
+    from .library import embed_library_command, is_store_output
+
+    if is_store_output(argv):  # --output FOLDER: the resumable store (pipelines/library.py)
+        return embed_library_command(argv)
     parser = dataclass_parser(
         EmbedArguments,
         prog="myna embed",
@@ -411,7 +417,15 @@ COMMANDS = {
     "embed": (embed_command, "embed audio files or folders into one .npz or .parquet file"),
     "convert": (convert_command, "convert a released Myna checkpoint (.pth) into a transformers folder"),
     "info": (info_command, "describe a Myna model folder: variant, parameters, patch modes"),
+    "index": (lambda argv: _search().index_command(argv), "build a similarity index over a store from `myna embed`"),
+    "search": (lambda argv: _search().search_command(argv), "find the tracks of an index nearest to audio files"),
 }
+
+
+def _search():
+    from . import search
+
+    return search
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,462 @@
+"""`myna embed DIR --output store/`: a music library into a resumable embedding store, on CPUs or several GPUs.
+
+    myna embed music/ --model myna-hybrid --output store/                    # one row per track
+    myna embed music/ --model myna-hybrid --output store/ --timeline         # + the 3 s chunk embeddings
+    myna embed music/ --model myna-hybrid --output store/ --precision int8   # CPU: 8-bit linear layers
+    torchrun --nproc_per_node 4 -m myna_pipelines.cli embed music/ --model myna-hybrid --output store/
+    accelerate launch -m myna_pipelines.cli embed music/ --model myna-hybrid --output store/
+
+Decoding, resampling and the mel front end run in `--num_workers` worker processes (a `torch.utils.data`
+DataLoader), ahead of the model, which takes chunks from several files into each batch of `--batch_size`. Rows are
+written in shards of `--shard_size` files (see `store.py`), so a killed run loses at most one shard of work and the
+next run skips what is done. Under `torchrun` or `accelerate launch` (the `WORLD_SIZE` / `RANK` environment), each
+process embeds every `WORLD_SIZE`-th file of the sorted list into the same store on `cuda:LOCAL_RANK` (or the CPU),
+and the first process compacts the store once all have finished; the store is the same as one process writes.
+"""
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from modeling_myna.audio_utils import AudioDecodeError
+
+from .precision import PRECISIONS, MynaInferenceModel, check_precision
+from .store import EmbeddingStore, content_hash, settings_key
+from .streaming import AudioSegment, segment_chunks, stream_segments
+
+
+
+
+@dataclass
+class LibraryArguments:
+    precision: Literal["float32", "bfloat16", "int8"] = field(
+        default="float32",
+        metadata={
+            "help": "CPU inference precision. bfloat16 (CPUs with native bfloat16) and int8 (dynamic quantization) "
+            "are checked against float32 on generated music first and refused below a mean cosine of 0.99."
+        },
+    )
+    timeline: bool = field(default=False, metadata={"help": "Also store each track's 3 s chunk embeddings."})
+    num_workers: int = field(
+        default=1, metadata={"help": "Decoding processes running ahead of the model (0: decode in the main process)."}
+    )
+    shard_size: int = field(default=256, metadata={"help": "Files per Parquet shard: at most this much is redone."})
+
+
+def is_store_output(argv: list[str]) -> bool:
+    """Whether `myna embed` was asked to write a store: an --output folder (an existing one, a name ending in `/`,
+    or a name without an extension); `x.npz`, `x.parquet` and other file names keep their meaning."""
+    for i, arg in enumerate(argv):
+        value = None
+        if arg.startswith("--output="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--output" and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value is not None:
+            return os.path.isdir(value) or value.endswith(os.sep) or not os.path.splitext(value.rstrip(os.sep))[1]
+    return False
+
+
+# ------------------------------------------------------------------------------------------------ model identity
+
+
+def model_fingerprint(model) -> str:
+    """BLAKE2b of the encoder's configuration and weights: what must match for two embeddings to be comparable."""
+    import hashlib
+
+    encoder = model.base_model
+    digest = hashlib.blake2b(digest_size=16)
+    config = encoder.config.to_dict()
+    keep = ("patch_sizes", "patch_modes", "hidden_size", "num_hidden_layers", "num_attention_heads", "chunk_frames")
+    digest.update(json.dumps({k: config.get(k) for k in keep}, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_model(model_id: str, device: str, dtype: str = "float32"):
+    """`(model, feature_extractor)` of a Myna folder or Hub id."""
+    import modeling_myna  # noqa: F401  (registers Myna with the Auto classes)
+    from modeling_myna import MynaFeatureExtractor
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(model_id, dtype=getattr(torch, dtype)).to(device).eval()
+    try:
+        feature_extractor = MynaFeatureExtractor.from_pretrained(model_id)
+    except OSError:  # a folder without preprocessor_config.json
+        feature_extractor = MynaFeatureExtractor.from_config(model.config)
+    return model, feature_extractor
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+
+
+class _LibraryFiles(torch.utils.data.IterableDataset):
+    """Decoded files as a stream of items: `segment` (chunk spectrograms, or samples when the model is not on the
+    CPU) and `error` (an unreadable file, with the reason). Worker `w` of `n` takes files `w, w + n, ...`."""
+
+    def __init__(self, files: list[str], feature_extractor, segment_chunks_: int, spectrograms: bool):
+        self.files, self.feature_extractor = files, feature_extractor
+        self.segment_chunks, self.spectrograms = segment_chunks_, spectrograms
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        files = self.files if info is None else self.files[info.id :: info.num_workers]
+        for path in files:
+            yield from self._file_items(path)
+
+    def _file_items(self, path: str) -> Iterator[dict[str, Any]]:
+        try:
+            stat = os.stat(path)
+            header = {"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        except OSError as error:
+            yield {"kind": "error", "path": path, "size": -1, "mtime_ns": -1, "error": f"{path}: {error.strerror}"}
+            return
+        try:
+            header["content_hash"] = content_hash(path)
+            header["duration"] = _duration(path)
+            for segment in stream_segments(path, self.feature_extractor, self.segment_chunks):
+                item = {**header, "kind": "segment", "is_last": segment.is_last}
+                item["start_frames"] = torch.as_tensor(segment.chunk_start_frames())
+                if self.spectrograms:
+                    item["chunks"] = segment_chunks(segment, self.feature_extractor)
+                else:
+                    item["segment"] = {**vars(segment), "samples": torch.from_numpy(segment.samples)}
+                yield item
+        except (AudioDecodeError, OSError) as error:
+            yield {**header, "kind": "error", "error": str(error)}
+
+
+def _duration(path: str) -> float:
+    import soundfile as sf
+
+    try:
+        return float(sf.info(path).duration)
+    except Exception:  # noqa: BLE001  (unreadable: the decoder says why; a duration is informative only)
+        return float("nan")
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)  # the model's threads keep the cores; a worker decodes on one
+
+
+# ------------------------------------------------------------------------------------------------ embedding
+
+
+def embed_chunks(
+    source: Any, inference: MynaInferenceModel, feature_extractor, patch_mode: str | None, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """One input's `(chunks, D)` chunk embeddings and `(chunks,)` start seconds, as the store computes them."""
+    embeddings, starts = [], []
+    for segment in stream_segments(source, feature_extractor, batch_size):
+        chunks = segment_chunks(segment, feature_extractor, device=inference.device)
+        embeddings.append(inference.embed(chunks, patch_mode).cpu().numpy())
+        starts.append(segment.chunk_start_frames())
+    return np.concatenate(embeddings), feature_extractor.chunk_start_seconds(np.concatenate(starts))
+
+
+def _distributed_context() -> tuple[int, int, int]:
+    """`(rank, world_size, local_rank)` from the torchrun / accelerate environment; joins a gloo group if > 1."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if world_size > 1 and not torch.distributed.is_initialized():
+        from datetime import timedelta
+
+        # gloo for the barriers only (no tensors are exchanged); a long timeout: ranks finish at different times.
+        torch.distributed.init_process_group("gloo", timeout=timedelta(days=7))
+    return rank, world_size, local_rank
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        torch.distributed.barrier()
+
+
+def _todo(files: list[str], store: EmbeddingStore, key: str) -> tuple[list[str], int, int]:
+    """The files that need embedding, and how many are skipped as done or as known to be unreadable."""
+    states, errors = store.file_states(), store.errors()
+    todo, done, unreadable = [], 0, 0
+    for path in files:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            todo.append(path)  # reported as unreadable by the decoder
+            continue
+        state = states.get(path)
+        if state is not None and state.settings_key == key:
+            if (state.size, state.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+                done += 1
+                continue
+            if state.size == stat.st_size and state.content_hash == content_hash(path):
+                done += 1  # touched, not changed
+                continue
+        error = errors.get(path)
+        if error is not None and error["settings_key"] == key and (error["size"], error["mtime_ns"]) == (
+            stat.st_size,
+            stat.st_mtime_ns,
+        ):
+            unreadable += 1
+            continue
+        todo.append(path)
+    return todo, done, unreadable
+
+
+class _Batcher:
+    """Collects chunks of several files into batches of exactly `batch_size` and hands back finished files."""
+
+    def __init__(self, model: MynaInferenceModel, batch_size: int, patch_mode: str | None):
+        self.model, self.batch_size, self.patch_mode = model, batch_size, patch_mode
+        self.queue: list[tuple[str, torch.Tensor]] = []  # (path, (n, F, T) chunks) not yet embedded
+        self.queued = 0
+        self.files: dict[str, dict[str, Any]] = {}  # path -> header, embeddings so far, chunks outstanding
+
+    def add(self, item: dict[str, Any], chunks: torch.Tensor) -> None:
+        entry = self.files.setdefault(item["path"], {"header": item, "embeddings": [], "starts": [], "outstanding": 0})
+        entry["starts"].append(item["start_frames"])
+        entry["outstanding"] += len(chunks)
+        entry["complete"] = item["is_last"]
+        self.queue.append((item["path"], chunks))
+        self.queued += len(chunks)
+
+    def run(self, final: bool = False) -> list[dict[str, Any]]:
+        """Embeds full batches (and, with `final`, the remainder); returns the entries of finished files."""
+        while self.queued >= self.batch_size or (final and self.queued):
+            take, owners, parts = min(self.batch_size, self.queued), [], []
+            while take:
+                path, chunks = self.queue[0]
+                n = min(take, len(chunks))
+                parts.append(chunks[:n])
+                owners.append((path, n))
+                if n == len(chunks):
+                    self.queue.pop(0)
+                else:
+                    self.queue[0] = (path, chunks[n:])
+                take -= n
+                self.queued -= n
+            embeddings = self.model.embed(torch.cat(parts), self.patch_mode).cpu()
+            for (path, n), rows in zip(owners, embeddings.split([n for _, n in owners])):
+                self.files[path]["embeddings"].append(rows)
+                self.files[path]["outstanding"] -= n
+        finished = [p for p, e in self.files.items() if e.get("complete") and e["outstanding"] == 0]
+        return [self.files.pop(p) for p in finished]
+
+
+def embed_library(
+    files: list[str],
+    store_path: str,
+    model_id: str,
+    patch_mode: str | None = None,
+    precision: str = "float32",
+    timeline: bool = False,
+    batch_size: int = 32,
+    num_workers: int = 1,
+    shard_size: int = 256,
+    device: str | None = None,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Embeds `files` (audio files, or folders searched recursively) into the store at `store_path`, skipping those
+    already there; returns the run's counts.
+
+    In a torchrun / accelerate launch, every process calls this with the same arguments.
+    """
+    rank, world_size, local_rank = _distributed_context()
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    store = EmbeddingStore(store_path)
+    if overwrite and rank == 0 and os.path.isdir(store_path):
+        import shutil
+
+        shutil.rmtree(store_path)
+    _barrier(world_size)
+
+    model, feature_extractor = load_model(model_id, device, dtype)
+    patch_mode = patch_mode or model.config.default_patch_mode
+    if precision != "float32":
+        check = check_precision(model, feature_extractor, precision, patch_mode=patch_mode)
+        if rank == 0:
+            print(f"precision {precision}: mean cosine {check['cosine']:.5f} to float32 on generated music")
+    inference = MynaInferenceModel(model, precision)
+    fingerprint = model_fingerprint(model)
+    settings = {
+        "patch_mode": patch_mode,
+        "precision": precision,
+        "dtype": dtype,
+        "timeline": timeline,
+        "chunk_frames": feature_extractor.chunk_frames,
+        "embedding_size": model.config.embedding_size(patch_mode),
+    }
+    key = settings_key(fingerprint, settings)
+    shown_id = os.path.abspath(model_id) if os.path.isdir(model_id) else model_id
+    row_fields = {
+        "model": shown_id, "model_fingerprint": fingerprint, "settings": json.dumps(settings, sort_keys=True),
+        "settings_key": key,
+    }  # fmt: skip
+
+    existing = store.metadata()
+    if existing and existing.get("settings_key") != key:
+        raise ValueError(
+            f"the store {store_path} holds embeddings of {existing.get('model')} with settings "
+            f"{json.dumps(existing.get('settings'), sort_keys=True)}; this run asks for {shown_id} with "
+            f"{json.dumps(settings, sort_keys=True)}. Write to another --output folder, or pass --overwrite to "
+            "embed the library again into this one."
+        )
+    _barrier(world_size)  # every process has read the metadata before the first one writes it
+    if rank == 0 and not existing:
+        store.write_metadata({**row_fields, "settings": settings})
+
+    from .cli import find_audio_files
+
+    files = sorted({os.path.abspath(f) for f in find_audio_files(files)})
+    mine = files[rank::world_size]
+    todo, done, known_bad = _todo(mine, store, key)
+
+    dataset = _LibraryFiles(todo, feature_extractor, batch_size, spectrograms=torch.device(device).type == "cpu")
+    workers = min(num_workers, len(todo))
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        worker_init_fn=_worker_init,
+        prefetch_factor=8 if workers else None,
+    )
+    batcher = _Batcher(inference, batch_size, patch_mode)
+    rows, errors, counts = [], [], {"embedded": 0, "unreadable": 0, "audio_seconds": 0.0}
+    bar = tqdm(
+        total=len(todo), desc="myna embed" if world_size == 1 else f"myna embed [{rank}]", unit="file",
+        dynamic_ncols=True, disable=not progress or rank != 0,
+    )  # fmt: skip
+    started = time.perf_counter()
+
+    def flush():
+        if rows:
+            store.write_shard(rows, rank)
+        store.write_errors(errors, rank)
+        rows.clear()
+        errors.clear()
+
+    def finish(entry):
+        header = entry["header"]
+        chunk_embeddings = torch.cat(entry["embeddings"]).numpy()
+        starts = torch.cat(entry["starts"]).numpy()
+        row = {
+            "path": header["path"], "size": header["size"], "mtime_ns": header["mtime_ns"],
+            "content_hash": header["content_hash"], "num_chunks": len(chunk_embeddings),
+            "duration": header["duration"], "embedding": chunk_embeddings.mean(axis=0), "embedded_at": time.time(),
+            **row_fields,
+        }  # fmt: skip
+        if timeline:
+            row["timeline"] = chunk_embeddings
+            row["start_times"] = feature_extractor.chunk_start_seconds(starts)
+        rows.append(row)
+        counts["embedded"] += 1
+        counts["audio_seconds"] += row["duration"] if np.isfinite(row["duration"]) else 0.0
+        bar.update(1)
+        bar.set_postfix(audio_s_per_s=f"{counts['audio_seconds'] / (time.perf_counter() - started):.0f}")
+
+    try:
+        for item in loader:
+            if item["kind"] == "error":
+                record = {k: item[k] for k in ("path", "size", "mtime_ns", "error")}
+                errors.append({**record, "settings_key": key, "time": time.time()})
+                counts["unreadable"] += 1
+                tqdm.write(f"unreadable: {item['error']}", file=sys.stderr)
+                bar.update(1)
+                continue
+            if "chunks" in item:
+                chunks = item["chunks"]
+            else:
+                chunks = segment_chunks(AudioSegment(**item["segment"]), feature_extractor, device=device)
+            batcher.add(item, chunks)
+            for entry in batcher.run():
+                finish(entry)
+            if len(rows) >= shard_size:
+                flush()
+        for entry in batcher.run(final=True):
+            finish(entry)
+    finally:
+        flush()  # also on Ctrl-C: what is embedded is kept
+        bar.close()
+    counts["seconds"] = time.perf_counter() - started
+
+    _barrier(world_size)
+    if rank == 0:
+        store.compact()
+        store.write_metadata({**row_fields, "settings": settings})
+    _barrier(world_size)
+    counts.update(skipped=done, known_unreadable=known_bad, files=len(mine), rank=rank, world_size=world_size)
+    return counts
+
+
+def embed_library_command(argv: list[str]) -> int:
+    """`myna embed ... --output FOLDER`: the store variant of `myna embed` (see the module docstring)."""
+    from transformers import HfArgumentParser
+
+    from .cli import EmbedArguments, _HelpFormatter, find_audio_files
+
+    parser = HfArgumentParser(
+        (EmbedArguments, LibraryArguments),
+        prog="myna embed",
+        formatter_class=_HelpFormatter,
+        description="Embed a music library into a resumable store folder (sharded Parquet; an --output folder: a name "
+        "without an extension). Re-running skips files already embedded with the same model and settings and "
+        "re-embeds changed ones. `datasets.load_dataset('parquet', data_dir=STORE)` opens it.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="AUDIO", help="Audio files, or folders searched recursively.")
+    args, library, positional = parser.parse_args_into_dataclasses(args=argv)
+    if args.batch_size < 1 or library.shard_size < 1 or library.num_workers < 0:
+        parser.error("--batch_size and --shard_size must be at least 1, --num_workers at least 0.")
+    if library.precision not in PRECISIONS:
+        parser.error(f"--precision must be one of {PRECISIONS}.")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        parser.error(f"--output {args.output} is a file; a store is a folder (or use a .npz / .parquet name).")
+    files = find_audio_files(positional.inputs)
+    if not files:
+        parser.error(f"no audio files in {' '.join(positional.inputs)}.")
+    try:
+        counts = embed_library(
+            files, args.output, args.model, patch_mode=args.patch_mode, precision=library.precision,
+            timeline=library.timeline or args.pooling == "none", batch_size=args.batch_size,
+            num_workers=library.num_workers, shard_size=library.shard_size, device=args.device, dtype=args.dtype,
+            overwrite=args.overwrite,
+        )  # fmt: skip
+    except (OSError, ValueError) as error:
+        print(f"myna embed: {error}", file=sys.stderr)
+        return 1
+    if counts["rank"] == 0:
+        seconds = max(counts["seconds"], 1e-9)
+        share = f" (this process's share of {counts['world_size']})" if counts["world_size"] > 1 else ""
+        print(
+            f"embedded {counts['embedded']} files ({counts['audio_seconds']:.1f} s of audio) in {seconds:.1f} s "
+            f"({counts['embedded'] / seconds:.2f} files/s, {counts['audio_seconds'] / seconds:.1f} audio s/s){share}; "
+            f"{counts['skipped']} already in the store -> {args.output}"
+        )
+        bad = counts["unreadable"] + counts["known_unreadable"]
+        if bad:
+            print(
+                f"{bad} unreadable file(s), listed with the reason in "
+                f"{os.path.join(args.output, '.myna', 'errors-*.jsonl')}",
+                file=sys.stderr,
+            )
+    return 0
+
+
+__all__ = [
+    "LibraryArguments",
+    "embed_chunks",
+    "embed_library",
+    "embed_library_command",
+    "is_store_output",
+    "load_model",
+    "model_fingerprint",
+]

@@ -1,0 +1,67 @@
+"""The reduced-precision CPU paths: each meets its accuracy bound on generated music, float32 is the model itself,
+and a path that misses its bound is refused."""
+
+import numpy as np
+import pytest
+import torch
+
+from myna_pipelines.precision import (
+    COSINE_BOUND,
+    PROBE_BOUND,
+    MynaInferenceModel,
+    bfloat16_supported,
+    check_precision,
+    measure_precision,
+    probe_score,
+)
+from modeling_myna import MynaFeatureExtractor, MynaModel
+
+from .pipelines_support import tiny_config
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    config = tiny_config("hybrid")
+    model = MynaModel(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return model, MynaFeatureExtractor.from_config(config)
+
+
+def test_float32_path_is_the_model(tiny):
+    model, _ = tiny
+    chunks = torch.rand(5, 128, 96) * 1e4
+    expected = model(chunks, patch_mode="both").pooler_output
+    torch.testing.assert_close(MynaInferenceModel(model, "float32").embed(chunks, "both"), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("precision", ["int8", "bfloat16"])
+def test_reduced_precision_meets_its_bounds(tiny, precision):
+    if precision == "bfloat16" and not bfloat16_supported():
+        pytest.skip("this CPU has no native bfloat16")
+    model, extractor = tiny
+    result = measure_precision(model, extractor, precision, num_clips=10, patch_mode="both", probe=True)
+    assert result["cosine"] >= COSINE_BOUND
+    assert abs(result["probe_change"]) <= PROBE_BOUND
+    assert check_precision(model, extractor, precision)["cosine"] >= COSINE_BOUND
+    # int8 weights really are quantized: the embeddings differ from float32's, a little.
+    assert result["cosine"] < 1.0
+
+
+def test_a_precision_below_its_bound_is_refused(tiny, monkeypatch):
+    model, extractor = tiny
+    import myna_pipelines.precision as precision
+
+    monkeypatch.setattr(precision, "COSINE_BOUND", 1.01)
+    with pytest.raises(ValueError, match="below the bound 1.01.*use --precision float32"):
+        precision.check_precision(model, extractor, "int8")
+
+
+def test_probe_score_separates_separable_classes():
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(4), 50)
+    embeddings = np.eye(4)[labels] * 3 + rng.standard_normal((200, 4))
+    assert probe_score(embeddings, labels) > 90
+    assert probe_score(rng.standard_normal((200, 4)), labels) < 50
