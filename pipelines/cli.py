@@ -191,10 +191,24 @@ def check_patch_mode(embedder, patch_mode: str | None) -> None:
         )
 
 
-def embed_command(argv: list[str]) -> int:
-    from .library import embed_library_command, is_store_output
+def is_store_output(argv: list[str]) -> bool:
+    """Whether `myna embed` was asked to write a store: an --output folder (an existing one, a name ending in `/`,
+    or a name without an extension); `x.npz`, `x.parquet` and other file names keep their meaning."""
+    for i, arg in enumerate(argv):
+        value = None
+        if arg.startswith("--output="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--output" and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value is not None:
+            return os.path.isdir(value) or value.endswith(os.sep) or not os.path.splitext(value.rstrip(os.sep))[1]
+    return False
 
+
+def embed_command(argv: list[str]) -> int:
     if is_store_output(argv):  # --output FOLDER: the resumable store (pipelines/library.py)
+        from .library import embed_library_command
+
         return embed_library_command(argv)
     parser = dataclass_parser(
         EmbedArguments,

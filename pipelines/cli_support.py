@@ -113,7 +113,8 @@ def dataclass_parser(*classes, **kwargs) -> CommandParser:
                 options["choices"] = list(typing.get_args(kind))
             elif "choices" not in options:
                 options["type"] = kind
-            group.add_argument(f"--{f.name}", **options)
+            aliases = options.pop("aliases", [])  # as HfArgumentParser: extra option strings, e.g. ["-k"]
+            group.add_argument(f"--{f.name}", *aliases, **options)
             if kind is bool and f.default is True:
                 group.add_argument(f"--no_{f.name}", action="store_false", dest=f.name, help=f"Turn off --{f.name}.")
     return parser

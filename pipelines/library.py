@@ -51,20 +51,6 @@ class LibraryArguments:
     shard_size: int = field(default=256, metadata={"help": "Files per Parquet shard: at most this much is redone."})
 
 
-def is_store_output(argv: list[str]) -> bool:
-    """Whether `myna embed` was asked to write a store: an --output folder (an existing one, a name ending in `/`,
-    or a name without an extension); `x.npz`, `x.parquet` and other file names keep their meaning."""
-    for i, arg in enumerate(argv):
-        value = None
-        if arg.startswith("--output="):
-            value = arg.split("=", 1)[1]
-        elif arg == "--output" and i + 1 < len(argv):
-            value = argv[i + 1]
-        if value is not None:
-            return os.path.isdir(value) or value.endswith(os.sep) or not os.path.splitext(value.rstrip(os.sep))[1]
-    return False
-
-
 # ------------------------------------------------------------------------------------------------ model identity
 
 
@@ -400,20 +386,19 @@ def embed_library(
 
 def embed_library_command(argv: list[str]) -> int:
     """`myna embed ... --output FOLDER`: the store variant of `myna embed` (see the module docstring)."""
-    from transformers import HfArgumentParser
+    from .cli import EmbedArguments, find_audio_files
+    from .cli_support import dataclass_parser, parse_into
 
-    from .cli import EmbedArguments, _HelpFormatter, find_audio_files
-
-    parser = HfArgumentParser(
-        (EmbedArguments, LibraryArguments),
+    parser = dataclass_parser(
+        EmbedArguments,
+        LibraryArguments,
         prog="myna embed",
-        formatter_class=_HelpFormatter,
         description="Embed a music library into a resumable store folder (sharded Parquet; an --output folder: a name "
         "without an extension). Re-running skips files already embedded with the same model and settings and "
         "re-embeds changed ones. `datasets.load_dataset('parquet', data_dir=STORE)` opens it.",
     )
     parser.add_argument("inputs", nargs="+", metavar="AUDIO", help="Audio files, or folders searched recursively.")
-    args, library, positional = parser.parse_args_into_dataclasses(args=argv)
+    args, library, positional = parse_into(parser, (EmbedArguments, LibraryArguments), argv)
     if args.batch_size < 1 or library.shard_size < 1 or library.num_workers < 0:
         parser.error("--batch_size and --shard_size must be at least 1, --num_workers at least 0.")
     if library.precision not in PRECISIONS:
@@ -456,7 +441,6 @@ __all__ = [
     "embed_chunks",
     "embed_library",
     "embed_library_command",
-    "is_store_output",
     "load_model",
     "model_fingerprint",
 ]

@@ -253,18 +253,15 @@ class SearchArguments:
 
 
 def index_command(argv: list[str]) -> int:
-    from transformers import HfArgumentParser
+    from .cli_support import dataclass_parser, parse_into
 
-    from .cli import _HelpFormatter
-
-    parser = HfArgumentParser(
+    parser = dataclass_parser(
         IndexArguments,
         prog="myna index",
-        formatter_class=_HelpFormatter,
         description="Build a FAISS similarity index (cosine) over the track embeddings of a `myna embed` store.",
     )
     parser.add_argument("store", metavar="STORE", help="Store folder written by `myna embed ... --output STORE`.")
-    args, positional = parser.parse_args_into_dataclasses(args=argv)
+    args, positional = parse_into(parser, IndexArguments, argv)
     if os.path.exists(os.path.join(args.output, "index.json")) and not args.overwrite:
         parser.error(f"--output {args.output} holds an index; pass --overwrite to replace it.")
     try:
@@ -281,21 +278,18 @@ def index_command(argv: list[str]) -> int:
 
 
 def search_command(argv: list[str]) -> int:
-    from transformers import HfArgumentParser
-
     from modeling_myna.audio_utils import AudioDecodeError
 
-    from .cli import _HelpFormatter
+    from .cli_support import dataclass_parser, parse_into
 
-    parser = HfArgumentParser(
+    parser = dataclass_parser(
         SearchArguments,
         prog="myna search",
-        formatter_class=_HelpFormatter,
         description="The tracks of an index most similar to audio files (cosine similarity of Myna embeddings).",
     )
     parser.add_argument("index", metavar="INDEX", help="Index folder written by `myna index`.")
     parser.add_argument("queries", nargs="+", metavar="AUDIO", help="Audio files to search for.")
-    args, positional = parser.parse_args_into_dataclasses(args=argv)
+    args, positional = parse_into(parser, SearchArguments, argv)
     if args.k < 1:
         parser.error(f"-k must be at least 1, got {args.k}.")
     try:

@@ -13,7 +13,8 @@ from transformers import pipeline
 
 import myna_pipelines  # noqa: F401
 from myna_pipelines.cli import main
-from myna_pipelines.library import embed_library, is_store_output
+from myna_pipelines.cli import is_store_output
+from myna_pipelines.library import embed_library
 from myna_pipelines.store import EmbeddingStore
 
 from .pipelines_support import save_tiny_model, write_audio
