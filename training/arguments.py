@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from transformers import HfArgumentParser
 
 from modeling_myna import VARIANTS, MynaConfig
+from modeling_myna.configuration_myna import MASK_RATIO_SCHEDULES, MASKING_POLICIES, MODEL_SIZES
+from modeling_myna.masking import build_masking_policy, parse_policy_options
 
 
 @dataclass
@@ -22,7 +24,10 @@ class ModelArguments:
     variant: str = field(default="base", metadata={"help": f"Patch layout: one of {sorted(VARIANTS)}."})
     model_size: str = field(
         default="small",
-        metadata={"help": "'small' (width 128, 3 layers: the CPU default) or 'vit-s' (the paper's 384 x 12)."},
+        metadata={
+            "help": "'small' (width 128, 3 layers: the CPU default), 'vit-t' (192 x 12), 'vit-s' (the paper's "
+            "384 x 12), 'vit-b' (768 x 12) or 'vit-l' (1024 x 24); modeling_myna.configuration_myna.MODEL_SIZES."
+        },
     )
     hidden_size: int | None = field(default=None, metadata={"help": "Overrides the width of model_size."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "Overrides the depth of model_size."})
@@ -30,18 +35,29 @@ class ModelArguments:
     intermediate_size: int | None = field(default=None, metadata={"help": "Overrides the MLP width."})
     projection_dim: int = field(default=128, metadata={"help": "Width of the contrastive projection."})
     mask_ratio: float = field(default=0.9, metadata={"help": "Fraction of patch tokens dropped per view (paper: 0.9)."})
+    masking_policy: str = field(
+        default="uniform",
+        metadata={"help": f"Which tokens each view keeps: one of {list(MASKING_POLICIES)} (paper: uniform)."},
+    )
+    masking_policy_args: str | None = field(
+        default=None,
+        metadata={"help": "Options of the policy as key=value[,key=value], e.g. 'temperature=0.5,saliency=flux'."},
+    )
+    mask_ratio_schedule: str = field(
+        default="constant",
+        metadata={"help": f"Masking ratio over training: one of {list(MASK_RATIO_SCHEDULES)}; ends at mask_ratio."},
+    )
+    mask_ratio_start: float | None = field(
+        default=None, metadata={"help": "Masking ratio at the first step of a linear or cosine schedule."}
+    )
     init_from: str | None = field(
         default=None, metadata={"help": "A saved Myna folder or Hub id to start from instead of random weights."}
     )
 
     def to_config(self) -> MynaConfig:
-        sizes = {
-            "small": dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=4, head_dim=32, intermediate_size=512),
-            "vit-s": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, head_dim=64, intermediate_size=1536),
-        }
-        if self.model_size not in sizes:
-            raise ValueError(f"model_size={self.model_size!r}: choose one of {sorted(sizes)}.")
-        size = dict(sizes[self.model_size])
+        if self.model_size not in MODEL_SIZES:
+            raise ValueError(f"model_size={self.model_size!r}: choose one of {list(MODEL_SIZES)}.")
+        size = dict(MODEL_SIZES[self.model_size])
         for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
             if getattr(self, key) is not None:
                 size[key] = getattr(self, key)
@@ -51,8 +67,17 @@ class ModelArguments:
                 f"{size['num_attention_heads']}."
             )
         size["head_dim"] = size["hidden_size"] // size["num_attention_heads"]
+        policy_options = parse_policy_options(self.masking_policy_args)
+        build_masking_policy(self.masking_policy, **policy_options)  # fails here on a bad name or option
         return MynaConfig.from_variant(
-            self.variant, projection_dim=self.projection_dim, mask_ratio=self.mask_ratio, **size
+            self.variant,
+            projection_dim=self.projection_dim,
+            mask_ratio=self.mask_ratio,
+            masking_policy=self.masking_policy,
+            masking_policy_kwargs=policy_options,
+            mask_ratio_schedule=self.mask_ratio_schedule,
+            mask_ratio_start=self.mask_ratio_start,
+            **size,
         )
 
 
