@@ -1,0 +1,68 @@
+"""Tests of myna_training.ablate: the sweep design, and a 2-point sweep of a tiny model that writes its table and plot."""
+
+import json
+
+import pytest
+
+from myna_training import ablate
+
+
+TINY = (
+    "--hidden_size 32 --num_hidden_layers 1 --num_attention_heads 2 --intermediate_size 64 --projection_dim 16 "
+    "--clip_seconds 4 --logging_steps 1"
+)
+
+
+def test_one_factor_at_a_time_varies_each_factor_around_the_papers_values():
+    args = ablate.AblationArguments(
+        mask_ratios="0.5,0.9", masking_policies="uniform,time_block,frequency_band", batch_sizes="16,64",
+        model_sizes="small", variants="base,vertical",
+    )
+    points = ablate.sweep_points(args)
+    base = {"mask_ratio": 0.9, "masking_policy": "uniform", "batch_size": 64, "model_size": "small", "variant": "base"}
+    assert points[0] == base
+    assert {ablate.run_name(p) for p in points[1:]} == {
+        "base-small-r0.5-uniform-b64", "base-small-r0.9-time_block-b64", "base-small-r0.9-frequency_band-b64",
+        "base-small-r0.9-uniform-b16", "vertical-small-r0.9-uniform-b64",
+    }
+    grid = ablate.sweep_points(ablate.AblationArguments(
+        mask_ratios="0.5,0.9", masking_policies="uniform", batch_sizes="8", model_sizes="small,vit-t",
+        variants="base", design="grid",
+    ))
+    assert len(grid) == 4
+    with pytest.raises(ValueError, match="unknown masking_policy"):
+        ablate.sweep_points(ablate.AblationArguments(masking_policies="uniform,random"))
+    # Equal examples per run: a smaller batch takes more steps.
+    argv = ablate.pretrain_argv({**base, "batch_size": 16}, ablate.AblationArguments(examples_per_run=6400), "run")
+    assert argv[argv.index("--max_steps") + 1] == "400"
+
+
+def test_two_point_sweep_writes_its_table_and_plot(tmp_path):
+    out = tmp_path / "sweep"
+    report = ablate.main([
+        "--output_dir", str(out), "--mask_ratios", "0.5,0.9", "--masking_policies", "uniform", "--batch_sizes", "8",
+        "--model_sizes", "small", "--variants", "base", "--examples_per_run", "24", "--num_clips", "16",
+        "--tasks", "synthetic-style", "--synthetic_sizes", "20,10,10", "--synthetic_duration", "4",
+        "--pretrain_args", TINY,
+    ])
+    assert [r["mask_ratio"] for r in report["runs"]] == [0.9, 0.5]
+    assert all(r["steps"] == 3 and 0.0 <= r["tasks"]["synthetic-style"]["test"] <= 1.0 for r in report["runs"])
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["runs"] == report["runs"]
+    table = (out / "results.md").read_text()
+    assert table.count("| base | small |") == 2 and "synthetic-style (" in table
+    assert (out / "metric_vs_mask_ratio.png").stat().st_size > 1000
+    assert not (out / "runs" / "base-small-r0.9-uniform-b8" / "checkpoints").exists()
+    # A rerun reuses the finished runs.
+    again = ablate.main([
+        "--output_dir", str(out), "--mask_ratios", "0.5,0.9", "--masking_policies", "uniform", "--batch_sizes", "8",
+        "--model_sizes", "small", "--variants", "base", "--examples_per_run", "24", "--num_clips", "16",
+        "--tasks", "synthetic-style", "--synthetic_sizes", "20,10,10", "--synthetic_duration", "4",
+        "--pretrain_args", TINY,
+    ])
+    assert again["runs"] == report["runs"]
+
+
+def test_policy_pictures(tmp_path):
+    paths = ablate.main(["--plot_policies", str(tmp_path)])["plots"]
+    assert len(paths) == 6 and all(100 < (tmp_path / p.split("/")[-1]).stat().st_size < 100_000 for p in paths)
