@@ -28,9 +28,9 @@ with batch N * B. The policies, on a grid of `H` patch rows (frequency) by `W` p
   audio (columns aligned to the nearest patch), so overlapping crops keep disjoint content; without it, the same
   grid position. Pair it with overlapping crops (`--max_crop_distance`).
 - `saliency` (adaptive, data-dependent): tokens sampled without replacement with probability proportional to
-  `exp(s / temperature)`, `s` the per-example z-scored saliency of the patch (`"energy"`: mean log-power,
-  `log1p` of the power mel; `"flux"`: mean positive frame-to-frame difference of the log-power, spectral flux as in
-  onset detection, Bello et al. 2005). Sampling is the Gumbel-top-k trick (Kool, van Hoof & Welling 2019, "Stochastic
+  `exp(s / temperature)`, `s` the per-example z-scored saliency of the patch (`"energy"`: `log1p` of the patch's
+  mean power; `"flux"`: mean positive frame-to-frame difference of the log-power of the patch's band of mel bins,
+  spectral flux as in onset detection, Bello et al. 2005). Sampling is the Gumbel-top-k trick (Kool, van Hoof & Welling 2019, "Stochastic
   Beams and Where to Find Them"): keep the top k of `s / temperature + Gumbel`. Large temperatures tend to
   `uniform`; small ones to the k most salient patches. Choosing tokens by a saliency is in the spirit of AttMask
   (Kakogeorgiou et al. 2022), which ranks tokens by a teacher's attention; ranking them by the input's energy or
@@ -246,11 +246,20 @@ class MynaSaliencyMasking(MynaMaskingPolicy):
     def scores(self, spectrograms: torch.Tensor, patch_size: Sequence[int]) -> torch.Tensor:
         """Per-example z-scored saliency of each patch, `(batch, H * W)` from `(batch, num_mel_bins, frames)`."""
         patch_height, patch_width = patch_size
-        log_power = torch.log1p(spectrograms.float().clamp(min=0))
-        if self.saliency == "flux":
-            # Positive change from the previous frame (the first frame has none), a spectral-flux onset feature.
-            log_power = F.pad((log_power[..., 1:] - log_power[..., :-1]).clamp(min=0), (1, 0))
-        per_patch = F.avg_pool2d(log_power[:, None], (patch_height, patch_width)).flatten(1)  # (b, H * W), row-major
+        batch, num_mel_bins, num_frames = spectrograms.shape
+        height, width = num_mel_bins // patch_height, num_frames // patch_width
+        # Pooled over each band of patch rows before the logarithm (the costly part): one pass over the input.
+        band = spectrograms.reshape(batch, height, patch_height, num_frames).sum(2, dtype=torch.float32)
+        band = (band / patch_height).clamp(min=0)[..., : width * patch_width]  # (b, H, W * pw) band power
+        if self.saliency == "energy":
+            per_patch = torch.log1p(band.view(batch, height, width, patch_width).mean(-1))
+        else:
+            # Positive change of the band's log-power from the previous frame (the first frame has none), averaged
+            # over the patch's frames: spectral flux, the onset-detection feature.
+            log_band = torch.log1p(band)
+            flux = F.pad((log_band[..., 1:] - log_band[..., :-1]).clamp(min=0), (1, 0))
+            per_patch = flux.view(batch, height, width, patch_width).mean(-1)
+        per_patch = per_patch.flatten(1)  # (b, H * W), row-major like the tokens
         return (per_patch - per_patch.mean(1, keepdim=True)) / (per_patch.std(1, keepdim=True) + 1e-6)
 
     def draw(self, grid_size, num_kept, num_views, batch_size, generator, device, **inputs):
