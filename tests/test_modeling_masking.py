@@ -251,3 +251,23 @@ def test_size_presets_build_and_round_trip(name, tmp_path):
     assert model_size_name(reloaded.config) == name
     for key, value in model.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[key], value)
+
+
+def test_converter_checks_the_size_preset():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from reference_vit import ReferenceMyna
+
+    from modeling_myna.convert_original_checkpoint import convert_checkpoint
+
+    size = MODEL_SIZES["vit-t"]
+    reference = ReferenceMyna(
+        [16, 16], dim=size["hidden_size"], depth=size["num_hidden_layers"], heads=size["num_attention_heads"],
+        dim_head=size["head_dim"], mlp_dim=size["intermediate_size"], num_outputs=128,
+    )
+    model = convert_checkpoint(reference.state_dict(), "base", model_size="vit-t")
+    assert model_size_name(model.config) == "vit-t" and model.config.num_attention_heads == 3
+    with pytest.raises(ValueError, match="is not the vit-s preset"):
+        convert_checkpoint(reference.state_dict(), "base", model_size="vit-s")
