@@ -66,3 +66,27 @@ def test_two_point_sweep_writes_its_table_and_plot(tmp_path):
 def test_policy_pictures(tmp_path):
     paths = ablate.main(["--plot_policies", str(tmp_path)])["plots"]
     assert len(paths) == 6 and all(100 < (tmp_path / p.split("/")[-1]).stat().st_size < 100_000 for p in paths)
+
+
+@pytest.mark.parametrize("policy", ["saliency", "frequency_band", "complementary"])
+def test_pretraining_draws_the_policys_masks_with_a_ratio_schedule(tmp_path, policy, monkeypatch):
+    from modeling_myna import masking
+    from myna_training import pretrain
+
+    calls = []
+    original = masking.MynaMaskingPolicy.__call__
+
+    def recording(self, grid_size, num_kept, batch_size, **kwargs):
+        calls.append((self.name, grid_size, num_kept))
+        return original(self, grid_size, num_kept, batch_size, **kwargs)
+
+    monkeypatch.setattr(masking.MynaMaskingPolicy, "__call__", recording)
+    summary = pretrain.main(TINY.split() + [
+        "--variant", "hybrid", "--masking_policy", policy, "--mask_ratio_schedule", "linear", "--mask_ratio_start",
+        "0.5", "--output_dir", str(tmp_path / "run"), "--num_clips", "16", "--per_device_batch_size", "8",
+        "--max_steps", "3", "--warmup_steps", "1", "--checkpointing_steps", "0", "--probe_clips", "0",
+    ])
+    assert summary["steps"] == 3
+    # Square (8 x 6) then vertical (1 x 48) per step; the ratio goes 0.5 -> 0.7 -> 0.9: 24, 15, 5 kept of 48.
+    assert [c[1:] for c in calls] == [((8, 6), 24), ((1, 48), 24), ((8, 6), 15), ((1, 48), 15), ((8, 6), 5), ((1, 48), 5)]
+    assert {c[0] for c in calls} == {policy}
