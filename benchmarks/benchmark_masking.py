@@ -92,7 +92,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"CPU, {torch.get_num_threads()} threads, batch {args.batch_size}, {args.rounds} rounds x {args.steps} steps")
+    threads = torch.get_num_threads()
+    print(f"CPU, {threads} threads, batch {args.batch_size}, {args.rounds} rounds x {args.steps} steps")
     if args.sizes:
         sizes = [s.strip() for s in args.sizes.split(",")]
         uniform = build_masking_policy("uniform")

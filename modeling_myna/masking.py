@@ -30,8 +30,8 @@ with batch N * B. The policies, on a grid of `H` patch rows (frequency) by `W` p
 - `saliency` (adaptive, data-dependent): tokens sampled without replacement with probability proportional to
   `exp(s / temperature)`, `s` the per-example z-scored saliency of the patch (`"energy"`: `log1p` of the patch's
   mean power; `"flux"`: mean positive frame-to-frame difference of the log-power of the patch's band of mel bins,
-  spectral flux as in onset detection, Bello et al. 2005). Sampling is the Gumbel-top-k trick (Kool, van Hoof & Welling 2019, "Stochastic
-  Beams and Where to Find Them"): keep the top k of `s / temperature + Gumbel`. Large temperatures tend to
+  spectral flux as in onset detection, Bello et al. 2005). Sampling is the Gumbel-top-k trick (Kool, van Hoof &
+  Welling 2019, "Stochastic Beams and Where to Find Them"): keep the top k of `s / temperature + Gumbel`. Large temperatures tend to
   `uniform`; small ones to the k most salient patches. Choosing tokens by a saliency is in the spirit of AttMask
   (Kakogeorgiou et al. 2022), which ranks tokens by a teacher's attention; ranking them by the input's energy or
   flux, with no teacher, is this project's choice, not a published recipe.

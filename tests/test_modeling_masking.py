@@ -61,7 +61,8 @@ def test_every_policy_keeps_k_distinct_tokens_and_is_fixed_by_the_generator(name
 def test_uniform_is_the_training_loops_original_draw():
     generator = torch.Generator().manual_seed(5)
     expected = torch.rand((2, 32, 48), generator=generator)[:, 8:16].reshape(16, 48)
-    noise = build_masking_policy("uniform")(SQUARE_GRID, 5, 32, generator=torch.Generator().manual_seed(5), rows=slice(8, 16))
+    generator = torch.Generator().manual_seed(5)
+    noise = build_masking_policy("uniform")(SQUARE_GRID, 5, 32, generator=generator, rows=slice(8, 16))
     assert torch.equal(noise, expected)
 
 
@@ -150,7 +151,8 @@ def test_complementary_aligns_shifted_crops_so_they_keep_disjoint_audio():
     policy = build_masking_policy("complementary")
     batch, grid, patch = 16, SQUARE_GRID, [16, 16]
     shift = torch.tensor([0, 16, -16, 32, 48, -80, 200, 7] * 2)  # second crop start minus first, frames
-    noise = policy(grid, 5, batch, generator=torch.Generator().manual_seed(0), patch_size=patch, view_shift_frames=shift)
+    generator = torch.Generator().manual_seed(0)
+    noise = policy(grid, 5, batch, generator=generator, patch_size=patch, view_shift_frames=shift)
     kept = masks_from_noise(noise, 5).view(2, batch, *grid)
     for b in range(batch):
         offset = round(int(shift[b]) / 16)
@@ -247,7 +249,8 @@ def test_size_presets_build_and_round_trip(name, tmp_path):
     assert model.num_parameters() / 1e6 == pytest.approx(expected, rel=0.05)
     model.save_pretrained(tmp_path)
     reloaded = MynaModel.from_pretrained(tmp_path)
-    assert reloaded.config.masking_policy == "saliency" and reloaded.config.masking_policy_kwargs == {"temperature": 0.5}
+    assert reloaded.config.masking_policy == "saliency"
+    assert reloaded.config.masking_policy_kwargs == {"temperature": 0.5}
     assert model_size_name(reloaded.config) == name
     for key, value in model.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[key], value)

@@ -1,4 +1,5 @@
-"""Tests of myna_training.ablate: the sweep design, and a 2-point sweep of a tiny model that writes its table and plot."""
+"""Tests of myna_training.ablate (the sweep design; a 2-point sweep of a tiny model that writes its table and plot; the
+policy pictures) and of pre-training with a masking policy and a ratio schedule."""
 
 import json
 
@@ -88,5 +89,6 @@ def test_pretraining_draws_the_policys_masks_with_a_ratio_schedule(tmp_path, pol
     ])
     assert summary["steps"] == 3
     # Square (8 x 6) then vertical (1 x 48) per step; the ratio goes 0.5 -> 0.7 -> 0.9: 24, 15, 5 kept of 48.
-    assert [c[1:] for c in calls] == [((8, 6), 24), ((1, 48), 24), ((8, 6), 15), ((1, 48), 15), ((8, 6), 5), ((1, 48), 5)]
+    expected = [((8, 6), 24), ((1, 48), 24), ((8, 6), 15), ((1, 48), 15), ((8, 6), 5), ((1, 48), 5)]
+    assert [c[1:] for c in calls] == expected
     assert {c[0] for c in calls} == {policy}
