@@ -4,6 +4,7 @@ policy pictures) and of pre-training with a masking policy and a ratio schedule.
 import json
 
 import pytest
+import torch
 
 from myna_training import ablate
 
@@ -92,3 +93,20 @@ def test_pretraining_draws_the_policys_masks_with_a_ratio_schedule(tmp_path, pol
     expected = [((8, 6), 24), ((1, 48), 24), ((8, 6), 15), ((1, 48), 15), ((8, 6), 5), ((1, 48), 5)]
     assert [c[1:] for c in calls] == expected
     assert {c[0] for c in calls} == {policy}
+
+
+def test_gradient_checkpointing_trains_to_the_same_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    from myna_training import pretrain
+
+    common = TINY.split() + [
+        "--num_clips", "16", "--per_device_batch_size", "8", "--max_steps", "2", "--warmup_steps", "1",
+        "--checkpointing_steps", "0", "--probe_clips", "0", "--cache_dir", str(tmp_path / "cache"),
+    ]
+    pretrain.main(common + ["--output_dir", str(tmp_path / "plain")])
+    pretrain.main(common + ["--output_dir", str(tmp_path / "checkpointed"), "--gradient_checkpointing"])
+    plain = load_file(tmp_path / "plain" / "model.safetensors")
+    checkpointed = load_file(tmp_path / "checkpointed" / "model.safetensors")
+    for key, value in plain.items():
+        torch.testing.assert_close(checkpointed[key], value)

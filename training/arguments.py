@@ -164,6 +164,13 @@ class PretrainingArguments:
         default=None, metadata={"help": "'no', 'bf16' or 'fp16'; default: what `accelerate launch` was given."}
     )
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "Recompute each block's activations in the backward pass (less memory, ~1/3 more compute); "
+            "benchmarks/estimate_memory.py estimates the saving per model size."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed of weights, crops, masks and the data order."})
     checkpointing_steps: int = field(default=100, metadata={"help": "Save a checkpoint every N steps (0: only at the end)."})
     checkpoints_total_limit: int | None = field(default=2, metadata={"help": "Keep this many checkpoints."})

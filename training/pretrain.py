@@ -292,6 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         config = model_args.to_config()
         model = MynaForContrastivePretraining(config)
+    if training_args.gradient_checkpointing:
+        model.activation_checkpointing_enable()
     feature_extractor = MynaFeatureExtractor.from_config(config)
     crop_frames = config.chunk_frames
 
