@@ -14,6 +14,7 @@ float32, manual attention (tests/reference_vit.py), the crops taken from the sam
     python benchmarks/benchmark_pretrain.py --device cuda --reference        # the reference-style step, fp32
     python benchmarks/benchmark_pretrain.py --placement out_of_core --store /data/store   # an existing store
     python benchmarks/benchmark_pretrain.py --json                           # one JSON line (for other scripts)
+    python benchmarks/benchmark_pretrain.py --masking_policy saliency --model_size vit-t   # a policy, a size
 """
 
 import argparse
@@ -28,6 +29,8 @@ import numpy as np
 import torch
 
 from modeling_myna import MynaConfig, MynaForContrastivePretraining
+from modeling_myna.configuration_myna import MASKING_POLICIES, MODEL_SIZES
+from modeling_myna.masking import build_masking_policy
 from modeling_myna.modeling_myna import num_kept_tokens
 from myna_training.data import BatchPlan, CropPrefetcher, SpectrogramStore
 from myna_training.losses import InfoNCELoss, SogCLRLoss
@@ -36,10 +39,7 @@ from myna_training.pretrain import num_tokens
 
 # Dense bf16 peak of common GPUs (TFLOP/s, vendor data sheets, no sparsity) for MFU.
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
-SIZES = {
-    "vit-s": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, head_dim=64, intermediate_size=1536),
-    "small": dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=4, head_dim=32, intermediate_size=512),
-}
+SIZES = MODEL_SIZES
 
 
 def training_flops_per_example(config: MynaConfig, num_views: int = 2, embed_all: bool = False) -> float:
@@ -118,7 +118,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch_size", type=int, default=None, help="default: 4096 on CUDA, 256 on CPU")
     parser.add_argument("--variant", default="base", choices=["base", "vertical", "hybrid"])
-    parser.add_argument("--model_size", default="vit-s", choices=sorted(SIZES))
+    parser.add_argument("--model_size", default="vit-s", choices=list(SIZES))
+    parser.add_argument("--masking_policy", default="uniform", choices=list(MASKING_POLICIES))
     parser.add_argument("--loss", default="sogclr", choices=["sogclr", "infonce"])
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 100 on CUDA, 5 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 10 CUDA, 1 CPU)")
@@ -162,6 +163,7 @@ def main() -> None:
             if args.compile:
                 model = torch.compile(model)
         optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=1e-5, fused=cuda)
+        policy = build_masking_policy(args.masking_policy)
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
         def step(micro: int) -> torch.Tensor:
@@ -177,7 +179,11 @@ def main() -> None:
             else:
                 generator = torch.Generator(device=device).manual_seed(micro)
                 noise = [
-                    torch.rand((2 * batch_size, num_tokens(config, p)), generator=generator, device=device)
+                    policy(
+                        (config.num_mel_bins // p[0], config.chunk_frames // p[1]),
+                        num_kept_tokens(num_tokens(config, p), config.mask_ratio), batch_size,
+                        generator=generator, device=device, views=(view1, view2), patch_size=p,
+                    )
                     for p in config.patch_sizes
                 ]
                 with autocast:
@@ -209,6 +215,7 @@ def main() -> None:
         "implementation": "reference-style" if args.reference else "myna" + (" (compiled)" if args.compile else ""),
         "variant": args.variant,
         "model_size": args.model_size,
+        "masking_policy": args.masking_policy,
         "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "loss": args.loss,
         "batch_size": batch_size,

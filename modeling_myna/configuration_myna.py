@@ -25,6 +25,22 @@ VARIANTS = {
     "hybrid": [SQUARE_PATCH, VERTICAL_PATCH],
 }
 
+# Encoder sizes by name (`--model_size`), shared by pre-training, fine-tuning and the converter. "small" is the
+# project's CPU default; the ViT sizes follow Dosovitskiy et al. 2021 (Table 1) and DeiT-Ti (Touvron et al. 2021),
+# all with 64-wide heads and an MLP 4x the width; "vit-s" is the paper's encoder (SPEC §2).
+MODEL_SIZES = {
+    "small": dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=4, head_dim=32, intermediate_size=512),
+    "vit-t": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, head_dim=64, intermediate_size=768),
+    "vit-s": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, head_dim=64, intermediate_size=1536),
+    "vit-b": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, head_dim=64, intermediate_size=3072),
+    "vit-l": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, head_dim=64, intermediate_size=4096),
+}
+
+# Masking policies of pre-training (modeling_myna/masking.py) and schedules of the masking ratio; "uniform" and
+# "constant" are the paper's.
+MASKING_POLICIES = ("uniform", "time_block", "frequency_band", "multi_block", "complementary", "saliency")
+MASK_RATIO_SCHEDULES = ("constant", "linear", "cosine")
+
 # How a forward of a model with two tokenizers combines them: one of them, or both concatenated.
 BOTH_PATCH_MODES = "both"
 
@@ -42,6 +58,14 @@ def chunk_frames_for(patch_sizes: list[list[int]], chunk_samples: int = CHUNK_SA
     """
     patch_width = patch_sizes[0][1]
     return frames_for_samples(chunk_samples) // patch_width * patch_width
+
+
+def model_size_name(config) -> str | None:
+    """The `MODEL_SIZES` name whose sizes `config` has, or `None`."""
+    for name, size in MODEL_SIZES.items():
+        if all(getattr(config, key) == value for key, value in size.items()):
+            return name
+    return None
 
 
 def patch_mode_name(patch_size: list[int], num_mel_bins: int) -> str:
@@ -88,6 +112,17 @@ class MynaConfig(PretrainedConfig):
             Linear (the one-hidden-layer probe of JukeMIR).
         classifier_dropout (`float`, *optional*, defaults to 0.0):
             Dropout of the hidden layer of that head.
+            Fraction of patch tokens dropped from each view in pre-training (the final ratio of a schedule).
+        masking_policy (`str`, *optional*, defaults to `"uniform"`):
+            How pre-training chooses the kept tokens (`modeling_myna.masking`): `"uniform"` (the paper's),
+            `"time_block"`, `"frequency_band"` (square patches), `"multi_block"`, `"complementary"` or `"saliency"`.
+            Pre-training reads it; the model's forward does not (it takes `noise`), so inference is unaffected.
+        masking_policy_kwargs (`dict`, *optional*):
+            Options of the policy, e.g. `{"temperature": 0.5}` for `"saliency"`.
+        mask_ratio_schedule (`str`, *optional*, defaults to `"constant"`):
+            `"constant"` (the paper's), `"linear"` or `"cosine"` from `mask_ratio_start` to `mask_ratio`.
+        mask_ratio_start (`float`, *optional*):
+            Masking ratio at the first step of a non-constant schedule.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated normal initialisation of linear layers.
         sampling_rate (`int`, *optional*, defaults to 16000):
@@ -122,6 +157,10 @@ class MynaConfig(PretrainedConfig):
         mask_ratio: float = 0.9,
         classifier_hidden_size: int = 0,
         classifier_dropout: float = 0.0,
+        masking_policy: str = "uniform",
+        masking_policy_kwargs: dict | None = None,
+        mask_ratio_schedule: str = "constant",
+        mask_ratio_start: float | None = None,
         initializer_range: float = 0.02,
         sampling_rate: int = SAMPLING_RATE,
         **kwargs,
@@ -141,6 +180,10 @@ class MynaConfig(PretrainedConfig):
         self.mask_ratio = mask_ratio
         self.classifier_hidden_size = classifier_hidden_size
         self.classifier_dropout = classifier_dropout
+        self.masking_policy = masking_policy
+        self.masking_policy_kwargs = dict(masking_policy_kwargs or {})
+        self.mask_ratio_schedule = mask_ratio_schedule
+        self.mask_ratio_start = mask_ratio_start
         self.initializer_range = initializer_range
         self.sampling_rate = sampling_rate
         self._validate_geometry()
@@ -175,6 +218,24 @@ class MynaConfig(PretrainedConfig):
             raise ValueError(f"hidden_size must be a multiple of 4 for the 2D sin-cos embedding, got {self.hidden_size}.")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}.")
+        if self.masking_policy not in MASKING_POLICIES:
+            raise ValueError(f"masking_policy={self.masking_policy!r}: choose one of {list(MASKING_POLICIES)}.")
+        if self.masking_policy == "frequency_band" and self.patch_modes == ["vertical"]:
+            raise ValueError(
+                "masking_policy='frequency_band' keeps a band of patch rows, but vertical patches span every mel bin "
+                "(one row): on them it is 'uniform'. Use square or hybrid patches, or masking_policy='uniform'."
+            )
+        if self.mask_ratio_schedule not in MASK_RATIO_SCHEDULES:
+            raise ValueError(
+                f"mask_ratio_schedule={self.mask_ratio_schedule!r}: choose one of {list(MASK_RATIO_SCHEDULES)}."
+            )
+        if self.mask_ratio_schedule != "constant" and (
+            self.mask_ratio_start is None or not 0.0 <= self.mask_ratio_start < 1.0
+        ):
+            raise ValueError(
+                f"mask_ratio_schedule={self.mask_ratio_schedule!r} needs mask_ratio_start in [0, 1), got "
+                f"{self.mask_ratio_start}."
+            )
         if self.chunk_frames < self.patch_sizes[0][1]:
             raise ValueError(f"chunk_frames={self.chunk_frames} is narrower than one patch {self.patch_sizes[0]}.")
 
@@ -194,11 +255,19 @@ class MynaConfig(PretrainedConfig):
         return self.hidden_size * (len(self.patch_sizes) if patch_mode == BOTH_PATCH_MODES else 1)
 
     @classmethod
-    def from_variant(cls, variant: str, **kwargs) -> "MynaConfig":
-        """The configuration of a released variant: `"base"` (16x16), `"vertical"` (128x2) or `"hybrid"` (both)."""
+    def from_variant(cls, variant: str, model_size: str | None = None, **kwargs) -> "MynaConfig":
+        """The configuration of a released variant: `"base"` (16x16), `"vertical"` (128x2) or `"hybrid"` (both).
+
+        `model_size` names an encoder of `MODEL_SIZES` (`"vit-t"`, `"vit-s"`, `"vit-b"`, `"vit-l"`, `"small"`);
+        explicit `kwargs` override its values.
+        """
         if variant not in VARIANTS:
             raise ValueError(f"unknown Myna variant {variant!r}: choose one of {sorted(VARIANTS)}.")
+        if model_size is not None:
+            if model_size not in MODEL_SIZES:
+                raise ValueError(f"model_size={model_size!r}: choose one of {list(MODEL_SIZES)}.")
+            kwargs = {**MODEL_SIZES[model_size], **kwargs}
         return cls(patch_sizes=VARIANTS[variant], **kwargs)
 
 
-__all__ = ["MynaConfig"]
+__all__ = ["MASKING_POLICIES", "MODEL_SIZES", "MynaConfig", "model_size_name"]

@@ -15,7 +15,7 @@ import torch
 
 from transformers import HfArgumentParser
 
-from .configuration_myna import VARIANTS, MynaConfig
+from .configuration_myna import MODEL_SIZES, VARIANTS, MynaConfig, model_size_name
 from .feature_extraction_myna import MynaFeatureExtractor
 from .model_card import paper_evaluation_table
 from .modeling_myna import MynaForContrastivePretraining
@@ -161,9 +161,21 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
 
 
 def convert_checkpoint(
-    checkpoint: str | dict[str, torch.Tensor], variant: str, output: str | None = None, head_dim: int = 64
+    checkpoint: str | dict[str, torch.Tensor],
+    variant: str,
+    output: str | None = None,
+    head_dim: int = 64,
+    model_size: str | None = None,
 ) -> MynaForContrastivePretraining:
-    """Loads (with `weights_only=True`), converts and, if `output` is given, saves a released checkpoint."""
+    """Loads (with `weights_only=True`), converts and, if `output` is given, saves a released checkpoint.
+
+    `model_size` (a `MODEL_SIZES` name: `"vit-s"` for the released models, `"vit-t"`, `"vit-b"`, `"vit-l"`) takes
+    its head width and checks that the checkpoint has that encoder.
+    """
+    if model_size is not None:
+        if model_size not in MODEL_SIZES:
+            raise ValueError(f"model_size={model_size!r}: choose one of {list(MODEL_SIZES)}.")
+        head_dim = MODEL_SIZES[model_size]["head_dim"]
     if isinstance(checkpoint, str):
         state_dict = read_state_dict(checkpoint)
     else:
@@ -173,6 +185,9 @@ def convert_checkpoint(
         state_dict = strip_wrappers(state_dict)
 
     config = config_from_state_dict(state_dict, variant, head_dim=head_dim)
+    if model_size is not None and model_size_name(config) != model_size:
+        found = {k: getattr(config, k) for k in MODEL_SIZES[model_size]}
+        raise ValueError(f"the checkpoint's encoder {found} is not the {model_size} preset {MODEL_SIZES[model_size]}.")
     model = MynaForContrastivePretraining(config)
     model.load_state_dict(convert_state_dict(state_dict, model), strict=True)
     model.eval()
@@ -194,6 +209,10 @@ class ConvertArguments:
     variant: str = field(metadata={"help": "Released variant.", "choices": sorted(VARIANTS)})
     output: str = field(metadata={"help": "Folder to write (config.json, model.safetensors, ...)."})
     head_dim: int = field(default=64, metadata={"help": "Width of one attention head (64 in every released model)."})
+    model_size: str | None = field(
+        default=None,
+        metadata={"help": "Expected encoder preset (vit-s for the released models; vit-t, vit-b, vit-l); checked."},
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -203,9 +222,13 @@ def main(argv: list[str] | None = None) -> None:
 
         check_unknown_options(parser, argv)
     (args,) = parser.parse_args_into_dataclasses(args=argv)
-    model = convert_checkpoint(args.checkpoint, args.variant, args.output, head_dim=args.head_dim)
+    model = convert_checkpoint(
+        args.checkpoint, args.variant, args.output, head_dim=args.head_dim, model_size=args.model_size
+    )
+    size = model_size_name(model.config) or "custom size"
     print(
-        f"converted {args.checkpoint} ({args.variant}, {model.myna.num_parameters() / 1e6:.2f}M encoder parameters, "
+        f"converted {args.checkpoint} ({args.variant}, {size}, {model.myna.num_parameters() / 1e6:.2f}M encoder "
+        "parameters, "
         f"projection {model.config.projection_dim}) -> {args.output}"
     )
 

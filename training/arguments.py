@@ -12,8 +12,12 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 
 
-# modeling_myna.VARIANTS, written out so that parsing (and --help) does not import torch; `to_config` checks it.
+# modeling_myna's names, written out so that parsing (and --help) does not import torch; `to_config` checks them and
+# tests/test_pipelines_cli.py checks that they agree with their sources.
 VARIANT_NAMES = ("base", "hybrid", "vertical")
+MODEL_SIZE_NAMES = ("small", "vit-t", "vit-s", "vit-b", "vit-l")  # configuration_myna.MODEL_SIZES
+MASKING_POLICY_NAMES = ("uniform", "time_block", "frequency_band", "multi_block", "complementary", "saliency")
+MASK_RATIO_SCHEDULE_NAMES = ("constant", "linear", "cosine")
 
 
 @dataclass
@@ -23,7 +27,10 @@ class ModelArguments:
     variant: str = field(default="base", metadata={"help": f"Patch layout: one of {', '.join(VARIANT_NAMES)}."})
     model_size: str = field(
         default="small",
-        metadata={"help": "'small' (width 128, 3 layers: the CPU default) or 'vit-s' (the paper's 384 x 12)."},
+        metadata={
+            "help": "'small' (width 128, 3 layers: the CPU default), 'vit-t' (192 x 12), 'vit-s' (the paper's "
+            "384 x 12), 'vit-b' (768 x 12) or 'vit-l' (1024 x 24); modeling_myna.configuration_myna.MODEL_SIZES."
+        },
     )
     hidden_size: int | None = field(default=None, metadata={"help": "Overrides the width of model_size."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "Overrides the depth of model_size."})
@@ -31,6 +38,21 @@ class ModelArguments:
     intermediate_size: int | None = field(default=None, metadata={"help": "Overrides the MLP width."})
     projection_dim: int = field(default=128, metadata={"help": "Width of the contrastive projection."})
     mask_ratio: float = field(default=0.9, metadata={"help": "Fraction of patch tokens dropped per view (paper: 0.9)."})
+    masking_policy: str = field(
+        default="uniform",
+        metadata={"help": f"Which tokens each view keeps: one of {list(MASKING_POLICY_NAMES)} (paper: uniform)."},
+    )
+    masking_policy_args: str | None = field(
+        default=None,
+        metadata={"help": "Options of the policy as key=value[,key=value], e.g. 'temperature=0.5,saliency=flux'."},
+    )
+    mask_ratio_schedule: str = field(
+        default="constant",
+        metadata={"help": f"Masking ratio over training: one of {list(MASK_RATIO_SCHEDULE_NAMES)}; ends at mask_ratio."},
+    )
+    mask_ratio_start: float | None = field(
+        default=None, metadata={"help": "Masking ratio at the first step of a linear or cosine schedule."}
+    )
     init_from: str | None = field(
         default=None, metadata={"help": "A saved Myna folder or Hub id to start from instead of random weights."}
     )
@@ -38,14 +60,12 @@ class ModelArguments:
     def to_config(self):
         """The `MynaConfig` of these arguments."""
         from modeling_myna import MynaConfig
+        from modeling_myna.configuration_myna import MODEL_SIZES
+        from modeling_myna.masking import build_masking_policy, parse_policy_options
 
-        sizes = {
-            "small": dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=4, head_dim=32, intermediate_size=512),
-            "vit-s": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, head_dim=64, intermediate_size=1536),
-        }
-        if self.model_size not in sizes:
-            raise ValueError(f"model_size={self.model_size!r}: choose one of {sorted(sizes)}.")
-        size = dict(sizes[self.model_size])
+        if self.model_size not in MODEL_SIZES:
+            raise ValueError(f"model_size={self.model_size!r}: choose one of {list(MODEL_SIZES)}.")
+        size = dict(MODEL_SIZES[self.model_size])
         for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
             if getattr(self, key) is not None:
                 size[key] = getattr(self, key)
@@ -55,8 +75,17 @@ class ModelArguments:
                 f"{size['num_attention_heads']}."
             )
         size["head_dim"] = size["hidden_size"] // size["num_attention_heads"]
+        policy_options = parse_policy_options(self.masking_policy_args)
+        build_masking_policy(self.masking_policy, **policy_options)  # fails here on a bad name or option
         return MynaConfig.from_variant(
-            self.variant, projection_dim=self.projection_dim, mask_ratio=self.mask_ratio, **size
+            self.variant,
+            projection_dim=self.projection_dim,
+            mask_ratio=self.mask_ratio,
+            masking_policy=self.masking_policy,
+            masking_policy_kwargs=policy_options,
+            mask_ratio_schedule=self.mask_ratio_schedule,
+            mask_ratio_start=self.mask_ratio_start,
+            **size,
         )
 
 
@@ -158,6 +187,13 @@ class PretrainingArguments:
         default=None, metadata={"help": "'no', 'bf16' or 'fp16'; default: what `accelerate launch` was given."}
     )
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "Recompute each block's activations in the backward pass (less memory, ~1/3 more compute); "
+            "benchmarks/estimate_memory.py estimates the saving per model size."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed of weights, crops, masks and the data order."})
     checkpointing_steps: int = field(default=100, metadata={"help": "Save a checkpoint every N steps (0: only at the end)."})
     checkpoints_total_limit: int | None = field(default=2, metadata={"help": "Keep this many checkpoints."})

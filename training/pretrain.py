@@ -43,6 +43,8 @@ from transformers import get_scheduler
 
 from modeling_myna import MynaFeatureExtractor, MynaForContrastivePretraining, MynaModel, pool_chunks
 from modeling_myna.configuration_myna import HOP_LENGTH
+from modeling_myna.masking import mask_ratio_at, masking_policy_from_config
+from modeling_myna.modeling_myna import num_kept_tokens
 from myna_training.arguments import flat_config, parse_arguments, to_yaml
 from myna_training.hub import push_folder_to_hub
 from myna_training.run_folder import (
@@ -94,6 +96,11 @@ class TrainingProgress:
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.micro_batches, self.examples_seen = state["step"], state["micro_batches"], state["examples_seen"]
+
+
+def grid_size(config, patch_size: list[int]) -> tuple[int, int]:
+    """Patch rows and columns of one `chunk_frames` crop with `patch_size`."""
+    return config.num_mel_bins // patch_size[0], config.chunk_frames // patch_size[1]
 
 
 def num_tokens(config, patch_size: list[int]) -> int:
@@ -311,6 +318,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         config = model_args.to_config()
         model = MynaForContrastivePretraining(config)
+    if training_args.gradient_checkpointing:
+        model.activation_checkpointing_enable()
     feature_extractor = MynaFeatureExtractor.from_config(config)
     crop_frames = config.chunk_frames
 
@@ -446,6 +455,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"x {training_args.gradient_accumulation_steps} accumulation); loss {training_args.loss}."
     )
     patch_sizes = config.patch_sizes
+    masking_policy = masking_policy_from_config(config)
     # Recent micro-batch losses for logging (a window, not the whole run's history).
     losses = collections.deque(maxlen=max(10, training_args.logging_steps) * training_args.gradient_accumulation_steps)
     # This session's share of the run (a resumed run's totals include the sessions before).
@@ -474,16 +484,21 @@ def main(argv: list[str] | None = None) -> dict:
             view1, view2, index = data.next_batch(
                 crop_frames, crop_generator(training_args.seed, micro), data_args.max_crop_distance
             )
-        # One (2, global batch, tokens) draw per tokenizer; rows view-major as the model expects.
+        # One draw per tokenizer for the whole global batch by the masking policy (uniform: a (2, global batch,
+        # tokens) torch.rand), this process's rows kept, view-major as the model expects.
+        mask_ratio = mask_ratio_at(
+            progress.step, max_steps, config.mask_ratio, config.mask_ratio_schedule, config.mask_ratio_start
+        )
         noise = [
-            torch.rand((2, global_batch, num_tokens(config, p)), generator=generator, device=accelerator.device)[
-                :, local_rows
-            ].reshape(2 * batch_size, -1)
+            masking_policy(
+                grid_size(config, p), num_kept_tokens(num_tokens(config, p), mask_ratio), global_batch,
+                generator=generator, device=accelerator.device, rows=local_rows, views=(view1, view2), patch_size=p,
+            )
             for p in patch_sizes
         ]
 
         with accelerator.accumulate(model):
-            loss = model(views=[view1, view2], noise=noise, loss_fn=loss_fn, index=index).loss
+            loss = model(views=[view1, view2], noise=noise, mask_ratio=mask_ratio, loss_fn=loss_fn, index=index).loss
             accelerator.backward(loss)
             if accelerator.sync_gradients and training_args.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), training_args.max_grad_norm)
