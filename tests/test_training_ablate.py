@@ -106,7 +106,7 @@ def test_gradient_checkpointing_trains_to_the_same_weights(tmp_path):
     ]
     pretrain.main(common + ["--output_dir", str(tmp_path / "plain")])
     pretrain.main(common + ["--output_dir", str(tmp_path / "checkpointed"), "--gradient_checkpointing"])
-    plain = load_file(tmp_path / "plain" / "model.safetensors")
-    checkpointed = load_file(tmp_path / "checkpointed" / "model.safetensors")
+    plain = load_file(tmp_path / "plain" / "model" / "model.safetensors")
+    checkpointed = load_file(tmp_path / "checkpointed" / "model" / "model.safetensors")
     for key, value in plain.items():
         torch.testing.assert_close(checkpointed[key], value)

@@ -119,6 +119,7 @@ def pretrain_argv(point: dict, args: AblationArguments, run_dir: str) -> list[st
     steps = max(1, math.ceil(args.examples_per_run / point["batch_size"]))
     return [
         "--output_dir", run_dir,
+        "--overwrite_output_dir",  # a run folder without result.json is an interrupted run: it starts again
         "--cache_dir", os.path.join(args.output_dir, "cache"),  # spectrograms computed once for the sweep
         "--variant", point["variant"],
         "--model_size", point["model_size"],
@@ -168,7 +169,7 @@ def run_point(point: dict, args: AblationArguments) -> dict:
     started = time.perf_counter()
     summary = pretrain.main(pretrain_argv(point, args, run_dir))
     trained = time.perf_counter()
-    report = probe.main(probe_argv(args, run_dir, os.path.join(run_dir, "eval")))
+    report = probe.main(probe_argv(args, summary["model_dir"], os.path.join(run_dir, "eval")))
     result = {
         **point,
         "run": run_name(point),
