@@ -95,3 +95,15 @@ def test_print_config_shows_the_resolved_settings_and_reads_back(tmp_path, capsy
 def test_cpu_smoke_preset_parses():
     model_args, data_args, training_args = parse_arguments(["--config", str(CONFIGS / "cpu-smoke.yaml")])
     assert data_args.dataset == "synthetic" and training_args.max_steps > 0 and model_args.to_config().hidden_size == 64
+
+
+def test_data_settings_are_checked_before_any_work():
+    with pytest.raises(ValueError, match="spectrogram_placement='disk': choose one of"):
+        parse_arguments(["--spectrogram_placement", "disk"])
+    with pytest.raises(ValueError, match="float16 overflows"):
+        parse_arguments(["--storage_dtype", "float16"])
+    with pytest.raises(ValueError, match="dataset='audioset_hub'"):
+        parse_arguments(["--dataset", "audioset_hub"])
+    from myna_training.data import PLACEMENTS, STORAGE_DTYPES
+
+    assert PLACEMENTS == ("auto", "resident", "out_of_core") and STORAGE_DTYPES == ("float32", "bfloat16")

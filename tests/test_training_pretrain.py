@@ -412,3 +412,16 @@ def test_spectrogram_cache_key_follows_the_files_and_ignores_reading_settings(tm
     assert key(storage_dtype="float32") != first
     sf.write(tmp_path / "a.wav", np.full(16_000 * 5, 0.1, np.float32), 16_000)  # same name, new content
     assert key() != first
+
+
+def test_a_run_that_failed_during_its_set_up_does_not_block_the_next(tmp_path):
+    # The first attempt stops before any checkpoint (here: an empty data folder); fixing the mistake and running again
+    # in the same folder just works, where a folder with a checkpoint or a model would be refused.
+    out = str(tmp_path / "run")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "a.wav").write_bytes(b"RIFF but not audio")
+    with pytest.raises(ValueError, match="no usable clip is left"):
+        pretrain.main(QUICK + ["--output_dir", out, "--dataset", "folder", "--data_dir", str(tmp_path / "broken")])
+    assert os.listdir(out) and not os.path.exists(os.path.join(out, "model"))  # it got as far as writing run.json
+    summary = pretrain.main(QUICK + ["--output_dir", out, "--max_steps", "1", "--cache_dir", str(tmp_path / "cache")])
+    assert summary["steps"] == 1

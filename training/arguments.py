@@ -154,6 +154,20 @@ class DataArguments:
     )
 
 
+    def __post_init__(self):
+        # Checked here, so that a mistake stops the run before any preprocessing (names written out: no torch import).
+        datasets = ("synthetic", "folder", "audioset", "audioset_csv")
+        if self.dataset not in datasets:
+            raise ValueError(f"dataset={self.dataset!r}: choose one of {datasets}.")
+        if self.storage_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"storage_dtype={self.storage_dtype!r}: use bfloat16 or float32 (float16 overflows).")
+        placements = ("auto", "resident", "out_of_core")
+        if self.spectrogram_placement not in placements:
+            raise ValueError(f"spectrogram_placement={self.spectrogram_placement!r}: choose one of {placements}.")
+        if self.segment_seconds is not None and self.segment_seconds < 0:
+            raise ValueError(f"segment_seconds={self.segment_seconds}: use a length in seconds, or 0 for whole files.")
+
+
 @dataclass
 class PretrainingArguments:
     """The optimisation, checkpoints and export. Paper: batch 4096, Adam lr 3e-4, wd 1e-5, 500 epochs."""

@@ -300,8 +300,8 @@ def main(argv: list[str] | None = None) -> dict:
     resuming = bool(training_args.resume_from_checkpoint)
     if resuming and training_args.overwrite_output_dir:
         raise ValueError("--resume_from_checkpoint continues a run and --overwrite_output_dir replaces it: pick one.")
-    if not resuming:
-        check_new_run(output_dir, training_args.overwrite_output_dir)  # before any work: refuse at once
+    # Before any work: refuse at once (a folder left by a run that failed during its set-up is taken over).
+    replace_unfinished = not resuming and check_new_run(output_dir, training_args.overwrite_output_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=training_args.gradient_accumulation_steps,
         mixed_precision=training_args.mixed_precision,
@@ -340,10 +340,11 @@ def main(argv: list[str] | None = None) -> dict:
     if resuming:  # raises when the folder or the checkpoint holds another run
         checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir, identity)
     if accelerator.is_main_process:
-        if training_args.overwrite_output_dir:
+        if training_args.overwrite_output_dir or replace_unfinished:
             removed = clear_run(output_dir)
             if removed:
-                accelerator.print(f"--overwrite_output_dir: removed {', '.join(removed)} of the previous run.")
+                why = "--overwrite_output_dir" if training_args.overwrite_output_dir else "a run that saved nothing"
+                accelerator.print(f"{why}: removed {', '.join(removed)} of the previous run.")
         if read_identity(output_dir) is None:
             write_identity(output_dir, identity)
     accelerator.wait_for_everyone()

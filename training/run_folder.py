@@ -82,11 +82,17 @@ def is_run_content(name: str) -> bool:
     return name in (RUN_FILE, MODEL_DIR, CHECKPOINTS_DIR, LOGS_DIR) or name.startswith(RUN_FILE)
 
 
-def check_new_run(output_dir: str, overwrite: bool) -> None:
-    """A new run may write into `output_dir` only when it holds nothing but a cache, or with `overwrite`."""
+def check_new_run(output_dir: str, overwrite: bool) -> bool:
+    """A new run may write into `output_dir` only when it holds nothing but a cache, or with `overwrite`.
+
+    Returns `True` when the folder holds only a run that stopped before writing anything worth keeping (its identity
+    and logs, no checkpoint, no export: a run that failed during its set-up), which the new run replaces.
+    """
     if not os.path.isdir(output_dir):
-        return
+        return False
     taken = sorted(n for n in os.listdir(output_dir) if n != CACHE_DIR)
+    if taken and set(taken) <= {RUN_FILE, LOGS_DIR}:
+        return True  # nothing to lose: no checkpoint, no model
     if taken and not overwrite:
         previous = describe_run(read_identity(output_dir), output_dir)
         raise ValueError(
@@ -94,6 +100,7 @@ def check_new_run(output_dir: str, overwrite: bool) -> None:
             f"{', ...' if len(taken) > 5 else ''}: {previous}). Choose another --output_dir, continue that run with "
             "--resume_from_checkpoint latest, or replace it with --overwrite_output_dir."
         )
+    return False
 
 
 def clear_run(output_dir: str) -> list[str]:
