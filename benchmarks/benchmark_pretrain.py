@@ -171,7 +171,7 @@ def main() -> None:
                 view1, view2, index = prefetcher.next()
             else:
                 index, first, second = plan(micro)
-                offsets = bank.offsets.cpu()[index]
+                offsets = bank.host_offsets[index]
                 view1, view2 = bank.crops(offsets + first, config.chunk_frames), bank.crops(offsets + second, config.chunk_frames)
             if args.reference:
                 z1, z2 = project(view1.float()), project(view2.float())

@@ -414,7 +414,7 @@ def test_out_of_core_crops_reach_the_gpu_equal_to_resident_gpu_crops(tmp_path):
         index, first, second = plan(micro)
         view1, view2, got = prefetcher.next()
         assert view1.device.type == "cuda" and torch.equal(got, index)
-        offsets = resident.offsets.cpu()[index]
+        offsets = resident.host_offsets[index]
         assert torch.equal(view1, resident.crops(offsets + first, 96))
         assert torch.equal(view2, resident.crops(offsets + second, 96))
     prefetcher.close()

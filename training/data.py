@@ -507,6 +507,9 @@ class SpectrogramBank:
         self.frames = frames
         self.num_frames = num_frames.to(frames.device, torch.long)
         self.offsets = torch.cumsum(self.num_frames, 0) - self.num_frames
+        # Host copies: the batch plan indexes them on the CPU, with no device round trip in the training step.
+        self.host_num_frames = num_frames.cpu().long()
+        self.host_offsets = torch.cumsum(self.host_num_frames, 0) - self.host_num_frames
 
     def __len__(self) -> int:
         return self.num_frames.shape[0]
@@ -555,8 +558,8 @@ class SpectrogramBank:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Two `(B, F, crop_frames)` views of the clips `index` `(B,)`, starts drawn with `generator` (on CPU)."""
         index = index.cpu()
-        first, second = random_crop_starts(self.num_frames.cpu()[index], crop_frames, generator, max_distance)
-        offsets = self.offsets.cpu()[index]
+        first, second = random_crop_starts(self.host_num_frames[index], crop_frames, generator, max_distance)
+        offsets = self.host_offsets[index]
         return self.crops(offsets + first, crop_frames), self.crops(offsets + second, crop_frames)
 
 
@@ -574,6 +577,7 @@ class DiskSpectrogramBank:
         self.path = path
         self.num_frames = num_frames.cpu().long()
         self.offsets = torch.cumsum(self.num_frames, 0) - self.num_frames
+        self.host_num_frames, self.host_offsets = self.num_frames, self.offsets  # already on the host
         self.num_mel_bins, self.dtype = num_mel_bins, dtype
         self.row_bytes = num_mel_bins * torch.empty((), dtype=dtype).element_size()
         expected = int(self.num_frames.sum()) * self.row_bytes
@@ -854,7 +858,7 @@ class CropPrefetcher:
             while not self._stop.is_set():
                 index, first, second = self.plan(micro_batch)
                 index, first, second = index[self.rows], first[self.rows], second[self.rows]
-                offsets = self.bank.offsets[index]
+                offsets = self.bank.host_offsets[index]
                 if self.copied[slot] is not None:
                     self.copied[slot].synchronize()  # the last copy out of this buffer is done
                 buffers = self.buffers[slot] if self.cuda else (None, None)

@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> dict:
             # Draws for the whole global batch, this process's slice used: the same for any number of processes.
             global_index, first, second = plan(micro)
             index, first, second = global_index[local_rows], first[local_rows], second[local_rows]
-            offsets = data.offsets.cpu()[index]
+            offsets = data.host_offsets[index]
             view1 = data.crops(offsets + first, crop_frames)
             view2 = data.crops(offsets + second, crop_frames)
         else:
