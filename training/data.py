@@ -449,7 +449,12 @@ def gather_crops(frames: torch.Tensor, starts: torch.Tensor, crop_frames: int, o
     `out`, when given, is a `(B * crop_frames, F)` buffer (pinned memory, say) that receives the rows.
     """
     rows = (starts.to(frames.device)[:, None] + torch.arange(crop_frames, device=frames.device)).reshape(-1)
-    gathered = torch.index_select(frames, 0, rows, out=out)  # (B * crop, F)
+    if frames.dtype == torch.bfloat16 and frames.device.type == "cpu":
+        # The same bits through the int16 kernel: ~5x faster than the CPU's bfloat16 index_select.
+        bits = torch.index_select(frames.view(torch.int16), 0, rows, out=None if out is None else out.view(torch.int16))
+        gathered = bits.view(torch.bfloat16)
+    else:
+        gathered = torch.index_select(frames, 0, rows, out=out)  # (B * crop, F)
     return gathered.view(starts.shape[0], crop_frames, frames.shape[1]).transpose(1, 2)  # (B, F, crop)
 
 
