@@ -9,7 +9,7 @@ The four tasks of the paper's Table 1 follow JukeMIR's definitions (Castellon et
 the paper does; split lists and vocabularies are shipped in `data/` (see `data/README.md` for their sources). Each
 loads from (a) the original release on disk, (b) the MARBLE layout (per-split JSONL with `audio_path` and `label`,
 Yuan et al. 2023) or (c) a Hugging Face Hub id. The generated tasks (`synthetic-*`) come from
-`myna_training.synthetic` with fixed seeds and split sizes: they need no download and are what the tests use.
+`myna_common.synthetic` with fixed seeds and split sizes: they need no download and are what the tests use.
 """
 
 import csv
@@ -32,7 +32,7 @@ from .scoring import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 SPLITS = ("train", "validation", "test")
 
-# 24 keys in mir_eval spelling with flats, tonic chromatic from C, major before minor (as myna_training.synthetic).
+# 24 keys in mir_eval spelling with flats, tonic chromatic from C, major before minor (as myna_common.synthetic).
 TONICS = ["C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B"]
 KEY_NAMES = [f"{tonic} {mode}" for tonic in TONICS for mode in ("major", "minor")]
 GTZAN_GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
@@ -105,8 +105,8 @@ def _spec(name: str, source: str) -> TaskSpec:
 
 
 def synthetic_spec(name: str, source: str = "") -> TaskSpec:
-    """The spec of a generated task; label names come from `myna_training.synthetic`."""
-    from myna_training import synthetic
+    """The spec of a generated task; label names come from `myna_common.synthetic`."""
+    from myna_common import synthetic
 
     specs = {
         "synthetic-key": (
@@ -661,9 +661,9 @@ def synthetic_splits(
 ) -> datasets.DatasetDict:
     """The generated corpus behind every `synthetic-*` task: fixed seeds per split, `sizes` clips of `duration` s.
 
-    `cache_dir` is where `myna_training.synthetic` keeps its Arrow files (its default cache when `None`).
+    `cache_dir` is where `myna_common.synthetic` keeps its Arrow files (its default cache when `None`).
     """
-    from myna_training.synthetic import synthetic_music_dataset
+    from myna_common.synthetic import synthetic_music_dataset
 
     return datasets.DatasetDict(
         {

@@ -75,7 +75,7 @@ class SkipReport:
 
 def synthetic_clips(num_clips: int, seed: int, duration: float):
     """The generated corpus: `num_clips` labelled clips, each depending only on `(seed, i)`."""
-    from myna_training.synthetic import synthetic_music_dataset
+    from myna_common.synthetic import synthetic_music_dataset
 
     return synthetic_music_dataset(num_clips, seed=seed, duration=duration)
 

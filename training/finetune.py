@@ -574,6 +574,6 @@ def format_summary(summary: dict) -> str:
 if __name__ == "__main__":
     import sys
 
-    from myna_pipelines.cli_support import run_cli
+    from myna_common.cli_support import run_cli
 
     sys.exit(run_cli(main, "finetune.py"))
