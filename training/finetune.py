@@ -32,9 +32,9 @@ from modeling_myna.audio_utils import AUDIO_EXTENSIONS, AudioDecodeError, load_a
 from modeling_myna.model_card import write_model_card
 from myna_evaluation.scoring import MULTI_LABEL, REGRESSION, SINGLE_LABEL, compute_metrics
 from myna_evaluation.tasks import SYNTHETIC_TASKS, TaskSpec, load_task
-from myna_training.data import cache_key
 from myna_training.finetune_arguments import parse_finetune_arguments
 from myna_training.hub import push_folder_to_hub
+from myna_training.spectrograms import cache_key
 from myna_training.trainer import MynaTrainer, freeze_encoder, freeze_unused_tokenizers
 
 

@@ -60,23 +60,18 @@ from myna_training.run_folder import (
     run_identity,
     write_identity,
 )
-from myna_training.data import (
-    BatchPlan,
-    CropPrefetcher,
+from myna_training.audio_sources import SkipReport, load_clips
+from myna_training.batch_plan import BatchPlan, CropPrefetcher, crop_generator, epoch_order
+from myna_training.spectrogram_store import (
     DiskSpectrogramBank,
-    SkipReport,
     SpectrogramStore,
     StreamingSpectrograms,
-    cache_key,
     check_disk_space,
     choose_placement,
-    compute_spectrograms,
-    crop_generator,
-    epoch_order,
     free_memory,
     gib,
-    load_clips,
 )
+from myna_training.spectrograms import cache_key, compute_spectrograms
 from myna_training.losses import InfoNCELoss, SogCLRLoss
 
 
