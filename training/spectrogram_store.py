@@ -18,6 +18,10 @@ from myna_training.audio_sources import SkipReport
 from myna_training.batch_plan import random_crop_starts
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Banks: the frames a training step crops, resident or out-of-core
+
+
 def gather_crops(frames: torch.Tensor, starts: torch.Tensor, crop_frames: int, out: torch.Tensor | None = None):
     """`(total_frames, F)` frames and `(B,)` absolute start rows to `(B, F, crop_frames)` crops, one gather.
 
@@ -361,6 +365,10 @@ def check_disk_space(directory: str, needed_bytes: int, what: str) -> None:
             f"{what} need about {gib(needed_bytes)} on disk in {directory}, which has {gib(free)} free: point "
             "--cache_dir at a larger disk, use --streaming, or limit the set with --max_clips."
         )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Streamed sets, which have no store
 
 
 class StreamingSpectrograms:
