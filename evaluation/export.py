@@ -22,7 +22,7 @@ class ExportArguments:
 
 
 def parse_arguments(argv: list[str] | None = None) -> ExportArguments:
-    from myna_pipelines.cli_support import dataclass_parser, parse_into
+    from myna_common.cli_support import dataclass_parser, parse_into
 
     parser = dataclass_parser(
         ExportArguments,
@@ -35,7 +35,7 @@ def parse_arguments(argv: list[str] | None = None) -> ExportArguments:
 
 if __name__ == "__main__":
     # Arguments first: `--help` and mistakes answer before torch and transformers are imported.
-    from myna_pipelines.cli_support import run_cli
+    from myna_common.cli_support import run_cli
 
     if run_cli(parse_arguments, "export.py") != 0:
         sys.exit(2)

@@ -116,7 +116,7 @@ ARGUMENT_GROUPS = (ModelArguments, TaskArguments, ProbeArguments, ReportArgument
 
 def parse_arguments(argv: list[str] | None = None):
     """`(model_args, task_args, probe_args, report_args)`, parsed without importing torch or transformers."""
-    from myna_pipelines.cli_support import dataclass_parser, parse_into
+    from myna_common.cli_support import dataclass_parser, parse_into
 
     parser = dataclass_parser(
         *ARGUMENT_GROUPS,
@@ -129,7 +129,7 @@ def parse_arguments(argv: list[str] | None = None):
 
 if __name__ == "__main__":
     # Arguments first: `--help` and mistakes answer before torch, transformers and datasets are imported.
-    from myna_pipelines.cli_support import run_cli
+    from myna_common.cli_support import run_cli
 
     if run_cli(parse_arguments, "probe.py") != 0:
         sys.exit(2)
@@ -327,7 +327,7 @@ def run(
     model_args: ModelArguments, task_args: TaskArguments, probe_args: ProbeArguments, report_args: ReportArguments
 ) -> dict:
     """The whole evaluation; returns the report dict (also written to `output_dir`)."""
-    from myna_pipelines.cli_support import check_device
+    from myna_common.cli_support import check_device
 
     check_device(model_args.device)
     os.makedirs(report_args.output_dir, exist_ok=True)

@@ -2,7 +2,10 @@
 
 Importing this package registers `model_type="myna"` with `AutoConfig`, `AutoModel`,
 `AutoModelForAudioClassification` and `AutoFeatureExtractor`, and marks the classes so that `save_pretrained`
-writes `auto_map` and copies this code: a folder saved here loads elsewhere with `trust_remote_code=True`.
+writes `auto_map` and copies this code: a folder saved here loads elsewhere with `trust_remote_code=True`. It also
+registers the `music-embedding` pipeline of `myna_pipelines` (the last lines: the floor plan's one exception).
+
+This is the ground floor of the project: it imports no other package of it, apart from that registration.
 """
 
 from transformers import (
@@ -40,9 +43,12 @@ MynaForAudioClassification.register_for_auto_class("AutoModelForAudioClassificat
 MynaForContrastivePretraining.register_for_auto_class("AutoModelForPreTraining")
 MynaFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 
-# The pipelines live in `myna_pipelines`, of the same distribution; importing its `music_embedding` module registers
-# the "music-embedding" task with `transformers.pipeline`. A trust_remote_code copy of a model folder has no package
-# `__init__`, so this never runs there; an install without the pipelines package skips it.
+# The one import of this package that runs upward (README.md, "Architecture"; REGISTRATION_HOOK in
+# tests/test_imports.py), kept last. The pipelines live in `myna_pipelines`, of the same distribution; importing its
+# `music_embedding` module registers the "music-embedding" task with `transformers.pipeline`, so that `import
+# modeling_myna` is all a user needs. transformers registers a pipeline by its class, hence an import here and not
+# a lazy entry. A trust_remote_code copy of a model folder has no package `__init__`, so this never runs there; an
+# install without the pipelines package skips it.
 try:
     import myna_pipelines.music_embedding  # noqa: E402, F401
 except ModuleNotFoundError as error:

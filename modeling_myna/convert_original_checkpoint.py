@@ -216,12 +216,13 @@ class ConvertArguments:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = HfArgumentParser(ConvertArguments)
-    if argv is not None and "-h" not in argv and "--help" not in argv:
-        from myna_pipelines.cli_support import check_unknown_options
+    """Converts the checkpoint `argv` names (`ConvertArguments`) and prints what it wrote.
 
-        check_unknown_options(parser, argv)
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    The programs that run it, `python -m modeling_myna.convert_original_checkpoint` and `myna convert`, first check
+    `argv` for a misspelt option ("did you mean") and report errors in one line, with the command-line floor
+    (`myna_common.cli_support`), which this package does not import.
+    """
+    (args,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(args=argv)
     model = convert_checkpoint(
         args.checkpoint, args.variant, args.output, head_dim=args.head_dim, model_size=args.model_size
     )
@@ -234,8 +235,15 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    # The program, as `myna convert`: a misspelt option gets a "did you mean", errors are one line (--debug for the
+    # traceback). This block runs only when the file is the program, never on import: the model package itself
+    # imports nothing else of the project (the floor plan, tests/test_imports.py).
     import sys
 
-    from myna_pipelines.cli_support import run_cli
+    from myna_common.cli_support import check_unknown_options, run_cli
 
-    sys.exit(run_cli(main, "convert_original_checkpoint"))
+    def command(argv: list[str]) -> None:
+        check_unknown_options(HfArgumentParser(ConvertArguments), argv)
+        main(argv)
+
+    sys.exit(run_cli(command, "convert_original_checkpoint"))

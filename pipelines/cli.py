@@ -7,10 +7,10 @@
     myna convert --checkpoint myna-hybrid.pth --variant hybrid --output myna-hybrid
     myna info myna-hybrid
 
-Each command parses its options from a dataclass with the standard library's argparse (`cli_support.dataclass_parser`),
-before importing numpy, torch or transformers, so that `--help` and mistakes answer at once; `myna COMMAND --help` lists
-them. `myna embed` skips files it cannot decode, reports them, and carries on. Errors are one line; `--debug` (or
-`MYNA_DEBUG=1`) shows the traceback.
+Each command parses its options from a dataclass with the standard library's argparse (`dataclass_parser` of
+`myna_common.cli_support`), before importing numpy, torch or transformers, so that `--help` and mistakes answer at
+once; `myna COMMAND --help` lists them. `myna embed` skips files it cannot decode, reports them, and carries on.
+Errors are one line; `--debug` (or `MYNA_DEBUG=1`) shows the traceback.
 """
 
 import argparse
@@ -20,49 +20,17 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from .cli_support import UsageError, dataclass_parser, parse_into, run_cli
+from myna_common.cli_support import UsageError, check_unknown_options, dataclass_parser, parse_into, run_cli
+
+from .arguments import AUDIO_EXTENSIONS, DEFAULT_BATCH_SIZE, EmbedArguments, find_audio_files  # noqa: F401
 
 
 OUTPUT_FORMATS = (".npz", ".parquet")
-# Written out, not imported, because their modules import torch: base.DEFAULT_BATCH_SIZE, audio_utils.AUDIO_EXTENSIONS
-# (tests check that they agree).
-DEFAULT_BATCH_SIZE = 32
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus")
 
 
 # ----------------------------------------------------------------------------------------------------------- embed
-
-
-@dataclass
-class EmbedArguments:
-    model: str = field(metadata={"help": "Myna model folder (from `myna convert` or save_pretrained), or a Hub id."})
-    output: str = field(
-        metadata={
-            "help": "File to write: .npz (arrays `embeddings`, `paths`, and for --pooling none `start_times`, "
-            "`file_index`) or .parquet (one row per track, or per chunk for --pooling none)."
-        }
-    )
-    pooling: Literal["mean", "none"] = field(
-        default="mean",
-        metadata={"help": "`mean`: one embedding per file, the mean over its 3 s chunks. `none`: one per chunk."},
-    )
-    patch_mode: Literal["square", "vertical", "both"] | None = field(
-        default=None,
-        metadata={"help": "Hybrid model tokenizer: square, vertical or both (concatenated). Default: the model's."},
-    )
-    batch_size: int = field(
-        default=DEFAULT_BATCH_SIZE, metadata={"help": "Chunks (3 s each) per forward pass; sets peak memory."}
-    )
-    device: str | None = field(
-        default=None, metadata={"help": "cpu, cuda, cuda:1, mps, ... Default: cuda when available, else cpu."}
-    )
-    dtype: Literal["float32", "bfloat16", "float16"] = field(
-        default="float32",
-        metadata={"help": "Model weights' dtype (the spectrogram and the first LayerNorm stay float32)."},
-    )
-    overwrite: bool = field(default=False, metadata={"help": "Replace --output if it exists."})
 
 
 def unique_files(files: list[str]) -> tuple[list[str], list[str]]:
@@ -122,25 +90,6 @@ class AudioProgress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def find_audio_files(inputs: list[str]) -> list[str]:
-    """Files named in `inputs`, with every folder replaced by the audio files under it (recursively, sorted).
-
-    A file named explicitly is kept whatever its extension (decoding decides); in folders, only files with an
-    audio extension (`AUDIO_EXTENSIONS`) are taken.
-    """
-    files = []
-    for path in inputs:
-        if os.path.isdir(path):
-            found = []
-            for root, dirs, names in os.walk(path):
-                dirs.sort()
-                found += [os.path.join(root, n) for n in sorted(names) if n.lower().endswith(AUDIO_EXTENSIONS)]
-            files += found
-        else:
-            files.append(path)
-    return files
 
 
 def _write_npz(path: str, results: list[tuple[str, Any]], skipped: list[str], pooling: str) -> None:
@@ -239,8 +188,7 @@ def embed_command(argv: list[str]) -> int:
 
     import modeling_myna  # noqa: F401  (registers Myna and the "music-embedding" task)
     from modeling_myna.audio_utils import AudioDecodeError
-
-    from .cli_support import check_device
+    from myna_common.cli_support import check_device
 
     device = check_device(args.device) if args.device else ("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -300,9 +248,13 @@ def _program_name(name: str):
 
 
 def convert_command(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from modeling_myna.convert_original_checkpoint import ConvertArguments
     from modeling_myna.convert_original_checkpoint import main as convert_main
 
     with _program_name("myna convert"):
+        check_unknown_options(HfArgumentParser(ConvertArguments), argv)  # before parsing, as every command
         convert_main(argv)
     return 0
 

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from modeling_myna.audio_utils import AudioDecodeError
 
+from .arguments import EmbedArguments, find_audio_files
 from .precision import PRECISIONS, MynaInferenceModel, check_precision
 from .store import EmbeddingStore, content_hash, settings_key
 from .streaming import AudioSegment, segment_chunks, stream_segments
@@ -301,8 +302,6 @@ def embed_library(
     if rank == 0 and not existing:
         store.write_metadata({**row_fields, "settings": settings})
 
-    from .cli import find_audio_files
-
     files = sorted({os.path.abspath(f) for f in find_audio_files(files)})
     mine = files[rank::world_size]
     todo, done, known_bad = _todo(mine, store, key)
@@ -386,8 +385,7 @@ def embed_library(
 
 def embed_library_command(argv: list[str]) -> int:
     """`myna embed ... --output FOLDER`: the store variant of `myna embed` (see the module docstring)."""
-    from .cli import EmbedArguments, find_audio_files
-    from .cli_support import dataclass_parser, parse_into
+    from myna_common.cli_support import dataclass_parser, parse_into
 
     parser = dataclass_parser(
         EmbedArguments,

@@ -8,7 +8,7 @@
               LayerNorm on the raw power mel) stay float32: their input spans six orders of magnitude.
 
 A reduced precision is accepted when the mean cosine similarity of its chunk embeddings to float32's, on generated
-music (`myna_training.synthetic`), is at least `COSINE_BOUND`; `check_precision` measures it in a few seconds and
+music (`myna_common.synthetic`), is at least `COSINE_BOUND`; `check_precision` measures it in a few seconds and
 refuses the path otherwise. The benchmark also reports the change of a probe score on a generated task
 (`probe_score_change`): the bound there is `PROBE_BOUND` points.
 """
@@ -82,7 +82,7 @@ def _generated_chunks(
     feature_extractor, num_clips: int, seed: int, duration: float = 10.0
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Chunk spectrograms of generated music clips and each chunk's style label."""
-    from myna_training.synthetic import STYLES, generate_clip
+    from myna_common.synthetic import STYLES, generate_clip
 
     # Styles in turn, so that every split of the probe sees each of them.
     clips = [generate_clip([seed, i], duration=duration, style=i % len(STYLES)) for i in range(num_clips)]

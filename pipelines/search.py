@@ -253,7 +253,7 @@ class SearchArguments:
 
 
 def index_command(argv: list[str]) -> int:
-    from .cli_support import dataclass_parser, parse_into
+    from myna_common.cli_support import dataclass_parser, parse_into
 
     parser = dataclass_parser(
         IndexArguments,
@@ -279,8 +279,7 @@ def index_command(argv: list[str]) -> int:
 
 def search_command(argv: list[str]) -> int:
     from modeling_myna.audio_utils import AudioDecodeError
-
-    from .cli_support import dataclass_parser, parse_into
+    from myna_common.cli_support import dataclass_parser, parse_into
 
     parser = dataclass_parser(
         SearchArguments,

@@ -291,7 +291,7 @@ def plot_policies(output_dir: str, seed: int = 0, mask_ratio: float = 0.9) -> li
     from modeling_myna import MynaFeatureExtractor
     from modeling_myna.masking import build_masking_policy, masks_from_noise
     from modeling_myna.modeling_myna import num_kept_tokens
-    from myna_training.synthetic import generate_clip
+    from myna_common.synthetic import generate_clip
 
     os.makedirs(output_dir, exist_ok=True)
     audio, _ = generate_clip(seed, key="A minor", tempo=120.0, style="jazz")

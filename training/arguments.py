@@ -324,7 +324,7 @@ def parse_arguments(argv: list[str] | None = None, groups: tuple = ARGUMENT_GROU
     raises a `ValueError` naming the closest known one. `groups` are the dataclasses to fill (fine-tuning passes its
     own).
     """
-    from myna_pipelines.cli_support import check_unknown_options
+    from myna_common.cli_support import check_unknown_options
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(groups)

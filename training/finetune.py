@@ -32,9 +32,9 @@ from modeling_myna.audio_utils import AUDIO_EXTENSIONS, AudioDecodeError, load_a
 from modeling_myna.model_card import write_model_card
 from myna_evaluation.scoring import MULTI_LABEL, REGRESSION, SINGLE_LABEL, compute_metrics
 from myna_evaluation.tasks import SYNTHETIC_TASKS, TaskSpec, load_task
-from myna_training.data import cache_key
 from myna_training.finetune_arguments import parse_finetune_arguments
 from myna_training.hub import push_folder_to_hub
+from myna_training.spectrograms import cache_key
 from myna_training.trainer import MynaTrainer, freeze_encoder, freeze_unused_tokenizers
 
 
@@ -574,6 +574,6 @@ def format_summary(summary: dict) -> str:
 if __name__ == "__main__":
     import sys
 
-    from myna_pipelines.cli_support import run_cli
+    from myna_common.cli_support import run_cli
 
     sys.exit(run_cli(main, "finetune.py"))

@@ -27,7 +27,7 @@ import time
 
 if __name__ == "__main__":
     # Arguments first: `--help`, a typo or a bad config file answers before torch and transformers are imported.
-    from myna_pipelines.cli_support import run_cli
+    from myna_common.cli_support import run_cli
     from myna_training.arguments import parse_arguments
 
     if run_cli(parse_arguments, "pretrain.py") != 0:
@@ -60,23 +60,18 @@ from myna_training.run_folder import (
     run_identity,
     write_identity,
 )
-from myna_training.data import (
-    BatchPlan,
-    CropPrefetcher,
+from myna_training.audio_sources import SkipReport, load_clips
+from myna_training.batch_plan import BatchPlan, CropPrefetcher, crop_generator, epoch_order
+from myna_training.spectrogram_store import (
     DiskSpectrogramBank,
-    SkipReport,
     SpectrogramStore,
     StreamingSpectrograms,
-    cache_key,
     check_disk_space,
     choose_placement,
-    compute_spectrograms,
-    crop_generator,
-    epoch_order,
     free_memory,
     gib,
-    load_clips,
 )
+from myna_training.spectrograms import cache_key, compute_spectrograms
 from myna_training.losses import InfoNCELoss, SogCLRLoss
 
 
@@ -274,7 +269,7 @@ def probe_accuracy(embeddings: np.ndarray, labels: np.ndarray, seed: int) -> flo
 
 def linear_probe(models: dict, feature_extractor, num_clips: int, duration: float, seed: int, device) -> dict:
     """Probe accuracy `{task: {model name: accuracy}}` on held-out generated clips (tasks: key, style)."""
-    from myna_training.synthetic import synthetic_music_dataset
+    from myna_common.synthetic import synthetic_music_dataset
 
     clips = synthetic_music_dataset(num_clips, seed=seed, duration=duration)
     audios = [np.asarray(a["array"], dtype=np.float32) for a in clips["audio"]]

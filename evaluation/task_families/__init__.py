@@ -4,7 +4,8 @@
 - `marble`: MARBLE's clip-level tasks, MTG-Jamendo (genre, instrument, mood/theme, top-50), NSynth (instrument
   family, pitch) and VocalSet (singer, technique), from their original layouts or MARBLE's JSONL files.
 
-`myna_evaluation.tasks.load_task` dispatches to both by task name.
+`myna_evaluation.tasks.load_task` dispatches to both by task name. What they share with the paper's tasks (`TaskSpec`,
+the splits, the `DatasetDict` builder, the MARBLE JSONL reader) is in `base`, which both sides import.
 """
 
 from .custom import CustomTask, TaskFileError, group_split, load_custom_task, read_task_file

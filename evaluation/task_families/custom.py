@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from ..scoring import METRICS_DIR, MULTI_LABEL, REGRESSION, SINGLE_LABEL
-from ..tasks import ENCODED_AUDIO, KEY_NAMES, SPLITS, TaskSpec, _build, standardize_targets
+from .base import ENCODED_AUDIO, KEY_NAMES, SPLITS, TaskSpec, _build, standardize_targets
 
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ import json
 import os
 
 from ..scoring import MULTI_LABEL, SINGLE_LABEL
-from ..tasks import (
+from .base import (
     DATA_DIR,
     SPLITS,
     DatasetLayoutError,

@@ -1,0 +1,157 @@
+"""Which crops each pre-training step uses, and getting them there ahead of the step. `BatchPlan` draws the clips and
+the two crop starts of every micro-batch as a pure function of `(seed, micro-batch)` for the whole global batch
+(`epoch_order`, `crop_generator`, `random_crop_starts`), so that every placement of the spectrograms and any number
+of processes train on exactly the same crops. `CropPrefetcher` reads the upcoming micro-batches' crops from an
+out-of-core bank in a background thread, into pinned buffers that it copies to the device on a side stream. Banks
+are known here only by what they offer (`host_offsets`, `crops`), so `spectrogram_store` builds on this module and
+not the reverse.
+"""
+
+import torch
+
+
+def random_crop_starts(
+    num_frames: torch.Tensor, crop_frames: int, generator: torch.Generator, max_distance: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two independent uniform crop starts per clip, `(B,)` each, in `[0, num_frames - crop_frames]`.
+
+    With `max_distance`, the second start is drawn uniformly among the valid starts within `max_distance` frames
+    of the first (the reference code's option).
+    """
+    device = num_frames.device
+    room = (num_frames - crop_frames + 1).clamp(min=1).to(torch.float64)  # valid start positions per clip
+    uniform = torch.rand((2, num_frames.shape[0]), generator=generator, device=device, dtype=torch.float64)
+    first = (uniform[0] * room).long()
+    if max_distance is None:
+        second = (uniform[1] * room).long()
+    else:
+        low = (first - max_distance).clamp(min=0)
+        high = torch.minimum(first + max_distance, room.long() - 1)
+        second = low + (uniform[1] * (high - low + 1).to(torch.float64)).long()
+    return first, second
+
+
+def epoch_order(num_clips: int, seed: int, epoch: int) -> torch.Tensor:
+    """The clip order of `epoch`: a permutation that depends only on `(seed, epoch)`."""
+    return torch.randperm(num_clips, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def crop_generator(seed: int, micro_batch: int) -> torch.Generator:
+    """The CPU generator of one micro-batch's crop starts (the mask noise has its own stream, on the device)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + micro_batch) * 2 + 1)
+
+
+class BatchPlan:
+    """Which clips and crop starts micro-batch `m` uses: a pure function of `(seed, m)` for the whole global batch.
+
+    Every placement of the spectrograms (a device-resident bank, the store on disk read by a background thread)
+    and any number of processes follow the same plan, so they train on exactly the same crops.
+    """
+
+    def __init__(self, num_frames: torch.Tensor, global_batch: int, crop_frames: int, seed: int, max_distance=None):
+        self.num_frames = num_frames.cpu()
+        self.global_batch = global_batch
+        self.crop_frames = crop_frames
+        self.seed = seed
+        self.max_distance = max_distance
+        self.batches_per_epoch = len(self.num_frames) // global_batch
+        self._order, self._order_epoch = None, None
+
+    def __call__(self, micro_batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(index, first, second)`, `(global_batch,)` CPU tensors: clip indices and the starts of their two views."""
+        epoch, position = divmod(micro_batch, self.batches_per_epoch)
+        if self._order_epoch != epoch:
+            self._order, self._order_epoch = epoch_order(len(self.num_frames), self.seed, epoch), epoch
+        index = self._order[position * self.global_batch : (position + 1) * self.global_batch]
+        first, second = random_crop_starts(
+            self.num_frames[index], self.crop_frames, crop_generator(self.seed, micro_batch), self.max_distance
+        )
+        return index, first, second
+
+
+class CropPrefetcher:
+    """Reads upcoming micro-batches' crops from an out-of-core bank in a background thread.
+
+    The thread follows `plan` from micro-batch `start`, reads this process's rows of each batch (`rows`, a slice of
+    the global batch) from the store's file into pinned host buffers and, on a GPU, starts their copy to the
+    device on a side stream, so that disk reads and host-to-device copies overlap the training step. `next()` returns
+    `(view1, view2, index)` in order; the consumer's stream waits for the copy on the device, not on the host.
+    """
+
+    def __init__(self, bank, plan: BatchPlan, rows: slice, device, start: int = 0, depth: int = 2):
+        import queue
+        import threading
+
+        self.bank, self.plan, self.rows = bank, plan, rows
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda and self.device.index is None:  # "cuda": the current device, named, for the filling thread
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.queue = queue.Queue(maxsize=depth)
+        local = len(range(*rows.indices(plan.global_batch)))
+        shape = (local * plan.crop_frames, bank.num_mel_bins)
+        # Two views per batch; `depth` batches queued, one being filled and one being used.
+        self.buffers = [
+            [torch.empty(shape, dtype=bank.dtype, pin_memory=True) for _ in range(2)]
+            for _ in range(depth + 2 if self.cuda else 0)
+        ]
+        self.copied = [None] * max(len(self.buffers), 1)  # the event after which a buffer may be refilled
+        self.stream = torch.cuda.Stream(self.device) if self.cuda else None
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._fill, args=(start,), daemon=True, name="myna-crop-prefetch")
+        self.thread.start()
+
+    def _fill(self, micro_batch: int) -> None:
+        try:
+            if self.cuda:
+                torch.cuda.set_device(self.device)
+            slot = 0
+            while not self._stop.is_set():
+                index, first, second = self.plan(micro_batch)
+                index, first, second = index[self.rows], first[self.rows], second[self.rows]
+                offsets = self.bank.host_offsets[index]
+                if self.copied[slot] is not None:
+                    self.copied[slot].synchronize()  # the last copy out of this buffer is done
+                buffers = self.buffers[slot] if self.cuda else (None, None)
+                views = [self.bank.crops(offsets + s, self.plan.crop_frames, out=b) for s, b in zip((first, second), buffers)]
+                event = None
+                if self.cuda:
+                    with torch.cuda.stream(self.stream):
+                        views = [v.to(self.device, non_blocking=True) for v in views]
+                        event = torch.cuda.Event()
+                        event.record(self.stream)
+                    self.copied[slot] = event
+                self._put((views, index, event))
+                micro_batch += 1
+                slot = (slot + 1) % len(self.copied)
+        except BaseException as error:  # handed to the consumer, which raises it
+            self._put(error)
+
+    def _put(self, item) -> None:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise RuntimeError(f"reading crops from the spectrogram store failed: {item}") from item
+        (view1, view2), index, event = item
+        if event is not None:
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(event)
+            view1.record_stream(stream)
+            view2.record_stream(stream)
+        return view1, view2, index
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=10)
+
+
+__all__ = ["BatchPlan", "CropPrefetcher", "crop_generator", "epoch_order", "random_crop_starts"]
