@@ -173,11 +173,12 @@ def ensure_renderer(install: bool, soundfont: str | None) -> str:
 
 def _analyse(job: tuple) -> dict:
     """Decodes one music file to 16 kHz mono FLAC in the scratch folder and returns what the filters need."""
-    source, audio_path, analysis_path = job
-    record = {"package": source.package, "source": source.name, "audio": audio_path}
-    if os.path.isfile(analysis_path) and os.path.isfile(audio_path):
+    source, name, audio_path, analysis_path = job
+    record = {"package": source.package, "source": name, "audio": audio_path}
+    if os.path.isfile(analysis_path) and os.path.isfile(audio_path):  # decoded earlier: the rules are re-applied
         with np.load(analysis_path, allow_pickle=False) as cached:
-            record.update(json.loads(str(cached["record"])))
+            record.update(json.loads(str(cached["record"])), source=name)
+            record["loop_seconds"] = soundtracks.loop_length(cached["fingerprint"])
         return record
     try:
         audio, data = soundtracks.read_source(source, SAMPLING_RATE)
@@ -267,25 +268,25 @@ def build_pretrain(args: BuildArguments, manifest: Manifest) -> dict:
     for package, root in packages:
         for source in soundtracks.find_music(package, root):
             source = soundtracks.MusicSource(package, source.path, source.member)
-            key = safe_name(os.path.relpath(source.name, root))
+            relative = os.path.relpath(source.name, root)
+            key = safe_name(relative)
             jobs.append(
                 (
                     source,
+                    f"{package}/{relative}",
                     os.path.join(scratch, "audio", package, key + ".flac"),
                     os.path.join(scratch, "analysis", package, key + ".npz"),
                 )
             )
-    for _, audio_path, analysis_path in jobs:
+    for _, _, audio_path, analysis_path in jobs:
         os.makedirs(os.path.dirname(audio_path), exist_ok=True)
         os.makedirs(os.path.dirname(analysis_path), exist_ok=True)
     with ProcessPoolExecutor(max(1, args.workers)) as pool:
         records = list(
             _progress(pool.map(_analyse, jobs), args.progress, total=len(jobs), desc="soundtracks", unit="file")
         )
-    for record in records:
-        record["source"] = os.path.relpath(record["source"], os.path.join(scratch, "unpacked"))
     fingerprints = {}
-    for (_, _, analysis_path), record in zip(jobs, records):
+    for (_, _, _, analysis_path), record in zip(jobs, records):
         if not record.get("error"):
             with np.load(analysis_path, allow_pickle=False) as cached:
                 fingerprints[record["source"]] = cached["fingerprint"]
@@ -496,9 +497,13 @@ def write_tasks(folder: str, rows: list[dict]) -> dict[str, str]:
     import yaml
 
     write_csv(os.path.join(folder, "clips.csv"), rows, CLIP_COLUMNS)
-    write_csv(os.path.join(folder, "key.csv"), [r for r in rows if r["key"]], CLIP_COLUMNS)
+    keyed = [r for r in rows if r["key"]]
+    write_csv(os.path.join(folder, "key.csv"), keyed, CLIP_COLUMNS)
     paths = {}
     for name, values in task_files(folder).items():
+        if name == "dev-key" and not keyed:
+            logger.warning("no clip has a trusted key (no tonal collection?): dev-key is not written")
+            continue
         paths[name] = os.path.join(folder, f"{name}.yaml")
         atomic_write_text(paths[name], yaml.safe_dump(values, sort_keys=False))
     return paths

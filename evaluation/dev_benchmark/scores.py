@@ -291,10 +291,11 @@ class PlanSettings:
 
 
 def choose_programs(rng: np.random.Generator, parts, max_families: int) -> list[int]:
-    """A GM program per part from 1..`max_families` distinct families; `bass` only on the lowest of 2+ parts."""
+    """A GM program per part from 1..`max_families` distinct families; `bass` only on the lowest part, and only
+    beside another family."""
     count = len(parts)
-    families = [f for f in GM_FAMILIES if f != "bass" or count > 1]
-    wanted = int(rng.integers(1, min(max_families, count, len(families)) + 1))
+    wanted = int(rng.integers(1, min(max_families, count, len(GM_FAMILIES)) + 1))
+    families = [f for f in GM_FAMILIES if f != "bass" or wanted > 1]  # a bass under something, never alone
     chosen = list(rng.choice(families, size=wanted, replace=False))
     lowest = int(np.argmin([np.mean([p for _, _, p in part]) for part in parts]))
     assignment = [None] * count
@@ -313,16 +314,14 @@ def plan_clips(piece: ScorePiece, count: int, settings: PlanSettings, tonal: boo
     drawn from a generator seeded by the piece and the clip's index, so a rebuild plans the same clips."""
     plans = []
     low, high = settings.tempo_range
-    all_notes = [note for part in piece.parts for note in part]
     for index in range(count):
         rng = _rng(settings.seed, piece.piece_id, index)
         tempo = float(round(math.exp(rng.uniform(math.log(low), math.log(high))), 1))
         window = settings.clip_seconds * tempo / 60.0
         start = float(math.floor(piece.length * index / count)) if index else 0.0
         key, correlation = None, 0.0
-        tonic, mode, correlation = estimate_key(
-            pitch_class_durations(all_notes, start, start + window), profiles
-        )
+        heard = [note for part in window_notes(piece, start, window) for note in part]
+        tonic, mode, correlation = estimate_key(pitch_class_durations(heard, 0.0, window), profiles)
         trusted = (
             tonal
             and piece.key_signature is not None
@@ -356,28 +355,35 @@ def plan_clips(piece: ScorePiece, count: int, settings: PlanSettings, tonal: boo
     return plans
 
 
-def clip_notes(piece: ScorePiece, plan: ClipPlan) -> list[list[tuple[float, float, int]]]:
-    """Each part's notes of the clip in SECONDS from its start, transposed; a piece shorter than the window
-    repeats from its beginning (as tunes do)."""
-    window = plan.seconds * plan.tempo / 60.0
+def window_notes(piece: ScorePiece, start: float, window: float) -> list[list[tuple[float, float, int]]]:
+    """Each part's notes sounding in `[start, start + window)` quarter notes, from the window's start and cut at
+    its end; past the piece's end it repeats from its beginning (as tunes do)."""
     period = max(piece.length, 1e-6)
-    seconds_per_quarter = 60.0 / plan.tempo
     out = []
     for part in piece.parts:
         notes = []
-        first_repeat = math.floor(plan.start / period)
-        last_repeat = math.floor((plan.start + window) / period)
-        for repeat in range(first_repeat, last_repeat + 1):
-            shift = repeat * period - plan.start
+        for repeat in range(math.floor(start / period), math.floor((start + window) / period) + 1):
+            shift = repeat * period - start
             for onset, duration, pitch in part:
                 begin = onset + shift
                 if 0 <= begin < window:
-                    end = min(begin + duration, window)
-                    midi = pitch + plan.transpose
-                    if 0 <= midi < 128:
-                        notes.append((begin * seconds_per_quarter, (end - begin) * seconds_per_quarter, midi))
+                    notes.append((begin, min(begin + duration, window) - begin, pitch))
         out.append(notes)
     return out
+
+
+def clip_notes(piece: ScorePiece, plan: ClipPlan) -> list[list[tuple[float, float, int]]]:
+    """Each part's notes of the clip in SECONDS from its start, transposed (notes pushed out of MIDI's range are
+    dropped)."""
+    seconds_per_quarter = 60.0 / plan.tempo
+    return [
+        [
+            (begin * seconds_per_quarter, duration * seconds_per_quarter, pitch + plan.transpose)
+            for begin, duration, pitch in part
+            if 0 <= pitch + plan.transpose < 128
+        ]
+        for part in window_notes(piece, plan.start, plan.seconds * plan.tempo / 60.0)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- MIDI, rendering
@@ -508,6 +514,7 @@ __all__ = [
     "read_pieces",
     "render_batch",
     "signature_sharps",
+    "window_notes",
     "work_group",
     "write_batch_midi",
 ]

@@ -6,8 +6,8 @@ zip archives named like music (Nexuiz's `music.pk3`). What is dropped, and count
 - jingles: shorter than `min_seconds` after loop trimming;
 - silence: RMS below `min_rms`;
 - exact duplicates: the same file bytes (SHA-256) seen before;
-- near duplicates: most of a file's probe windows (20 s of a 2 Hz log-mel) match somewhere in a longer file
-  (correlation of the band-centred windows), as a track and its loop or an edit of it;
+- near duplicates: two of a file's three probe windows (20 s of a 2 Hz log-mel) match a longer file at the same
+  offset (correlation of the band-centred windows), as a track and an edit of it;
 - loops within a file: a game track that repeats itself (Planet Blupi's 25-minute files are a 2-3 minute loop)
   is cut after the first period: the smallest lag at which the rest of the file matches itself frame by frame.
 """
@@ -15,6 +15,7 @@ zip archives named like music (Nexuiz's `music.pk3`). What is dropped, and count
 import glob
 import hashlib
 import io
+import itertools
 import os
 import shutil
 import subprocess
@@ -195,9 +196,10 @@ def loop_length(
 ) -> float | None:
     """Seconds to keep when the file loops, or None.
 
-    A file loops at lag L from frame i0 on when at least `fraction` of the frames from i0 to the end match the frame
-    L earlier (cosine of band-standardised log-mel frames above `threshold`), over at least `min_repeat` seconds
-    and a quarter of the file. The earliest end of the first period over all lags, `i0 + L`, is kept.
+    A file loops at lag L from frame i0 on when at least `fraction` of the frames from i0 to the end, and of the 10 s
+    after i0, match the frame L earlier (cosine of band-standardised log-mel frames above `threshold`), over at
+    least `min_repeat` seconds and a quarter of the file. The earliest end of the first period over all lags,
+    `i0 + L`, is kept.
     """
     count = len(features)
     if count < (min_period + min_repeat) * rate:
@@ -205,12 +207,16 @@ def loop_length(
     z = (features - features.mean(0)) / (features.std(0) + 1e-6)
     z /= np.linalg.norm(z, axis=1, keepdims=True) + 1e-9
     need = max(int(min_repeat * rate), count // 4)
+    width = int(10 * rate)  # the repeat starts where 10 s of frames in a row mostly match
     best = None
     for lag in range(int(min_period * rate), count - need + 1):
         similar = (np.einsum("ij,ij->i", z[:-lag], z[lag:]) > threshold).astype(np.float64)
         remaining = np.arange(len(similar), 0, -1)
-        suffix = np.cumsum(similar[::-1])[::-1] / remaining
-        ok = np.flatnonzero((suffix >= fraction) & (remaining >= need))
+        cumulative = np.concatenate([[0.0], np.cumsum(similar)])
+        suffix = (cumulative[-1] - cumulative[:-1]) / remaining
+        ahead = np.minimum(np.arange(len(similar)) + width, len(similar))
+        local = (cumulative[ahead] - cumulative[:-1]) / (ahead - np.arange(len(similar)))
+        ok = np.flatnonzero((suffix >= fraction) & (local >= fraction) & (remaining >= need))
         if len(ok) and (best is None or ok[0] + lag < best):
             best = ok[0] + lag
     return None if best is None else best / rate
@@ -232,36 +238,46 @@ def near_duplicates(
     window_seconds: float = 20.0,
     threshold: float = 0.8,
     rate: float = FINGERPRINT_RATE,
+    tolerance_seconds: float = 1.0,
 ) -> dict[str, str]:
-    """`{dropped: kept}` for files most of whose three probe windows (at 25, 50 and 75% of the file) match somewhere
-    in a longer file (ties: the name sorted first is kept). Files shorter than a window are never matched."""
+    """`{dropped: kept}` for files that are copies or edits of a longer file (ties: the name sorted first is kept).
+
+    Three probe windows of each file (at 25, 50 and 75%) are looked up in every longer file; a file is a copy when
+    two of them match (correlation at least `threshold`) at the same offset, within `tolerance_seconds`, so that
+    the match is one stretch of shared audio, not two windows that merely sound alike (music of one genre reaches
+    0.85 by chance, at unrelated places). Files shorter than a window are never matched.
+    """
     frames = int(window_seconds * rate)
+    tolerance = tolerance_seconds * rate
     names = sorted(fingerprints, key=lambda n: (-len(fingerprints[n]), n))  # longest first
-    probes, owners = [], []
+    probes, owners, positions = [], [], []
     for name in names:
         features = fingerprints[name]
         if len(features) < frames:
             continue
         windows = _windows(features, frames)
-        for position in (0.25, 0.5, 0.75):
-            probes.append(windows[min(len(windows) - 1, int(position * len(windows)))])
+        for fraction in (0.25, 0.5, 0.75):
+            position = min(len(windows) - 1, int(fraction * len(windows)))
+            probes.append(windows[position])
             owners.append(name)
+            positions.append(position)
     if not probes:
         return {}
-    probes = np.stack(probes)
-    owners = np.array(owners)
+    probes, owners, positions = np.stack(probes), np.array(owners), np.array(positions)
     rank = {name: index for index, name in enumerate(names)}
     owner_rank = np.array([rank[o] for o in owners])
     dropped: dict[str, str] = {}
     for name in names:  # each candidate container, longest first
         windows = _windows(fingerprints[name], frames)
-        if not len(windows):
+        if not len(windows) or name in dropped:
             continue
-        best = (probes @ windows.T).max(1)
+        scores = probes @ windows.T
+        best, where = scores.max(1), scores.argmax(1)
         hits = (best >= threshold) & (owner_rank > rank[name])  # only files sorted after it (shorter) are dropped
-        for owner in set(owners[hits]):
-            if owner not in dropped and hits[owners == owner].sum() >= 2 and name not in dropped:
-                dropped[owner] = name
+        for owner in sorted(set(owners[hits])):
+            offsets = (where - positions)[hits & (owners == owner)]
+            if any(abs(a - b) <= tolerance for a, b in itertools.combinations(offsets, 2)):
+                dropped.setdefault(owner, name)
     return dropped
 
 
