@@ -93,7 +93,8 @@ class HandcraftedExtractor:
         self.chunk_frames = chunk_frames_for(VARIANTS["base"])  # windows as long as a Myna-Base chunk
         self.min_samples = (self.chunk_frames - 1) * HOP_LENGTH  # the least audio whose centred grid fills a chunk
         description = {"kind": kind, "librosa": librosa.__version__, "version": FEATURE_VERSION, "n_mfcc": N_MFCC}
-        self.identity = "handcrafted-" + hashlib.sha1(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
+        digest = hashlib.sha1(json.dumps(description, sort_keys=True).encode()).hexdigest()
+        self.identity = f"handcrafted-{digest[:16]}"
 
     @property
     def patch_modes(self) -> list[str]:

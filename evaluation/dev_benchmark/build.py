@@ -2,7 +2,7 @@
 
     <output>/
       manifest.json          settings, per-stage state, per-package hours, counts of what was dropped and why
-      pretrain/<package>/    16 kHz mono FLAC of recorded game soundtracks: `--dataset folder --data_dir <output>/pretrain`
+      pretrain/<package>/    recorded game soundtracks, 16 kHz mono FLAC (`--dataset folder --data_dir` this)
       pretrain_files.csv     every music file found: kept or why not, its length, the loop cut
       tasks/audio/           rendered clips (16 kHz mono FLAC)
       tasks/clips.csv        every clip with all its labels and its split (by work)
@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
 SAMPLING_RATE = 16_000
 TASK_NAMES = ("dev-key", "dev-composer", "dev-instruments", "dev-tempo")
+TUNE_FILES = 4  # a class from collection files (.abc of hundreds of tunes) takes its tunes from about this many
 
 
 def default_output() -> str:
@@ -322,13 +323,14 @@ def build_pretrain(args: BuildArguments, manifest: Manifest) -> dict:
     for package, _ in packages:
         mine = [r for r in records if r["package"] == package]
         kept = [r for r in mine if r["status"] == "kept"]
+        statuses = [r["status"] for r in mine]
         per_package[package] = {
             "files": len(mine),
             "kept": len(kept),
             "hours_found": round(sum(r.get("seconds", 0.0) for r in mine) / 3600, 3),
             "hours_kept": round(sum(r["kept_seconds"] for r in kept) / 3600, 3),
             "loops_cut": sum(1 for r in kept if r.get("loop_seconds")),
-            "dropped": {s: sum(r["status"] == s for r in mine) for s in sorted({r["status"] for r in mine}) if s != "kept"},
+            "dropped": {s: statuses.count(s) for s in sorted(set(statuses) - {"kept"})},
         }
     summary = {
         "folder": out_root,
@@ -399,7 +401,7 @@ def select_pieces(args: BuildArguments, scratch: str) -> tuple[dict[str, list[sc
                     found = [scores.ScorePiece.from_dict(v) for v in values]
                     if len(found) > 1:  # a collection file: a seeded share of its tunes
                         order = np.random.default_rng([args.seed, len(pieces)]).permutation(len(found))
-                        share = max(1, math.ceil(args.pieces_per_class / 4))
+                        share = max(1, math.ceil(args.pieces_per_class / TUNE_FILES))
                         found = [found[i] for i in order[:share]]
                     pieces.extend(found)
                     bar.update(len(found))
@@ -438,7 +440,8 @@ def assign_splits(plans: list[scores.ClipPlan], fractions, seed: int) -> dict[st
     return membership
 
 
-def clip_rows(plans: list[scores.ClipPlan], membership: dict[str, str], folder: str) -> list[dict]:
+def clip_rows(plans: list[scores.ClipPlan], membership: dict[str, str]) -> list[dict]:
+    """One `clips.csv` row per plan: its audio file (relative to the tasks folder), its labels and its split."""
     rows = []
     for plan in plans:
         rows.append(
@@ -555,7 +558,7 @@ def build_tasks(args: BuildArguments, manifest: Manifest) -> dict:
     if too_few:
         logger.warning("collections left out (fewer than 3 works to split): %s", too_few)
     membership = assign_splits(plans, fractions, args.seed)
-    rows = clip_rows(plans, membership, folder)
+    rows = clip_rows(plans, membership)
     by_id = {p.piece_id: p for pieces in chosen.values() for p in pieces}
 
     todo = [(plan, os.path.join(folder, row["file"])) for plan, row in zip(plans, rows)]

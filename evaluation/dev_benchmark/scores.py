@@ -25,7 +25,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -142,7 +142,8 @@ def corpus_collections() -> list[str]:
     """The top-level folders of music21's corpus (composers and collections)."""
     from music21 import corpus
 
-    return sorted({str(p).replace(os.sep, "/").split("/corpus/", 1)[-1].split("/", 1)[0] for p in corpus.getCorePaths()})
+    relative = (str(p).replace(os.sep, "/").split("/corpus/", 1)[-1] for p in corpus.getCorePaths())
+    return sorted({path.split("/", 1)[0] for path in relative})
 
 
 def corpus_files(collections) -> dict[str, list[str]]:
@@ -405,7 +406,8 @@ def write_batch_midi(path: str, clips: list[list[list[tuple[float, float, int]]]
         begin = round(offset * TICKS_PER_SECOND)
         for part_index, notes in enumerate(parts):
             channel = channels[part_index % len(channels)]
-            events.append((begin, 0, mido.Message("program_change", channel=channel, program=programs[index][part_index])))
+            program = mido.Message("program_change", channel=channel, program=programs[index][part_index])
+            events.append((begin, 0, program))
             velocity = velocities[index][part_index] if velocities[index] else 90
             for start, duration, pitch in notes:
                 on = round((offset + start) * TICKS_PER_SECOND)
@@ -451,7 +453,7 @@ def render_batch(
     import soundfile as sf
 
     if shutil.which(fluidsynth) is None:
-        raise FileNotFoundError(f"{fluidsynth} is not on PATH: install Debian's fluidsynth (apt-get install fluidsynth).")
+        raise FileNotFoundError(f"{fluidsynth} is not on PATH: install it (apt-get install -y fluidsynth)")
     slot = max(p.seconds for p in plans) + gap_seconds
     with tempfile.TemporaryDirectory(prefix="myna-render-") as scratch:
         midi_path, wav_path = os.path.join(scratch, "batch.mid"), os.path.join(scratch, "batch.wav")
@@ -462,7 +464,8 @@ def render_batch(
             [p.velocities for p in plans],
             slot,
         )
-        command = [fluidsynth, "-ni", "-q", "-g", "0.5", "-r", str(sampling_rate), "-F", wav_path, soundfont, midi_path]
+        command = [fluidsynth, "-ni", "-q", "-g", "0.5", "-r", str(sampling_rate), "-F", wav_path, soundfont]
+        command.append(midi_path)
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not os.path.isfile(wav_path):
             raise RuntimeError(f"fluidsynth failed ({result.returncode}): {result.stderr.strip()[-300:]}")
@@ -484,10 +487,6 @@ def normalize_loudness(audio: np.ndarray, target_rms: float = 0.1, peak: float =
     scaled = audio * (target_rms / rms)
     top = float(np.abs(scaled).max())
     return (scaled * (peak / top) if top > peak else scaled).astype(np.float32)
-
-
-def plan_to_row(plan: ClipPlan) -> dict:
-    return asdict(plan)
 
 
 __all__ = [
