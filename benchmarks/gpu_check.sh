@@ -5,6 +5,7 @@
 #   DEVICE=cpu QUICK=1 bash benchmarks/gpu_check.sh /tmp/dry-run     # the same script, tiny, on a CPU (a dry run)
 #   BUDGET=420 bash benchmarks/gpu_check.sh         # stop starting steps after 420 s (a short GPU lease)
 #   WHEELS=.whl bash benchmarks/gpu_check.sh        # an offline machine: install the project from a folder of wheels
+#   ONLY="gpu-tests frontend" bash benchmarks/gpu_check.sh      # only these steps (and the environment)
 #
 # Needs the project installed with its extras (`make install`, or `pip install -e ".[train,eval,dev]"` next to a CUDA
 # build of torch). On a machine with torch but no registry, WHEELS names a folder of the missing wheels (nnAudio,
@@ -30,6 +31,7 @@ START=$(date +%s)
 
 step() {  # step NAME COMMAND...: runs COMMAND, output to RESULTS/NAME.txt (and the console), within the budget
   local name=$1; shift
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY environment " != *" $name "* ]]; then return; fi
   local left=$((BUDGET - ($(date +%s) - START)))
   if [ "$left" -lt 20 ]; then skipped+=("$name"); echo "=== $name: skipped (budget spent)"; return; fi
   echo "=== $name ($(($(date +%s) - START)) s in, ${left} s left): $*"

@@ -124,7 +124,10 @@ class MynaFeatureExtractor(SequenceFeatureExtractor):
     def mel_spectrogram(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The mel module on `device`, built once per device: `(batch, samples)` float waveforms to
         `(batch, num_mel_bins, samples // hop_length + 1)` float32 raw power."""
-        key = str(torch.device(device))
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" share one module
+            device = torch.device("cuda", torch.cuda.current_device())
+        key = str(device)
         if self.mel_backend != "fft":
             key = f"{key} {self.mel_backend}"
         if key not in self._mel_modules:

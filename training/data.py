@@ -841,6 +841,8 @@ class CropPrefetcher:
         self.bank, self.plan, self.rows = bank, plan, rows
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
+        if self.cuda and self.device.index is None:  # "cuda": the current device, named, for the filling thread
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.queue = queue.Queue(maxsize=depth)
         local = len(range(*rows.indices(plan.global_batch)))
         shape = (local * plan.crop_frames, bank.num_mel_bins)
