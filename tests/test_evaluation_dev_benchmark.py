@@ -278,8 +278,10 @@ def test_pretrain_stage_resumes_and_records_hours(tmp_path, monkeypatch):
     again = build.main(argv)["pretrain"]
     assert {k: v for k, v in again.items() if k != "settings"} == summary
     (output / "pretrain/p1/music__a.flac").unlink()
+    (output / "pretrain/p1/music__b.flac.partial.flac").write_bytes(b"half a file")
     manifest = output / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"pretrain": {', '"pretrain-old": {'))
     build.main(argv + ["--keep_scratch"])
     assert (output / "pretrain/p1/music__a.flac").is_file()
     assert os.path.getmtime(output / "pretrain/p1/music__b.flac") == stamp
+    assert not list(output.rglob("*.partial*"))

@@ -315,6 +315,14 @@ def build_pretrain(args: BuildArguments, manifest: Manifest) -> dict:
         frames = int(round(record["kept_seconds"] * SAMPLING_RATE))
         audio, _ = sf.read(record["audio"], frames=frames, dtype="float32")
         atomic_write_audio(target, audio)
+    # `--dataset folder` reads every audio file under the folder: files of earlier settings, and the temporary
+    # files of a killed run, go.
+    wanted = {os.path.normpath(os.path.join(out_root, r["output"])) for r in records if r["output"]}
+    for directory, _, names in os.walk(out_root):
+        for name in names:
+            path = os.path.normpath(os.path.join(directory, name))
+            if path not in wanted:
+                os.remove(path)
     columns = ["package", "source", "status", "seconds", "kept_seconds", "loop_seconds", "duplicate_of", "output",
                "sha256", "error"]
     write_csv(os.path.join(args.output, "pretrain_files.csv"), records, columns)
