@@ -285,3 +285,14 @@ def test_pretrain_stage_resumes_and_records_hours(tmp_path, monkeypatch):
     assert (output / "pretrain/p1/music__a.flac").is_file()
     assert os.path.getmtime(output / "pretrain/p1/music__b.flac") == stamp
     assert not list(output.rglob("*.partial*"))
+
+
+def test_missing_renderer_and_unknown_collections_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    monkeypatch.setattr(scores, "find_soundfont", lambda path=None: (_ for _ in ()).throw(FileNotFoundError(path)))
+    with pytest.raises(FileNotFoundError, match=r"fluidsynth, fluid-soundfont-gm missing: install with `apt-get "
+                       r"install -y fluidsynth fluid-soundfont-gm`"):
+        build.ensure_renderer(install=False, soundfont=None)
+    monkeypatch.setattr(build, "ensure_renderer", lambda install, soundfont: "font.sf2")
+    with pytest.raises(ValueError, match=r"--collections bachh: not folders of music21's corpus; found .*bach, "):
+        build.main(["--output", str(tmp_path), "--stages", "tasks", "--collections", "bach,bachh", "--no_progress"])
