@@ -11,12 +11,26 @@ and the README section "A real-audio development benchmark". Needs `pip install 
 SoundFont are apt-installed when missing (`--no_install` to only say so).
 """
 
+import logging
 import sys
+
+from myna_pipelines.cli_support import dataclass_parser, parse_into, run_cli
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from myna_evaluation.dev_benchmark.build import BuildArguments, run
+
+    parser = dataclass_parser(
+        BuildArguments,
+        prog="build_dev_benchmark.py",
+        description="Build the real-audio development benchmark (Debian soundtracks for pre-training; music21 "
+        "scores rendered with FluidSynth for the labelled tasks), offline and resumable. --debug (or MYNA_DEBUG=1) "
+        "shows tracebacks.",
+    )
+    args = parse_into(parser, BuildArguments, sys.argv[1:] if argv is None else argv)[0]
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run(args)
 
 
 if __name__ == "__main__":
-    from myna_pipelines.cli_support import run_cli
-
-    from myna_evaluation.dev_benchmark.build import main
-
     sys.exit(run_cli(main, "build_dev_benchmark.py"))

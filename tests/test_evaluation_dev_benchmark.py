@@ -261,9 +261,9 @@ def test_pretrain_stage_resumes_and_records_hours(tmp_path, monkeypatch):
     monkeypatch.setattr(soundtracks, "download_deb", lambda name, folder: str(source / name))
     monkeypatch.setattr(soundtracks, "unpack_deb", lambda deb, folder: deb)
     output = tmp_path / "bench"
-    argv = ["--output", str(output), "--stages", "pretrain", "--packages", "p1,p2", "--workers", "1", "--no_progress"]
+    args = dict(output=str(output), stages="pretrain", packages="p1,p2", workers=1, progress=False)
 
-    summary = build.main(argv)["pretrain"]
+    summary = build.run(build.BuildArguments(**args))["pretrain"]
     files = sorted(str(p.relative_to(output / "pretrain")) for p in (output / "pretrain").rglob("*") if p.is_file())
     assert files == ["p1/music__a.flac", "p1/music__b.flac", "p2/music__c.flac"]
     assert summary["packages"]["p1"]["dropped"] == {"jingle": 1}
@@ -275,13 +275,13 @@ def test_pretrain_stage_resumes_and_records_hours(tmp_path, monkeypatch):
 
     # Done stages are skipped; a lost output file (an interrupted copy) is written again, the others are kept.
     stamp = os.path.getmtime(output / "pretrain/p1/music__b.flac")
-    again = build.main(argv)["pretrain"]
+    again = build.run(build.BuildArguments(**args))["pretrain"]
     assert {k: v for k, v in again.items() if k != "settings"} == summary
     (output / "pretrain/p1/music__a.flac").unlink()
     (output / "pretrain/p1/music__b.flac.partial.flac").write_bytes(b"half a file")
     manifest = output / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"pretrain": {', '"pretrain-old": {'))
-    build.main(argv + ["--keep_scratch"])
+    build.run(build.BuildArguments(**args, keep_scratch=True))
     assert (output / "pretrain/p1/music__a.flac").is_file()
     assert os.path.getmtime(output / "pretrain/p1/music__b.flac") == stamp
     assert not list(output.rglob("*.partial*"))
@@ -295,4 +295,4 @@ def test_missing_renderer_and_unknown_collections_say_what_to_do(tmp_path, monke
         build.ensure_renderer(install=False, soundfont=None)
     monkeypatch.setattr(build, "ensure_renderer", lambda install, soundfont: "font.sf2")
     with pytest.raises(ValueError, match=r"--collections bachh: not folders of music21's corpus; found .*bach, "):
-        build.main(["--output", str(tmp_path), "--stages", "tasks", "--collections", "bach,bachh", "--no_progress"])
+        build.run(build.BuildArguments(output=str(tmp_path), stages="tasks", collections="bach,bachh", progress=False))

@@ -9,7 +9,8 @@
       tasks/dev-*.yaml       the task files: custom:<output>/tasks/dev-key.yaml, ...
       scratch/               downloaded .debs, unpacked packages, analysis and parsed scores (cache)
 
-Each stage records itself in the manifest when it completes and is skipped on the next run; inside a stage every
+The command line is `benchmarks/build_dev_benchmark.py` (it parses `BuildArguments` and calls `run`). Each stage
+records itself in the manifest when it completes and is skipped on the next run; inside a stage every
 output file is written to a temporary name and renamed, and files already there are kept, so a killed build
 continues where it stopped. Items that cannot be read (a package apt does not know, an undecodable file, a score
 music21 cannot parse, a failed render) are skipped and counted, never fatal.
@@ -23,7 +24,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -629,21 +629,8 @@ def folder_bytes(folder: str) -> int:
     )
 
 
-def parse_arguments(argv: list[str] | None = None) -> BuildArguments:
-    from myna_pipelines.cli_support import dataclass_parser, parse_into
-
-    parser = dataclass_parser(
-        BuildArguments,
-        prog="build_dev_benchmark.py",
-        description="Build the real-audio development benchmark (Debian soundtracks for pre-training; music21 "
-        "scores rendered with FluidSynth for the labelled tasks), offline and resumable.",
-    )
-    return parse_into(parser, BuildArguments, sys.argv[1:] if argv is None else argv)[0]
-
-
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def run(args: BuildArguments) -> dict:
+    """Runs the stages `args.stages` asks for and returns their summaries (also in `<output>/manifest.json`)."""
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = sorted(set(stages) - {"pretrain", "tasks"})
     if unknown:
@@ -675,4 +662,4 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-__all__ = ["BuildArguments", "Manifest", "assign_splits", "decide", "main", "plan_collection", "write_tasks"]
+__all__ = ["BuildArguments", "Manifest", "assign_splits", "decide", "plan_collection", "run", "write_tasks"]
