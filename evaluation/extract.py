@@ -181,6 +181,16 @@ class EmbeddingExtractor:
         return [embeddings[(audio_index == i).numpy()] for i in range(len(audios))]
 
 
+def load_extractor(model: str, device: str = "cpu", batch_size: int = 64):
+    """The extractor for `--model`: `handcrafted:<set>` gives librosa features (`handcrafted.py`), anything else
+    a model folder."""
+    from .handcrafted import HandcraftedExtractor, is_handcrafted
+
+    if is_handcrafted(model):
+        return HandcraftedExtractor(model, device=device, batch_size=batch_size)
+    return EmbeddingExtractor(model, device=device, batch_size=batch_size)
+
+
 def split_patch_modes(embeddings: np.ndarray, hidden_size: int, modes: list[str]) -> dict[str, np.ndarray]:
     """A hybrid model's `"both"` embeddings `[square ; vertical]` as one array per requested mode."""
     halves = {"square": embeddings[:, :hidden_size], "vertical": embeddings[:, hidden_size:], "both": embeddings}
@@ -318,6 +328,7 @@ __all__ = [
     "ExtractionSettings",
     "SplitEmbeddings",
     "extract_split",
+    "load_extractor",
     "model_identity",
     "split_patch_modes",
 ]

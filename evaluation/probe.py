@@ -31,7 +31,10 @@ SYNTHETIC_TASK_NAMES = ("synthetic-key", "synthetic-tempo", "synthetic-tags", "s
 @dataclass
 class ModelArguments:
     model: str = field(
-        metadata={"help": "A model folder AutoModel loads (a Myna checkpoint, or another audio model)."}
+        metadata={
+            "help": "A model folder AutoModel loads (a Myna checkpoint, or another audio model), or hand-crafted "
+            "features: handcrafted:logmel, handcrafted:chroma, handcrafted:all."
+        }
     )
     model_name: str | None = field(
         default=None, metadata={"help": "Row name in the table; the folder name by default."}
@@ -139,6 +142,8 @@ import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from myna_evaluation.extract import EmbeddingExtractor, ExtractionSettings, extract_split, split_patch_modes  # noqa: E402
+from myna_evaluation.extract import load_extractor  # noqa: E402
+from myna_evaluation.handcrafted import is_handcrafted  # noqa: E402
 from myna_evaluation.grid import (  # noqa: E402
     GridSettings,
     ProbeData,
@@ -353,12 +358,10 @@ def run(
 
             path = paths.get(task, paths.get(task.split("-")[0]))
             loaded[task] = load_task(task, path, layout=task_args.layout, split_file=split_files.get(task))
-    extractor = EmbeddingExtractor(
-        model_args.model, device=model_args.device, batch_size=model_args.extraction_batch_size
-    )
+    extractor = load_extractor(model_args.model, device=model_args.device, batch_size=model_args.extraction_batch_size)
     model_name = model_args.model_name or os.path.basename(os.path.normpath(model_args.model))
     report = {
-        "model": os.path.abspath(model_args.model),
+        "model": model_args.model if is_handcrafted(model_args.model) else os.path.abspath(model_args.model),
         "model_identity": extractor.identity,
         "model_name": model_name,
         "arguments": {**asdict(model_args), **asdict(task_args), **asdict(probe_args), **asdict(report_args)},

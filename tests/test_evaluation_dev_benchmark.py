@@ -1,0 +1,298 @@
+"""The development benchmark builder on tiny generated inputs: key labels and transposition, programs, splits by
+work, the soundtrack filters (jingles, silence, duplicates, loops), the manifest and resume, task files that the
+custom task family loads, and one FluidSynth render when FluidSynth is installed."""
+
+import os
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+
+pytest.importorskip("librosa")
+mido = pytest.importorskip("mido")
+pytest.importorskip("music21")
+
+from myna_evaluation.dev_benchmark import build, scores, soundtracks  # noqa: E402
+from myna_evaluation.tasks import KEY_NAMES, SPLITS, column  # noqa: E402
+
+
+SR = 16_000
+
+
+D_PATTERN = [(0, 2, 62), (2, 1, 66), (3, 1, 69), (4, 1, 67), (5, 1, 64), (6, 1, 61), (7, 1, 62)]
+
+
+def scale_piece(piece_id="bach/bwv1.1", collection="bach", group="bach/bwv1", signature=2, mode="major", parts=2):
+    """A piece in D major (an 8-quarter figure around the tonic triad, two parts an octave apart), 32 quarters long."""
+    melody = [(float(8 * bar + o), float(d), p) for bar in range(4) for o, d, p in D_PATTERN]
+    voices = [melody] + [[(o, d, p - 12) for o, d, p in melody]] * (parts - 1)
+    return scores.ScorePiece(piece_id, collection, group, "", voices, 32.0, signature, mode)
+
+
+# ---------------------------------------------------------------------------------------------- keys and plans
+
+
+def test_key_estimate_and_signatures():
+    histogram = np.zeros(12)
+    histogram[[0, 2, 4, 5, 7, 9, 11]] = [4, 1, 2, 1, 3, 1, 1]
+    assert scores.estimate_key(histogram)[:2] == (0, "major")
+    assert scores.estimate_key(np.roll(histogram, 7))[:2] == (7, "major")
+    assert [scores.signature_sharps(*k) for k in ((7, "major"), (4, "minor"), (5, "major"), (2, "minor"))] == [
+        1, 1, -1, -1,
+    ]
+    assert scores.signature_sharps(6, "major") == -6 and scores.signature_sharps(6, "minor") == 3
+    assert all(scores.key_name(t, m) in KEY_NAMES for t in range(24) for m in ("major", "minor"))
+
+
+def test_plans_transpose_the_key_with_the_audio_and_balance_tonics():
+    settings = scores.PlanSettings(clip_seconds=8.0, seed=3)
+    piece = scale_piece()
+    plans = scores.plan_clips(piece, 48, settings, tonal=True)
+    assert plans == scores.plan_clips(piece, 48, settings, tonal=True)  # seeded: a rebuild plans the same clips
+    for plan in plans:
+        assert plan.key == scores.key_name(2 + plan.transpose, "major") and -6 <= plan.transpose <= 5
+        assert 60 <= plan.tempo <= 160
+    assert len({p.key for p in plans}) >= 10  # 48 draws over 12 tonics
+    notes = scores.clip_notes(piece, plans[0])
+    assert notes[0][0][2] == 62 + plans[0].transpose
+
+
+def test_keys_are_left_out_when_modal_atonal_or_against_the_signature():
+    settings = scores.PlanSettings(clip_seconds=8.0)
+    assert all(p.key is None for p in scores.plan_clips(scale_piece(mode="dorian"), 4, settings, tonal=True))
+    assert all(p.key is None for p in scores.plan_clips(scale_piece(), 4, settings, tonal=False))
+    assert all(p.key is None for p in scores.plan_clips(scale_piece(signature=-3), 4, settings, tonal=True))
+
+
+def test_programs_families_and_the_bass_on_the_lowest_part():
+    parts = [[(0.0, 1.0, 72)], [(0.0, 1.0, 40)], [(0.0, 1.0, 60)]]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        programs = scores.choose_programs(rng, parts, max_families=3)
+        families = [scores.family_of(p) for p in programs]
+        assert 1 <= len(set(families)) <= 3
+        assert all(f != "bass" for i, f in enumerate(families) if i != 1)
+    alone = [scores.choose_programs(np.random.default_rng(seed), parts[:1], 3) for seed in range(50)]
+    assert all(len(p) == 1 and scores.family_of(p[0]) != "bass" for p in alone)
+    assert scores.family_of(0) == "piano" and scores.family_of(73) == "pipe"
+    with pytest.raises(ValueError, match="GM program 120"):
+        scores.family_of(120)
+
+
+def test_a_short_piece_repeats_to_fill_the_clip():
+    piece = scores.ScorePiece("x/y", "x", "x/y", "", [[(0.0, 1.0, 60), (1.0, 1.0, 62)]], 2.0)
+    plan = scores.plan_clips(piece, 1, scores.PlanSettings(clip_seconds=3.0, tempo_range=(60, 60)), tonal=False)[0]
+    notes = scores.clip_notes(piece, plan)[0]
+    assert [n[0] for n in notes] == [0.0, 1.0, 2.0]  # seconds at 60 quarter notes per minute
+    assert [n[2] - plan.transpose for n in notes] == [60, 62, 60]
+
+
+def test_work_groups():
+    assert scores.work_group("beethoven", "beethoven/opus18no1/movement2") == "beethoven/opus18no1"
+    assert scores.work_group("bach", "bach/bwv66.6") == "bach/bwv66"
+    assert scores.work_group("essenFolksong", "essenFolksong/altdeu10#3", "Herzog Ernst!") == (
+        "essenFolksong/herzog-ernst"
+    )
+    assert scores.work_group("palestrina", "palestrina/Agnus_01") == "palestrina/Agnus_01"
+
+
+def test_splits_by_work_never_leak_and_cover_every_class():
+    rng = np.random.default_rng(0)
+    plans = []
+    for collection in ("a", "b", "c"):
+        for work in range(int(rng.integers(4, 15))):
+            for clip in range(int(rng.integers(1, 6))):
+                plans.append(
+                    scores.ClipPlan(f"{collection}{work}@{clip}", f"{collection}/{work}", collection,
+                                    f"{collection}/w{work}", 0.0, 100.0, 0, [0], ["piano"], None, 0.0, 4.0)
+                )
+    membership = build.assign_splits(plans, (0.7, 0.15, 0.15), seed=0)
+    assert membership == build.assign_splits(plans, (0.7, 0.15, 0.15), seed=0)
+    for collection in ("a", "b", "c"):
+        assert {membership[p.group] for p in plans if p.collection == collection} == set(SPLITS)
+    pieces = {}
+    for plan in plans:
+        pieces.setdefault(plan.piece_id, set()).add(membership[plan.group])
+    assert all(len(s) == 1 for s in pieces.values())
+
+
+def test_task_files_load_in_the_custom_family(tmp_path):
+    from myna_evaluation.task_families.custom import load_custom_task
+
+    settings = scores.PlanSettings(clip_seconds=8.0)
+    plans = []
+    for collection in ("bach", "mozart"):
+        for work in range(4):
+            piece = scale_piece(f"{collection}/w{work}.1", collection, f"{collection}/w{work}")
+            plans += scores.plan_clips(piece, 2, settings, tonal=True)
+    membership = build.assign_splits(plans, (0.5, 0.25, 0.25), seed=0)
+    rows = build.clip_rows(plans, membership)
+    for row in rows:
+        os.makedirs(os.path.dirname(tmp_path / row["file"]), exist_ok=True)
+        sf.write(tmp_path / row["file"], np.zeros(SR // 10, np.float32), SR)
+    paths = build.write_tasks(str(tmp_path), rows)
+    assert sorted(paths) == sorted(build.TASK_NAMES)
+
+    loaded = {name: load_custom_task(path) for name, path in paths.items()}
+    key_spec, key_data = loaded["dev-key"]
+    assert key_spec.metric == "myna_key" and key_spec.label_names == tuple(KEY_NAMES)
+    tags_spec, tags_data = loaded["dev-instruments"]
+    assert tags_spec.label_names == scores.GM_FAMILIES and tags_spec.primary == "roc_auc_macro"
+    assert loaded["dev-composer"][0].label_names == ("bach", "mozart")
+    assert loaded["dev-tempo"][0].primary == "r2_mean"
+    by_file = {os.path.normpath(tmp_path / r["file"]): r for r in rows}
+    for split in SPLITS:
+        for audio, label in zip(column(tags_data[split], "audio"), column(tags_data[split], "label")):
+            row = by_file[audio]
+            assert row["split"] == split
+            assert {f for f, on in zip(scores.GM_FAMILIES, label) if on} == set(row["instruments"].split(";"))
+        for audio, label in zip(column(key_data[split], "audio"), column(key_data[split], "label")):
+            assert KEY_NAMES[label] == by_file[audio]["key"]
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="no fluidsynth (apt-get install fluidsynth)")
+def test_fluidsynth_renders_each_clip_of_a_batch_at_its_pitch():
+    try:
+        soundfont = scores.find_soundfont()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    piece = scores.ScorePiece("t/a", "t", "t/a", "", [[(0.0, 4.0, 69)]], 4.0)
+    plans = [
+        scores.ClipPlan(f"t/a@{i}", "t/a", "t", "t/a", 0.0, 60.0, shift, [73], ["pipe"], None, 0.0, 1.5, [90])
+        for i, shift in enumerate((0, 3))
+    ]
+    audios = scores.render_batch({"t/a": piece}, plans, soundfont, SR, gap_seconds=1.0)
+    assert [len(a) for a in audios] == [int(1.5 * SR)] * 2
+    for audio, expected in zip(audios, (440.0, 523.25)):  # A4, and A4 + 3 semitones = C5
+        spectrum = np.abs(np.fft.rfft(audio[SR // 4 : SR] * np.hanning(3 * SR // 4)))
+        peak = np.fft.rfftfreq(3 * SR // 4, 1 / SR)[spectrum.argmax()]
+        assert abs(peak - expected) < 8, peak
+
+
+# ---------------------------------------------------------------------------------------------- soundtracks
+
+
+def melody(seconds: float, seed: int) -> np.ndarray:
+    """Random notes of 0.25-1 s with a little noise: music-like, and different for each seed."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while sum(len(o) for o in out) < seconds * SR:
+        n = int(rng.uniform(0.25, 1.0) * SR)
+        t = np.arange(n) / SR
+        f = 110 * 2 ** (rng.integers(0, 36) / 12)
+        out.append(np.sin(2 * np.pi * f * t) * np.exp(-3 * t) + 0.3 * np.sin(2 * np.pi * 2 * f * t) * np.exp(-5 * t))
+    audio = np.concatenate(out)[: int(seconds * SR)]
+    return (0.2 * audio + 0.001 * rng.standard_normal(len(audio))).astype(np.float32)
+
+
+def test_music_paths_and_archives(tmp_path):
+    (tmp_path / "usr/share/game/music").mkdir(parents=True)
+    (tmp_path / "usr/share/game/sounds").mkdir(parents=True)
+    sf.write(tmp_path / "usr/share/game/music/theme.ogg", melody(1, 0), SR)
+    sf.write(tmp_path / "usr/share/game/sounds/boom.ogg", melody(1, 1), SR)
+    with zipfile.ZipFile(tmp_path / "usr/share/game/music.pk3", "w") as archive:
+        archive.write(tmp_path / "usr/share/game/music/theme.ogg", "sound/cdtracks/track.ogg")
+        archive.writestr("readme.txt", "not audio")
+    found = soundtracks.find_music("game", str(tmp_path))
+    assert [os.path.relpath(s.name, tmp_path) for s in found] == [
+        "usr/share/game/music.pk3!sound/cdtracks/track.ogg",
+        "usr/share/game/music/theme.ogg",
+    ]
+    assert found[0].read_bytes() == found[1].read_bytes()
+    assert soundtracks.is_music_path("a/albums/legacy_soundtrack/x.ogg") and not soundtracks.is_music_path("music.ogg")
+
+
+def test_loops_are_found_and_cut_after_the_first_period():
+    phrase = melody(40, 2)
+    looped = np.concatenate([melody(7, 3), phrase, phrase, phrase, phrase])  # intro, then a 40 s loop x4
+    kept = soundtracks.loop_length(soundtracks.fingerprint(looped))
+    assert kept is not None and abs(kept - 47) <= 1.5
+    assert soundtracks.loop_length(soundtracks.fingerprint(melody(150, 4))) is None
+
+
+def test_near_duplicates_drop_the_shorter_copy():
+    long = melody(90, 5)
+    prints = {
+        "long": soundtracks.fingerprint(long),
+        "excerpt": soundtracks.fingerprint(0.5 * long[int(20.2 * SR) : 70 * SR]),  # quieter, cut off the frame grid
+        "other": soundtracks.fingerprint(melody(60, 6)),
+    }
+    assert soundtracks.near_duplicates(prints) == {"excerpt": "long"}
+
+
+def test_decide_counts_jingles_silence_and_duplicates():
+    def record(name, seconds, sha, rms=0.1, loop=None, error=None):
+        return {"package": "p", "source": name, "seconds": seconds, "sha256": sha, "rms": rms,
+                "loop_seconds": loop, **({"error": error} if error else {})}
+
+    records = build.decide(
+        [
+            record("a", 120, "x"),
+            record("b", 120, "x"),  # the same bytes as a
+            record("c", 12, "y"),  # a jingle
+            record("d", 600, "z", loop=25),  # a 25 s loop: a jingle once cut
+            record("e", 90, "w", rms=0.0),
+            record("f", 0, "", error="AudioDecodeError: not audio"),
+            record("g", 600, "v", loop=150),
+        ],
+        min_seconds=30,
+    )
+    status = {r["source"]: (r["status"], r.get("kept_seconds"), r["duplicate_of"]) for r in records}
+    assert status["a"] == ("kept", 120, "") and status["b"] == ("duplicate", 120, "a")
+    assert status["c"][0] == status["d"][0] == "jingle" and status["e"][0] == "silent"
+    assert status["f"][0] == "unreadable" and status["g"] == ("kept", 150, "")
+
+
+def test_pretrain_stage_resumes_and_records_hours(tmp_path, monkeypatch):
+    source = tmp_path / "src"
+    files = {"p1": {"music/a.ogg": 40, "music/b.ogg": 35, "music/jingle.ogg": 5}, "p2": {"music/c.flac": 31}}
+    for seed, (package, name, seconds) in enumerate((p, n, s) for p, f in files.items() for n, s in f.items()):
+        path = source / package / "usr/share" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, melody(seconds, 10 + seed), SR)
+    shutil.copy(source / "p1/usr/share/music/a.ogg", source / "p2/usr/share/music/a_copy.ogg")
+    monkeypatch.setattr(soundtracks, "resolve_package", lambda name: name)
+    monkeypatch.setattr(soundtracks, "download_deb", lambda name, folder: str(source / name))
+    monkeypatch.setattr(soundtracks, "unpack_deb", lambda deb, folder: deb)
+    output = tmp_path / "bench"
+    args = dict(output=str(output), stages="pretrain", packages="p1,p2", workers=1, progress=False)
+
+    summary = build.run(build.BuildArguments(**args))["pretrain"]
+    files = sorted(str(p.relative_to(output / "pretrain")) for p in (output / "pretrain").rglob("*") if p.is_file())
+    assert files == ["p1/music__a.flac", "p1/music__b.flac", "p2/music__c.flac"]
+    assert summary["packages"]["p1"]["dropped"] == {"jingle": 1}
+    assert summary["packages"]["p2"]["dropped"] == {"duplicate": 1}
+    assert abs(summary["hours"] - (40 + 35 + 31) / 3600) < 1e-3
+    assert not list(output.rglob("*.partial*"))
+    info = sf.info(output / "pretrain/p1/music__a.flac")
+    assert info.samplerate == SR and info.channels == 1
+
+    # Done stages are skipped; a lost output file (an interrupted copy) is written again, the others are kept.
+    stamp = os.path.getmtime(output / "pretrain/p1/music__b.flac")
+    again = build.run(build.BuildArguments(**args))["pretrain"]
+    assert {k: v for k, v in again.items() if k != "settings"} == summary
+    (output / "pretrain/p1/music__a.flac").unlink()
+    (output / "pretrain/p1/music__b.flac.partial.flac").write_bytes(b"half a file")
+    manifest = output / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"pretrain": {', '"pretrain-old": {'))
+    build.run(build.BuildArguments(**args, keep_scratch=True))
+    assert (output / "pretrain/p1/music__a.flac").is_file()
+    assert os.path.getmtime(output / "pretrain/p1/music__b.flac") == stamp
+    assert not list(output.rglob("*.partial*"))
+
+
+def test_missing_renderer_and_unknown_collections_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    monkeypatch.setattr(scores, "find_soundfont", lambda path=None: (_ for _ in ()).throw(FileNotFoundError(path)))
+    with pytest.raises(FileNotFoundError, match=r"fluidsynth, fluid-soundfont-gm missing: install with `apt-get "
+                       r"install -y fluidsynth fluid-soundfont-gm`"):
+        build.ensure_renderer(install=False, soundfont=None)
+    monkeypatch.setattr(build, "ensure_renderer", lambda install, soundfont: "font.sf2")
+    with pytest.raises(ValueError, match=r"--collections bachh: not folders of music21's corpus; found .*bach, "):
+        build.run(build.BuildArguments(output=str(tmp_path), stages="tasks", collections="bach,bachh", progress=False))
