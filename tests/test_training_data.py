@@ -351,6 +351,86 @@ def test_out_of_core_reading_keeps_host_memory_flat(tmp_path):
     assert peak_file - before["RssFile"] < store.nbytes / 1024 / 4, "the store's file was mapped into memory"
 
 
+# ------------------------------------------------------------------------------ damaged stores (issue 19, item 1)
+
+
+def damage(store_dir, how: str, storage_dtype: str) -> None:
+    """Damages `frames.bin` of a store the way a disk, a copy or a kill would."""
+    path = store_dir / "frames.bin"
+    data = bytearray(path.read_bytes())
+    row = 128 * (2 if storage_dtype == "bfloat16" else 4)
+    if how == "truncated":
+        data = data[: -10 * row]  # 10 rows short
+    elif how == "padded":
+        data += bytes(10 * row)  # 10 rows too many
+    elif how == "bit-flipped":
+        data[len(data) // 2] ^= 0x01  # one bit of a mantissa: a finite value, slightly off
+    elif how == "nan-poisoned":
+        nan = np.full(64 // (2 if storage_dtype == "bfloat16" else 4), np.nan, np.float32)
+        data[4096 : 4096 + 64] = (
+            torch.from_numpy(nan).to(torch.bfloat16).view(torch.int16).numpy().tobytes()
+            if storage_dtype == "bfloat16" else nan.tobytes()
+        )  # 64 bytes overwritten with NaN
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("storage_dtype", ["bfloat16", "float32"])
+@pytest.mark.parametrize("how", ["truncated", "padded", "bit-flipped", "nan-poisoned"])
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "out_of_core"])
+def test_a_damaged_store_is_refused_on_both_placements(tmp_path, how, resident, storage_dtype):
+    from myna_training.data import DamagedStoreError, SpectrogramStore, StoreVerifier
+
+    store_dir = tmp_path / "spectrograms-abc"
+    dataset = random_spectrogram_dataset([313, 96, 200, 150, 313], storage_dtype=storage_dtype)
+    written = SpectrogramStore.write(dataset, str(store_dir), SkipReport())
+    assert written.meta["frames_bytes"] == (store_dir / "frames.bin").stat().st_size
+    assert written.meta["checksum"]["algorithm"] == "xxh3_128"
+    written.bank("cpu", resident=resident)  # whole: opens on both placements
+    assert StoreVerifier(written).finish() is None
+
+    damage(store_dir, how, storage_dtype)
+    message = rf"the spectrogram store {store_dir} is damaged: .*Delete that folder \(rm -r {store_dir}\)"
+    with pytest.raises(DamagedStoreError, match=message) as caught:
+        store = SpectrogramStore(str(store_dir))  # the size: checked on opening, whatever the placement
+        if resident:
+            store.bank("cpu", resident=True)  # the checksum: checked while the whole file is read
+        else:
+            store.bank("cpu", resident=False)  # opens (size right) ...
+            StoreVerifier(store).finish()  # ... and the background check finds it
+    assert len(str(caught.value).splitlines()) == 1
+    expected = {"truncated": "truncated", "padded": "longer than written"}.get(how, "checksum of frames.bin")
+    assert expected in str(caught.value)
+
+
+def test_non_finite_frames_are_refused_when_the_store_is_written(tmp_path):
+    from myna_training.data import SpectrogramStore
+
+    dataset = random_spectrogram_dataset([200, 150, 313])
+    arrays = [np.asarray(a, dtype=np.uint16) for a in dataset["spectrogram"]]
+    arrays[1] = arrays[1].copy()
+    arrays[1][40, 7] = 0x7FC0  # a bfloat16 NaN in frame 40 of the second clip
+    with pytest.raises(ValueError, match=r"clip 'clip1' \(clip 1\) has non-finite values .* from frame 40"):
+        SpectrogramStore.write_arrays(
+            str(tmp_path / "store"), iter(arrays), [200, 150, 313], "bfloat16", 128, ids=dataset["id"]
+        )
+    assert not (tmp_path / "store").exists() and not (tmp_path / "store.tmp").exists()
+
+
+def test_a_non_finite_crop_stops_the_prefetcher_with_the_clip_index(tmp_path):
+    # Out-of-core training before the background check has finished: the crop is checked on the host.
+    from myna_training.data import BatchPlan, CropPrefetcher, NonFiniteCropError, SpectrogramStore
+
+    store = SpectrogramStore.write(random_spectrogram_dataset([96] * 8, storage_dtype="float32"), str(tmp_path / "s"), SkipReport())
+    with open(store.frames_path, "r+b") as f:  # clip 5's frame 10, behind the store's back
+        f.seek((5 * 96 + 10) * 128 * 4)
+        f.write(np.full(128, np.inf, np.float32).tobytes())
+    plan = BatchPlan(store.num_frames, global_batch=8, crop_frames=96, seed=0)
+    prefetcher = CropPrefetcher(store.bank("cpu", resident=False), plan, slice(0, 8), "cpu", check_finite="Delete it.")
+    with pytest.raises(NonFiniteCropError, match=r"the crop of clip 5 \(frames 0-96 of the clip\) holds NaN or inf"):
+        prefetcher.next()
+    prefetcher.close()
+
+
 def test_placement_follows_the_size_and_refuses_what_cannot_fit():
     from myna_training.data import choose_placement
 
@@ -418,3 +498,16 @@ def test_out_of_core_crops_reach_the_gpu_equal_to_resident_gpu_crops(tmp_path):
         assert torch.equal(view1, resident.crops(offsets + first, 96))
         assert torch.equal(view2, resident.crops(offsets + second, 96))
     prefetcher.close()
+
+
+def test_a_streamed_clip_with_non_finite_frames_stops_training_naming_it():
+    from myna_training.data import NonFiniteCropError, StreamingSpectrograms
+
+    dataset = random_spectrogram_dataset([200, 150, 313, 120], storage_dtype="float32")
+    spectrograms = [np.asarray(s, np.float32) for s in dataset["spectrogram"]]
+    spectrograms[2][50, 3] = np.nan
+    poisoned = dataset.remove_columns("spectrogram").add_column("spectrogram", [s.tolist() for s in spectrograms])
+    stream = poisoned.add_column("skip_reason", [""] * 4).to_iterable_dataset()
+    streamed = StreamingSpectrograms(stream, batch_size=4, device="cpu", storage_dtype="float32", shuffle_buffer_size=0)
+    with pytest.raises(NonFiniteCropError, match=r"clip 'clip2' \(index 2 of the stream\) has NaN or inf"):
+        streamed.next_batch(96, torch.Generator().manual_seed(0))

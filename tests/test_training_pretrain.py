@@ -425,3 +425,31 @@ def test_a_run_that_failed_during_its_set_up_does_not_block_the_next(tmp_path):
     assert os.listdir(out) and not os.path.exists(os.path.join(out, "model"))  # it got as far as writing run.json
     summary = pretrain.main(QUICK + ["--output_dir", out, "--max_steps", "1", "--cache_dir", str(tmp_path / "cache")])
     assert summary["steps"] == 1
+
+
+# ------------------------------------------------------------------ a store that proves it is whole (issue 19, item 1)
+
+
+def test_a_damaged_store_in_the_cache_stops_the_next_run_in_one_line(tmp_path):
+    cache = ["--cache_dir", str(tmp_path / "cache")]
+    pretrain.main(QUICK + cache + ["--output_dir", str(tmp_path / "first"), "--max_steps", "1"])
+    (store,) = [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("spectrograms-")]
+    with open(store / "frames.bin", "r+b") as f:  # a bit flipped: same size, finite values
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0x04]))
+    process = subprocess.run(
+        [sys.executable, PRETRAIN, *QUICK, *cache, "--output_dir", str(tmp_path / "second"), "--max_steps", "1",
+         "--spectrogram_placement", "resident"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )
+    assert process.returncode == 1
+    error = [line for line in process.stderr.splitlines() if "error:" in line]
+    assert error == [
+        f"pretrain.py: error: the spectrogram store {store} is damaged: the xxh3_128 checksum of frames.bin is "
+        + error[0].split("checksum of frames.bin is ")[1].split(",")[0]
+        + f", not the {__import__('json').loads((store / 'meta.json').read_text())['checksum']['value']} recorded "
+        f"when it was written (its content changed). Delete that folder (rm -r {store}); the next run recomputes it."
+    ]
+

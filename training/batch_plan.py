@@ -41,6 +41,28 @@ def crop_generator(seed: int, micro_batch: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + micro_batch) * 2 + 1)
 
 
+class NonFiniteCropError(ValueError):
+    """A training crop holding NaN or inf: the run stops before it reaches the loss."""
+
+
+def check_finite_crops(view: torch.Tensor, index: torch.Tensor, starts: torch.Tensor, where: str) -> None:
+    """Raises `NonFiniteCropError` naming the clip when a `(B, F, crop)` host `view` holds NaN or inf.
+
+    One float32 sum of the view (NaN and inf propagate; finite power mels cannot overflow it) decides; only a
+    non-finite sum pays for finding the row. `index` and `starts` are the clips and crop starts of the view's rows;
+    `where` says what to do about it.
+    """
+    if torch.isfinite(view.sum(dtype=torch.float32)):
+        return
+    bad = (~torch.isfinite(view.float())).flatten(1).any(1).nonzero().flatten()
+    row = int(bad[0]) if bad.numel() else 0
+    raise NonFiniteCropError(
+        f"the crop of clip {int(index[row])} (frames {int(starts[row])}-{int(starts[row]) + view.shape[-1]} of the "
+        f"clip) holds NaN or inf values{f', and {bad.numel() - 1} more crop(s) of this batch' if bad.numel() > 1 else ''}"
+        f": training stopped before they reach the loss. {where}"
+    )
+
+
 class BatchPlan:
     """Which clips and crop starts micro-batch `m` uses: a pure function of `(seed, m)` for the whole global batch.
 
@@ -76,13 +98,21 @@ class CropPrefetcher:
     the global batch) from the store's file into pinned host buffers and, on a GPU, starts their copy to the
     device on a side stream, so that disk reads and host-to-device copies overlap the training step. `next()` returns
     `(view1, view2, index)` in order; the consumer's stream waits for the copy on the device, not on the host.
+
+    Staged copies (a GPU) cycle through `depth + 2` slots of two host buffers: `depth` batches queued, one being
+    used, one being filled. A slot is refilled only after the copy out of it has finished (its event). The three
+    device-specific steps are methods (`_new_buffer`, `_start_copy`, `_wait_copy`), so that this logic is tested on
+    a CPU with the copy stubbed (tests/test_training_data.py).
     """
 
-    def __init__(self, bank, plan: BatchPlan, rows: slice, device, start: int = 0, depth: int = 2):
+    def __init__(
+        self, bank, plan: BatchPlan, rows: slice, device, start: int = 0, depth: int = 2, check_finite: str | None = None
+    ):
         import queue
         import threading
 
         self.bank, self.plan, self.rows = bank, plan, rows
+        self.check_finite = check_finite  # what to tell the user about a non-finite crop; None: no check
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         if self.cuda and self.device.index is None:  # "cuda": the current device, named, for the filling thread
@@ -91,15 +121,36 @@ class CropPrefetcher:
         local = len(range(*rows.indices(plan.global_batch)))
         shape = (local * plan.crop_frames, bank.num_mel_bins)
         # Two views per batch; `depth` batches queued, one being filled and one being used.
-        self.buffers = [
-            [torch.empty(shape, dtype=bank.dtype, pin_memory=True) for _ in range(2)]
-            for _ in range(depth + 2 if self.cuda else 0)
-        ]
+        self.buffers = [[self._new_buffer(shape) for _ in range(2)] for _ in range(depth + 2 if self.staged else 0)]
         self.copied = [None] * max(len(self.buffers), 1)  # the event after which a buffer may be refilled
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._fill, args=(start,), daemon=True, name="myna-crop-prefetch")
         self.thread.start()
+
+    @property
+    def staged(self) -> bool:
+        """Whether crops go through reused host buffers and an asynchronous copy (a GPU), or are used as read."""
+        return self.cuda
+
+    def _new_buffer(self, shape) -> torch.Tensor:
+        return torch.empty(shape, dtype=self.bank.dtype, pin_memory=True)
+
+    def _start_copy(self, views: list[torch.Tensor]):
+        """Starts copying the host `views` to the device; returns `(device views, event)`, the event marking the end
+        of the copy (`.synchronize()` waits for it on the host)."""
+        with torch.cuda.stream(self.stream):
+            views = [v.to(self.device, non_blocking=True) for v in views]
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        return views, event
+
+    def _wait_copy(self, views: list[torch.Tensor], event) -> None:
+        """Makes the consumer's stream wait for the copy (on the device, not the host)."""
+        stream = torch.cuda.current_stream(self.device)
+        stream.wait_event(event)
+        for view in views:
+            view.record_stream(stream)
 
     def _fill(self, micro_batch: int) -> None:
         try:
@@ -112,14 +163,14 @@ class CropPrefetcher:
                 offsets = self.bank.host_offsets[index]
                 if self.copied[slot] is not None:
                     self.copied[slot].synchronize()  # the last copy out of this buffer is done
-                buffers = self.buffers[slot] if self.cuda else (None, None)
+                buffers = self.buffers[slot] if self.staged else (None, None)
                 views = [self.bank.crops(offsets + s, self.plan.crop_frames, out=b) for s, b in zip((first, second), buffers)]
+                if self.check_finite is not None:  # on the host copy, in this thread: no device sync in the step
+                    for view, starts in zip(views, (first, second)):
+                        check_finite_crops(view, index, starts, self.check_finite)
                 event = None
-                if self.cuda:
-                    with torch.cuda.stream(self.stream):
-                        views = [v.to(self.device, non_blocking=True) for v in views]
-                        event = torch.cuda.Event()
-                        event.record(self.stream)
+                if self.staged:
+                    views, event = self._start_copy(views)
                     self.copied[slot] = event
                 self._put((views, index, event))
                 micro_batch += 1
@@ -139,14 +190,13 @@ class CropPrefetcher:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         item = self.queue.get()
+        if isinstance(item, ValueError):  # a damaged store or a non-finite crop: already one clear line
+            raise item
         if isinstance(item, BaseException):
             raise RuntimeError(f"reading crops from the spectrogram store failed: {item}") from item
         (view1, view2), index, event = item
         if event is not None:
-            stream = torch.cuda.current_stream(self.device)
-            stream.wait_event(event)
-            view1.record_stream(stream)
-            view2.record_stream(stream)
+            self._wait_copy([view1, view2], event)
         return view1, view2, index
 
     def close(self) -> None:
@@ -154,4 +204,12 @@ class CropPrefetcher:
         self.thread.join(timeout=10)
 
 
-__all__ = ["BatchPlan", "CropPrefetcher", "crop_generator", "epoch_order", "random_crop_starts"]
+__all__ = [
+    "BatchPlan",
+    "CropPrefetcher",
+    "NonFiniteCropError",
+    "check_finite_crops",
+    "crop_generator",
+    "epoch_order",
+    "random_crop_starts",
+]

@@ -65,6 +65,7 @@ from myna_training.batch_plan import BatchPlan, CropPrefetcher, crop_generator, 
 from myna_training.spectrogram_store import (
     DiskSpectrogramBank,
     SpectrogramStore,
+    StoreVerifier,
     StreamingSpectrograms,
     check_disk_space,
     choose_placement,
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Data: spectrograms computed once per clip into an on-disk store; the main process computes, the others read.
     skipped = SkipReport()
+    verifier = None  # checks an out-of-core store's checksum while training runs
     world_size, rank = accelerator.num_processes, accelerator.process_index
     batch_size = training_args.per_device_batch_size
     global_batch = batch_size * world_size
@@ -389,7 +391,11 @@ def main(argv: list[str] | None = None) -> dict:
             free_memory(accelerator.device),
             processes_per_host=int(os.environ.get("LOCAL_WORLD_SIZE", world_size)),
         )
+        # Resident: the whole file is read, and its checksum checked on the way; out-of-core: the size now, the
+        # checksum by a background thread while training runs.
         data = store.bank(accelerator.device, resident=placement == "resident")
+        if placement != "resident":
+            verifier = StoreVerifier(store)
         accelerator.print(
             f"spectrograms: {num_clips} clips, {store.total_frames} frames, {gib(store.nbytes)} as "
             f"{store.meta['dtype']} ({numbers}) -> "
@@ -461,8 +467,14 @@ def main(argv: list[str] | None = None) -> dict:
     # An out-of-core bank is read ahead by a background thread from where the run stands (after a resume too).
     prefetcher = None
     if isinstance(data, DiskSpectrogramBank):
-        prefetcher = CropPrefetcher(data, plan, local_rows, accelerator.device, start=progress.micro_batches)
+        prefetcher = CropPrefetcher(
+            data, plan, local_rows, accelerator.device, start=progress.micro_batches,
+            check_finite=f"The spectrogram store {store.directory} is damaged: delete that folder; the next run "
+            "recomputes it.",
+        )
     while progress.step < max_steps:
+        if verifier is not None:
+            verifier.check()  # raises once the background check found the store damaged
         micro = progress.micro_batches
         generator = torch.Generator(device=accelerator.device).manual_seed((training_args.seed * 1_000_003 + micro) * 2)
         if isinstance(loss_fn, SogCLRLoss):  # libauc's adjust_gamma: the first-visit rule holds in epoch 0 only
@@ -527,6 +539,8 @@ def main(argv: list[str] | None = None) -> dict:
     bar.close()
     if prefetcher is not None:
         prefetcher.close()
+    if verifier is not None:
+        verifier.finish()  # a short run waits for the check: no model is exported from a damaged store
     train_seconds = time.perf_counter() - start_time
     if not list_checkpoints(output_dir) or not list_checkpoints(output_dir)[-1].endswith(f"-{progress.step}"):
         save_checkpoint(accelerator, output_dir, progress.step, training_args.checkpoints_total_limit, identity)

@@ -5,17 +5,24 @@ training device and crops with one gather; an out-of-core `DiskSpectrogramBank` 
 file instead; `choose_placement` picks one of the two from the set's size and the free memory, and
 `check_disk_space` checks the disk before the store is written. Streamed sets have no store: `StreamingSpectrograms`
 lays each batch of clips side by side in a small bank and crops it the same way.
+
+A store proves it is whole. Writing refuses non-finite frames (naming the clip) and records in `meta.json` the size of
+`frames.bin` and a checksum of it (xxh3-128, computed block by block as the file is written, at disk speed). Opening
+a store checks the size always; the resident path, which reads the whole file anyway, checks the checksum as it
+reads; the out-of-core path checks it in a background thread (`StoreVerifier`) while training runs. A mismatch is
+one line (`DamagedStoreError`) that names the folder and says to delete it: it is recomputed on the next run.
 """
 
 import json
 import os
 import shutil
+import threading
 
 import numpy as np
 import torch
 
 from myna_training.audio_sources import SkipReport
-from myna_training.batch_plan import random_crop_starts
+from myna_training.batch_plan import NonFiniteCropError, random_crop_starts
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -179,11 +186,34 @@ class DiskSpectrogramBank:
 # The on-disk store and the resident / out-of-core decision
 
 
-STORE_FORMAT = 1
+# Format 2 adds the size and checksum of frames.bin to meta.json; a format-1 store is refused (delete to recompute).
+STORE_FORMAT = 2
 # Share of the free memory (of the device, or of the host for CPU training) a resident bank may take: the model's
 # activations, the optimiser and, on a host, the other processes need the rest.
 RESIDENT_MEMORY_FRACTION = 0.5
 PLACEMENTS = ("auto", "resident", "out_of_core")
+CHECKSUM_ALGORITHM = "xxh3_128"
+# Bytes hashed (and, when verifying, read) at a time.
+CHECKSUM_BLOCK_BYTES = 64 << 20
+
+
+def new_checksum():
+    """The running checksum of a store's `frames.bin` (xxh3-128: several GB/s on one core, so it costs no more than
+    the disk; `xxhash` comes with `datasets`)."""
+    import xxhash
+
+    return xxhash.xxh3_128()
+
+
+class DamagedStoreError(ValueError):
+    """A spectrogram store whose files do not match what its `meta.json` recorded when it was written."""
+
+    def __init__(self, directory: str, what: str):
+        super().__init__(
+            f"the spectrogram store {directory} is damaged: {what}. Delete that folder (rm -r {directory}); the next "
+            "run recomputes it."
+        )
+        self.directory = directory
 
 
 def iter_stored_spectrograms(dataset, chunk_size: int = 256):
@@ -200,6 +230,15 @@ def stored_to_tensor(array: np.ndarray, bfloat16: bool) -> torch.Tensor:
     return torch.from_numpy(np.require(array, np.float32, ["C", "W"]))
 
 
+def non_finite_rows(array: np.ndarray) -> np.ndarray:
+    """Indices of the rows of a stored `(T, F)` array (float32, or bfloat16 as uint16 bits) holding NaN or inf."""
+    if array.dtype == np.uint16:  # bfloat16 bits: non-finite when the 8 exponent bits are all set
+        bad = (array & 0x7F80) == 0x7F80
+    else:
+        bad = ~np.isfinite(array)
+    return np.flatnonzero(bad.reshape(array.shape[0], -1).any(axis=1))
+
+
 def gib(num_bytes: float) -> str:
     return f"{num_bytes / 2**30:.2f} GiB"
 
@@ -209,22 +248,38 @@ class SpectrogramStore:
 
     - `frames.bin`: every clip's `(frames, num_mel_bins)` rows back to back, raw float32 or bfloat16;
     - `num_frames.npy`: frames per clip, `(num_clips,)` int64;
-    - `meta.json`: format, dtype, shape and the skip report of the preprocessing.
+    - `meta.json`: format, dtype, shape, the byte size and checksum of `frames.bin`, and the skip report of the
+      preprocessing.
 
     Rows of one clip are contiguous, so a 96-frame crop is one contiguous read. The folder is written under a
-    temporary name and renamed when complete: a folder with this name is always whole.
+    temporary name and renamed when complete, and opening it checks that `frames.bin` has the recorded size (and,
+    for a resident bank, the recorded checksum): a damaged store is refused with `DamagedStoreError`.
     """
 
     def __init__(self, directory: str):
         self.directory = directory
-        with open(os.path.join(directory, "meta.json"), encoding="utf-8") as f:
-            self.meta = json.load(f)
+        try:
+            with open(os.path.join(directory, "meta.json"), encoding="utf-8") as f:
+                self.meta = json.load(f)
+        except (OSError, ValueError) as error:
+            raise DamagedStoreError(directory, f"its meta.json cannot be read ({error})") from None
         if self.meta.get("format") != STORE_FORMAT:
-            raise ValueError(f"{directory} is a spectrogram store of format {self.meta.get('format')}, not "
-                             f"{STORE_FORMAT}: delete it to recompute.")
-        self.num_frames = torch.from_numpy(np.load(os.path.join(directory, "num_frames.npy")))
+            raise DamagedStoreError(
+                directory, f"it is a spectrogram store of format {self.meta.get('format')}, not {STORE_FORMAT} (written "
+                "by another version, without the checks of this one)"
+            )
+        try:
+            self.num_frames = torch.from_numpy(np.load(os.path.join(directory, "num_frames.npy")))
+        except (OSError, ValueError) as error:
+            raise DamagedStoreError(directory, f"its num_frames.npy cannot be read ({error})") from None
         self.dtype = getattr(torch, self.meta["dtype"])
         self.num_mel_bins = self.meta["num_mel_bins"]
+        if len(self.num_frames) != self.meta["num_clips"] or int(self.num_frames.sum()) != self.total_frames:
+            raise DamagedStoreError(
+                directory, f"num_frames.npy lists {len(self.num_frames)} clips of {int(self.num_frames.sum())} frames, "
+                f"meta.json {self.meta['num_clips']} clips of {self.total_frames}"
+            )
+        self.check_size()
 
     def __len__(self) -> int:
         return len(self.num_frames)
@@ -234,8 +289,12 @@ class SpectrogramStore:
         return int(self.meta["total_frames"])
 
     @property
+    def row_bytes(self) -> int:
+        return self.num_mel_bins * torch.empty((), dtype=self.dtype).element_size()
+
+    @property
     def nbytes(self) -> int:
-        return self.total_frames * self.num_mel_bins * torch.empty((), dtype=self.dtype).element_size()
+        return self.total_frames * self.row_bytes
 
     def skip_report(self) -> SkipReport:
         report = SkipReport()
@@ -247,20 +306,74 @@ class SpectrogramStore:
     def frames_path(self) -> str:
         return os.path.join(self.directory, "frames.bin")
 
+    def check_size(self) -> None:
+        """Raises `DamagedStoreError` unless `frames.bin` holds exactly the recorded bytes (one `stat`)."""
+        expected = self.meta["frames_bytes"]
+        if expected != self.nbytes:
+            raise DamagedStoreError(
+                self.directory, f"meta.json records {expected} bytes of frames, but its {self.total_frames} frames of "
+                f"{self.num_mel_bins} {self.meta['dtype']} values take {self.nbytes}"
+            )
+        try:
+            actual = os.path.getsize(self.frames_path)
+        except OSError:
+            raise DamagedStoreError(self.directory, "frames.bin is missing") from None
+        if actual != expected:
+            how = "truncated" if actual < expected else "longer than written"
+            raise DamagedStoreError(
+                self.directory, f"frames.bin holds {actual} bytes, not the {expected} written ({how})"
+            )
+
+    def check_checksum(self, checksum: str) -> None:
+        """Raises `DamagedStoreError` unless `checksum` (of the whole of `frames.bin`) is the one recorded."""
+        recorded = self.meta["checksum"]
+        if checksum != recorded["value"]:
+            raise DamagedStoreError(
+                self.directory, f"the {recorded['algorithm']} checksum of frames.bin is {checksum}, not the "
+                f"{recorded['value']} recorded when it was written (its content changed)"
+            )
+
+    def verify(self, stop: threading.Event | None = None) -> bool:
+        """Reads `frames.bin` once, block by block, and checks its size and checksum (`DamagedStoreError` on a
+        mismatch). Returns `False` when `stop` was set before the end (nothing checked), else `True`."""
+        self.check_size()
+        checksum = new_checksum()
+        buffer = bytearray(CHECKSUM_BLOCK_BYTES)
+        view = memoryview(buffer)
+        with open(self.frames_path, "rb", buffering=0) as f:
+            while True:
+                if stop is not None and stop.is_set():
+                    return False
+                count = f.readinto(buffer)
+                if not count:
+                    break
+                checksum.update(view[:count])
+                _drop_from_page_cache(f, f.tell() - count, count)
+        self.check_checksum(checksum.hexdigest())
+        return True
+
     def bank(self, device, resident: bool) -> "SpectrogramBank | DiskSpectrogramBank":
-        """A resident bank on `device` (the file read once, 256 MiB at a time), or an out-of-core bank that reads
-        each crop from the file."""
+        """A resident bank on `device` (the file read once, 64 MiB at a time, its checksum checked on the way), or
+        an out-of-core bank that reads each crop from the file (size checked; `StoreVerifier` checks the checksum)."""
+        self.check_size()
         if not resident:
             return DiskSpectrogramBank(self.frames_path, self.num_frames, self.num_mel_bins, self.dtype)
         frames = torch.empty((self.total_frames, self.num_mel_bins), dtype=self.dtype, device=device)
-        itemsize = frames.element_size()
-        step = max(1, (256 << 20) // (self.num_mel_bins * itemsize))
+        host_dtype = np.int16 if frames.element_size() == 2 else np.float32
+        step = max(1, CHECKSUM_BLOCK_BYTES // self.row_bytes)
+        checksum = new_checksum()
         with open(self.frames_path, "rb") as f:
             for row in range(0, self.total_frames, step):
                 rows = min(step, self.total_frames - row)
-                bits = np.fromfile(f, dtype=np.int16 if itemsize == 2 else np.float32, count=rows * self.num_mel_bins)
+                bits = np.fromfile(f, dtype=host_dtype, count=rows * self.num_mel_bins)
+                if bits.size != rows * self.num_mel_bins:  # changed since the size check
+                    raise DamagedStoreError(self.directory, "frames.bin ended early while it was read")
+                checksum.update(bits)
                 chunk = torch.from_numpy(bits).view(self.dtype).view(rows, self.num_mel_bins)
                 frames[row : row + rows] = chunk.to(device)
+            if f.read(1):
+                raise DamagedStoreError(self.directory, "frames.bin grew while it was read")
+        self.check_checksum(checksum.hexdigest())
         return SpectrogramBank(frames, self.num_frames)
 
     @classmethod
@@ -277,25 +390,47 @@ class SpectrogramStore:
             "bfloat16" if bfloat16 else "float32",
             int(feature.shape[1]),
             skipped,
+            ids=spectrograms["id"] if "id" in spectrograms.column_names else None,
         )
 
     @classmethod
-    def write_arrays(cls, directory, arrays, num_frames, dtype: str, num_mel_bins: int, skipped=None):
+    def write_arrays(cls, directory, arrays, num_frames, dtype: str, num_mel_bins: int, skipped=None, ids=None):
         """Writes a store from `arrays`, `(frames, num_mel_bins)` numpy arrays in the stored dtype (bfloat16 as its
-        uint16 bits) whose rows add up to `num_frames` `(num_clips,)`, clip after clip."""
+        uint16 bits) whose rows add up to `num_frames` `(num_clips,)`, clip after clip.
+
+        A clip with a non-finite frame stops the writing with a `ValueError` naming it (`ids[i]` when given, else
+        its index): raw power mels of finite audio are finite, so it is corrupt input, and training on it would
+        turn the loss into NaN. The size and checksum of `frames.bin` are computed as it is written.
+        """
         num_frames = np.asarray(num_frames, dtype=np.int64)
         skipped = skipped or SkipReport()
         partial = directory + ".tmp"
         shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
         rows = 0
-        with open(os.path.join(partial, "frames.bin"), "wb") as f:
-            for array in arrays:
-                if array.ndim != 2 or array.shape[1] != num_mel_bins:
-                    raise ValueError(f"expected (frames, {num_mel_bins}) arrays, got {array.shape}.")
-                f.write(np.ascontiguousarray(array).tobytes())
-                rows += array.shape[0]
+        checksum = new_checksum()
+        try:
+            with open(os.path.join(partial, "frames.bin"), "wb") as f:
+                for clip, array in enumerate(arrays):
+                    if array.ndim != 2 or array.shape[1] != num_mel_bins:
+                        raise ValueError(f"expected (frames, {num_mel_bins}) arrays, got {array.shape}.")
+                    bad = non_finite_rows(array)
+                    if bad.size:
+                        name = f"{ids[clip]!r} (clip {clip})" if ids is not None else f"{clip}"
+                        raise ValueError(
+                            f"clip {name} has non-finite values (NaN or inf) in {bad.size} of its {array.shape[0]} "
+                            f"frames, from frame {int(bad[0])}: its audio is corrupt. Remove it from the source (or "
+                            "fix its file) and run again; no store was written."
+                        )
+                    block = np.ascontiguousarray(array)
+                    checksum.update(block)
+                    f.write(block.tobytes())
+                    rows += array.shape[0]
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         if rows != int(num_frames.sum()):
+            shutil.rmtree(partial, ignore_errors=True)
             raise ValueError(f"the arrays hold {rows} frames but num_frames adds up to {int(num_frames.sum())}.")
         np.save(os.path.join(partial, "num_frames.npy"), num_frames)
         meta = {
@@ -304,6 +439,8 @@ class SpectrogramStore:
             "num_mel_bins": num_mel_bins,
             "num_clips": int(len(num_frames)),
             "total_frames": rows,
+            "frames_bytes": os.path.getsize(os.path.join(partial, "frames.bin")),
+            "checksum": {"algorithm": CHECKSUM_ALGORITHM, "value": checksum.hexdigest()},
             "skipped": {"counts": dict(skipped.counts), "examples": dict(skipped.examples)},
         }
         with open(os.path.join(partial, "meta.json"), "w", encoding="utf-8") as f:
@@ -311,6 +448,54 @@ class SpectrogramStore:
         shutil.rmtree(directory, ignore_errors=True)
         os.replace(partial, directory)
         return cls(directory)
+
+
+def _drop_from_page_cache(f, offset: int, length: int) -> None:
+    """Tells the kernel a verified block will not be read again soon (a one-pass check should not evict the page
+    cache that the crops' reads use)."""
+    if hasattr(os, "posix_fadvise"):
+        try:
+            os.posix_fadvise(f.fileno(), offset, length, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+
+
+class StoreVerifier:
+    """Checks an out-of-core store's checksum in a background thread while training runs.
+
+    The out-of-core path never reads the whole file for training, so opening it checks only the size; this thread
+    reads it once, block by block (dropping each block from the page cache), at disk speed. `check()` (called every
+    step: an attribute read) raises the `DamagedStoreError` once it is known; `finish()` waits for the end and
+    raises it, so that a short run does not export a model trained on a damaged store.
+    """
+
+    def __init__(self, store: SpectrogramStore):
+        self.store = store
+        self.error: BaseException | None = None
+        self.done = False
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="myna-store-verify")
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.store.verify(self._stop)
+        except BaseException as error:  # raised in the training loop by check()
+            self.error = error
+        finally:
+            self.done = True
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def finish(self) -> None:
+        self.thread.join()
+        self.check()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=10)
 
 
 def free_memory(device: torch.device) -> int:
@@ -424,20 +609,28 @@ class StreamingSpectrograms:
             self._iterator = self._rows()
         rows = [next(self._iterator) for _ in range(self.batch_size)]
         spectrograms = [stored_to_tensor(r["spectrogram"], self.bfloat16) for r in rows]
-        # This batch's clips side by side, cropped by the same gather as a resident bank.
-        batch = SpectrogramBank(
-            torch.cat(spectrograms).to(self.device), torch.tensor([s.shape[0] for s in spectrograms])
-        )
-        view1, view2 = batch.crop_pair(torch.arange(len(rows)), crop_frames, generator, max_distance)
         index = torch.tensor([-1 if r.get("index") is None else r["index"] for r in rows])
+        frames = torch.cat(spectrograms)
+        if not torch.isfinite(frames.sum(dtype=torch.float32)):  # on the host, before the device: no sync
+            bad = next(i for i, s in enumerate(spectrograms) if not torch.isfinite(s.float()).all())
+            raise NonFiniteCropError(
+                f"clip {rows[bad]['id']!r} (index {int(index[bad])} of the stream) has NaN or inf values in its "
+                "spectrogram: training stopped before they reach the loss. Its audio is corrupt: remove it from the "
+                "source and resume."
+            )
+        # This batch's clips side by side, cropped by the same gather as a resident bank.
+        batch = SpectrogramBank(frames.to(self.device), torch.tensor([s.shape[0] for s in spectrograms]))
+        view1, view2 = batch.crop_pair(torch.arange(len(rows)), crop_frames, generator, max_distance)
         return view1, view2, (index if bool((index >= 0).all()) else None)
 
 
 __all__ = [
     "PLACEMENTS",
+    "DamagedStoreError",
     "DiskSpectrogramBank",
     "SpectrogramBank",
     "SpectrogramStore",
+    "StoreVerifier",
     "StreamingSpectrograms",
     "check_disk_space",
     "choose_placement",
