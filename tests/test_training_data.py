@@ -1,5 +1,7 @@
 """Tests of myna_training.data: sources, bad-file counting, the spectrogram cache and vectorised crops."""
 
+import time
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -511,3 +513,73 @@ def test_a_streamed_clip_with_non_finite_frames_stops_training_naming_it():
     streamed = StreamingSpectrograms(stream, batch_size=4, device="cpu", storage_dtype="float32", shuffle_buffer_size=0)
     with pytest.raises(NonFiniteCropError, match=r"clip 'clip2' \(index 2 of the stream\) has NaN or inf"):
         streamed.next_batch(96, torch.Generator().manual_seed(0))
+
+
+def test_prefetcher_slot_logic_with_the_device_copy_stubbed(tmp_path):
+    # The GPU path of CropPrefetcher on a CPU: host buffers reused in slots, an asynchronous copy per batch. The
+    # stubbed copy completes only when its event is synchronized (by the prefetcher, before it refills the slot) or
+    # at the very end, as a device copy may finish any time after the consumer's stream was told to wait for it:
+    # a slot refilled before its copy completed hands out another batch's crops. Checked: order, slot reuse, no
+    # partial batch at an epoch's end (10 clips, global batch 4: 2 batches an epoch, 2 clips left over), and a
+    # close while the thread is blocked on a full queue.
+    import threading
+
+    from myna_training.data import BatchPlan, CropPrefetcher, SpectrogramStore
+
+    num_frames = [313, 96, 200, 150, 313, 97, 120, 313, 250, 99]
+    store = SpectrogramStore.write(random_spectrogram_dataset(num_frames), str(tmp_path / "store"), SkipReport())
+    resident, bank = store.bank("cpu", resident=True), store.bank("cpu", resident=False)
+    plan = BatchPlan(store.num_frames, global_batch=4, crop_frames=96, seed=3)
+    log, lock = [], threading.Lock()
+
+    class LazyCopy:
+        def __init__(self, slot, host):
+            self.slot, self.host, self.device = slot, host, None
+
+        def synchronize(self):  # the copy completes now: it reads the host buffer as it is at this moment
+            if self.device is None:
+                self.device = [h.clone() for h in self.host]
+                with lock:
+                    log.append(("copied", self.slot))
+
+    class StubbedPrefetcher(CropPrefetcher):
+        staged = True  # the GPU path's slots and copies, on the CPU
+
+        def _new_buffer(self, shape):
+            return torch.empty(shape, dtype=self.bank.dtype)
+
+        def _start_copy(self, views):
+            slot = next(i for i, b in enumerate(self.buffers) if b[0].data_ptr() == views[0].data_ptr())
+            with lock:
+                log.append(("filled", slot))
+            event = LazyCopy(slot, views)
+            return [event, event], event  # the "device views": the event's copy, made when it completes
+
+        def _wait_copy(self, views, event):
+            pass  # the consumer's stream would wait on the device: nothing happens on the host
+
+    rows = slice(2, 4)  # rank 1 of 2
+    prefetcher = StubbedPrefetcher(bank, plan, rows, "cpu", start=1, depth=2)
+    assert len(prefetcher.buffers) == 4 and prefetcher.buffers[0][0].shape == (2 * 96, 128)
+    received = [prefetcher.next() for _ in range(7)]  # micro-batches 1-7: epochs 0-3
+    time.sleep(0.2)  # the thread fills what the queue holds, then blocks
+    started = time.perf_counter()
+    prefetcher.close()  # blocked on a full queue: close ends it
+    assert not prefetcher.thread.is_alive() and time.perf_counter() - started < 5
+    for micro, (event, _, index) in enumerate(received, start=1):
+        event.synchronize()  # the copies still pending complete now
+        view1, view2 = event.device
+        expected_index, first, second = (t[rows] for t in plan(micro))
+        assert torch.equal(index, expected_index), micro
+        offsets = resident.host_offsets[index]
+        assert view1.shape == view2.shape == (2, 128, 96)  # never a partial batch
+        assert torch.equal(view1, resident.crops(offsets + first, 96)), f"micro-batch {micro}: another batch's crops"
+        assert torch.equal(view2, resident.crops(offsets + second, 96)), f"micro-batch {micro}: another batch's crops"
+    assert plan.batches_per_epoch == 2
+    # Slots are used in turn, and each is refilled only after the copy out of it has completed.
+    fills = [slot for what, slot in log if what == "filled"]
+    assert fills[:8] == [0, 1, 2, 3, 0, 1, 2, 3]
+    for position, (what, slot) in enumerate(log):
+        if what == "filled":
+            earlier = [e for e in log[:position] if e[1] == slot]
+            assert not earlier or earlier[-1][0] == "copied", f"slot {slot} refilled before its copy completed"
