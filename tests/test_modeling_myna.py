@@ -240,8 +240,28 @@ def test_masked_forward_encodes_only_kept_tokens():
     model = tiny_model("base")
     inputs = spectrogram(batch=2)
     noise = torch.rand(2, 48, generator=torch.Generator().manual_seed(0))
-    output = model(inputs, mask_ratio=0.9, noise=noise)
+    with torch.no_grad():
+        output = model(inputs, mask_ratio=0.9, noise=noise)
     assert output.last_hidden_state.shape == (2, 5, 32)
+    # Which tokens: the 5 of smallest noise, in increasing noise order, and the state of each is the encoder's output
+    # on exactly those tokens of the full grid (computed here from the unmasked embeddings).
+    kept = noise.argsort(1)[:, :5]
+    assert torch.equal(output.ids_keep, kept)
+    with torch.no_grad():
+        all_tokens, _ = model.embeddings(inputs)  # (2, 48, 32): every token, positions added
+        expected = model.layernorm(model.encoder(all_tokens.gather(1, kept[..., None].expand(-1, -1, 32)))[0])
+    torch.testing.assert_close(output.last_hidden_state, expected, rtol=1e-6, atol=1e-6)
+    # Only the kept patches are seen: changing a dropped patch changes nothing, changing a kept one does.
+    row, column = divmod(int(noise[0].argsort()[-1]), 6)  # the token of largest noise: dropped
+    dropped = inputs.clone()
+    dropped[0, row * 16 : (row + 1) * 16, column * 16 : (column + 1) * 16] = spectrogram(1, 16, seed=9)[0, :16]
+    row, column = divmod(int(kept[0, 0]), 6)
+    changed = inputs.clone()
+    changed[0, row * 16 : (row + 1) * 16, column * 16 : (column + 1) * 16] = spectrogram(1, 16, seed=9)[0, :16]
+    with torch.no_grad():
+        assert torch.equal(model(dropped, mask_ratio=0.9, noise=noise).last_hidden_state, output.last_hidden_state)
+        assert not torch.allclose(model(changed, mask_ratio=0.9, noise=noise).last_hidden_state[0],
+                                  output.last_hidden_state[0])
     with pytest.raises(ValueError, match="noise has shape"):
         model(inputs, noise=torch.rand(2, 47))
 
