@@ -479,11 +479,15 @@ class MynaModel(MynaPreTrainedModel):
         )
 
     def _check_input(self, input_values: torch.Tensor, tokenizer_indices: list[int]) -> None:
-        if input_values.dtype == torch.float16:
+        # float16 input is accepted (the tokenizers compute in float32), but raw power mels past float16's 65504
+        # become inf in the cast: say so rather than return NaN embeddings. Not checked inside a traced graph.
+        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+        if input_values.dtype == torch.float16 and not tracing and not torch.isfinite(input_values).all():
             raise ValueError(
-                "input_values is float16, which cannot hold raw power mel values (they reach ~1e6; float16 stops at "
-                "65504): pass float32 (or bfloat16) input_values. A float16 model is fine: its first LayerNorm runs "
-                "in float32."
+                "input_values is float16 and holds inf or NaN: raw power mel values past float16's 65504 overflow "
+                "when cast to it (audio louder than full scale, or not in [-1, 1]). Pass the feature extractor's "
+                "float32 input_values as they are (a float16 model casts them after its first LayerNorm, which runs "
+                "in float32), or bfloat16; or scale the audio into [-1, 1]."
             )
         if input_values.dim() != 3 or input_values.shape[1] != self.config.num_mel_bins:
             raise ValueError(
@@ -549,8 +553,9 @@ class MynaModel(MynaPreTrainedModel):
         Args:
             input_values (`torch.FloatTensor` of shape `(batch_size, num_mel_bins, num_frames)`):
                 Raw power mel spectrograms from [`MynaFeatureExtractor`]. Any number of frames at least one patch
-                wide; frames that do not fill a last patch are dropped. Best passed in float32 whatever the model's
-                dtype: the first LayerNorm runs in float32.
+                wide; frames that do not fill a last patch are dropped. float32, bfloat16 or float16 (the
+                tokenizers compute in float32 whatever the model's dtype); float16 input that overflowed in the cast
+                (values past 65504 are inf) is refused.
             patch_mode (`str`, *optional*):
                 `"square"`, `"vertical"` or, for a hybrid model, `"both"`: the tokens of both tokenizers are encoded
                 by the shared encoder, each set attending only to itself, and concatenated along the sequence

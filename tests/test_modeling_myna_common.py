@@ -285,8 +285,25 @@ def test_float16_weights_give_finite_embeddings_close_to_float32(variant):
         half = model.half()(inputs).pooler_output
     assert half.dtype == torch.float16 and torch.isfinite(half).all()
     torch.testing.assert_close(half.float(), full, rtol=2e-2, atol=2e-2)
-    with pytest.raises(ValueError, match="input_values is float16"):
+    # Values past 65504 overflow in a cast to float16: refused with the fix, never NaN embeddings.
+    with pytest.raises(ValueError, match=r"input_values is float16 and holds inf or NaN: .* Pass the feature "):
         model(inputs.half())
+
+
+@pytest.mark.parametrize("variant", ["base", "hybrid"])
+@pytest.mark.parametrize("weights", [torch.float32, torch.float16])
+def test_float16_input_values_are_accepted_and_computed_in_float32(variant, weights):
+    # What transformers' pipelines and common tests do: cast the extractor's output to the model's dtype. Music in
+    # [-1, 1] stays below float16's 65504 (a full-scale sine peaks near 1.4e4), and the tokenizers compute in
+    # float32, so float16 input gives the embeddings of the same values in float32.
+    model = build(MynaModel, variant).to(weights)
+    inputs = (spectrogram(batch=2) * 6).half()  # up to 6e4: representable
+    assert inputs.float().max() > 3e4
+    with torch.no_grad():
+        from_half = model(inputs).pooler_output
+        from_float = model(inputs.float()).pooler_output
+    assert from_half.dtype == weights
+    torch.testing.assert_close(from_half, from_float, rtol=0, atol=0)
 
 
 # --- masking outputs ----------------------------------------------------------------------------------------------

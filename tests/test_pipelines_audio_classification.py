@@ -88,6 +88,24 @@ def test_stock_pipeline_cannot_read_files_without_ffmpeg(single_label, tmp_path)
         classify(write_audio(tmp_path / "clip.wav", 4.0))
 
 
+def test_stock_pipeline_in_float16_classifies_a_file(single_label, tmp_path):
+    # transformers' stock pipeline casts the extractor's output to the model's dtype: float16 input_values.
+    path = write_audio(tmp_path / "clip.flac", 10.0, sampling_rate=44_100, channels=2)
+    audio, _ = load_audio(path, sampling_rate=16_000)  # the stock pipeline reads files with FFmpeg only
+    classify = pipeline("audio-classification", model=single_label, device="cpu", dtype=torch.float16)
+    assert classify.model.dtype == torch.float16
+    half = as_dict(classify(audio, top_k=None))
+    full = as_dict(pipeline("audio-classification", model=single_label, device="cpu")(audio, top_k=None))
+    assert half.keys() == full.keys() == set(GENRES.values())
+    for label, score in full.items():
+        assert half[label] == pytest.approx(score, abs=2e-3)
+    # Ours reads the file itself, in float16 too.
+    ours = pipeline("audio-classification", model=single_label, device="cpu", dtype=torch.float16,
+                    pipeline_class=MynaAudioClassificationPipeline)
+    for label, score in as_dict(ours(path, top_k=None)).items():
+        assert score == pytest.approx(full[label], abs=2e-3)
+
+
 def test_myna_pipeline_reads_any_file_and_scores_like_the_stock_pipeline(single_label, tmp_path):
     path = write_audio(tmp_path / "clip.ogg", 10.0, sampling_rate=44_100, channels=2)
     audio, _ = load_audio(path, sampling_rate=16_000)

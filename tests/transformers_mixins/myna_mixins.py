@@ -28,7 +28,9 @@ class MynaModelTester:
         self.frames = 32
         self.seq_length = 8 * 2 + (16 if variant == "hybrid" else 0)
         self.encoder_seq_length = self.seq_length
-        self.image_size, self.patch_size = 4, 1  # eager-vs-SDPA builds noise of (image_size // patch_size) ** 2 tokens
+        # Eager-vs-SDPA builds noise of (image_size // patch_size) ** 2 = 16 tokens: the tokens of one tokenizer of a
+        # 32-frame chunk (8 x 2 square, 1 x 16 vertical); _prepare_for_class gives a hybrid one per tokenizer.
+        self.image_size, self.patch_size = 4, 1
 
     def get_config(self):
         return MynaConfig.from_variant(
@@ -59,6 +61,11 @@ class _Common(ModelTesterMixin):
 
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
         inputs_dict = super()._prepare_for_class(inputs_dict, model_class, return_labels=return_labels)
+        noise = inputs_dict.get("noise")
+        if self.variant == "hybrid" and isinstance(noise, torch.Tensor):
+            # The mixins build one noise tensor, sized from image_size and patch_size (16 tokens here); a hybrid's
+            # "both" takes one per tokenizer (16 square and 16 vertical tokens of a 32-frame chunk).
+            inputs_dict = {**inputs_dict, "noise": [noise, noise.flip(-1)]}
         if model_class is MynaForContrastivePretraining:
             inputs_dict = dict(inputs_dict)
             values = inputs_dict.pop("input_values")
