@@ -70,6 +70,22 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
+def front_end_settings(feature_extractor) -> dict[str, Any]:
+    """Everything of the feature extractor that changes the spectrogram a model sees, hence the embeddings: the
+    sampling rate, STFT hop and size, mel bins and backend, chunk width and hop, padding value. Part of a store's
+    settings key, so that one store never mixes embeddings of two front ends."""
+    return {
+        "sampling_rate": int(feature_extractor.sampling_rate),
+        "hop_length": int(feature_extractor.hop_length),
+        "n_fft": int(feature_extractor.n_fft),
+        "num_mel_bins": int(feature_extractor.feature_size),
+        "mel_backend": feature_extractor.mel_backend,
+        "chunk_frames": int(feature_extractor.chunk_frames),
+        "hop_frames": feature_extractor.hop_frames,
+        "padding_value": float(feature_extractor.padding_value),
+    }
+
+
 def load_model(model_id: str, device: str, dtype: str = "float32"):
     """`(model, feature_extractor)` of a Myna folder or Hub id."""
     import modeling_myna  # noqa: F401  (registers Myna with the Auto classes)
@@ -282,6 +298,7 @@ def embed_library(
         "timeline": timeline,
         "chunk_frames": feature_extractor.chunk_frames,
         "embedding_size": model.config.embedding_size(patch_mode),
+        "front_end": front_end_settings(feature_extractor),
     }
     key = settings_key(fingerprint, settings)
     shown_id = os.path.abspath(model_id) if os.path.isdir(model_id) else model_id

@@ -146,6 +146,23 @@ class MynaIndex:
                 "index the library again with this one."
             )
 
+    def check_front_end(self, feature_extractor, model_name: str = "the query model") -> None:
+        """Refuses a query front end (sampling rate, hop, FFT size, mel backend, ...) other than the store's."""
+        from .library import front_end_settings
+
+        stored = self.info["store_settings"].get("front_end")
+        if stored is None:
+            return  # a store written before front ends were recorded
+        mine = front_end_settings(feature_extractor)
+        changed = [f"{k}: {stored.get(k)!r} -> {mine.get(k)!r}" for k in sorted(set(stored) | set(mine))
+                   if stored.get(k) != mine.get(k)]
+        if changed:
+            raise ValueError(
+                f"this index's store was embedded with another front end than {model_name}'s feature extractor "
+                f"({'; '.join(changed)}): its embeddings would not be comparable. Query with the store's model "
+                "folder as it was, or embed the library again with this one."
+            )
+
     def search(self, queries: np.ndarray, k: int = 10, model_fingerprint: str | None = None) -> list[list[dict]]:
         """Nearest tracks of each query vector, `(q, D)` or `(D,)` in the index's embedding (not yet normalised):
         one list per query of `{"rank", "path", "score"}` with cosine similarity scores, best first."""
@@ -184,6 +201,7 @@ class MynaIndex:
 
             loaded, feature_extractor = model, MynaFeatureExtractor.from_config(model.config)
         self.check_fingerprint(model_fingerprint(loaded), f"the query model {name}")
+        self.check_front_end(feature_extractor, f"the query model {name}")
         precision = self.info["store_settings"].get("precision", "float32")
         precision = precision if loaded.device.type == "cpu" else "float32"
         result = (MynaInferenceModel(loaded, precision), feature_extractor)

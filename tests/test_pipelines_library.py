@@ -142,3 +142,32 @@ def test_two_processes_write_the_same_store_as_one(folder, tmp_path):
             assert rows_two[path][column] == rows_one[path][column]
     assert list(EmbeddingStore(str(two)).errors()) == [str(music / "broken.flac")]
     assert len(EmbeddingStore(str(two)).shard_files()) == 1  # the two processes' shards merged
+
+
+def test_a_store_of_another_front_end_is_refused_like_another_model(folder, tmp_path):
+    # The same weights behind another front end (here the STFT hop): other spectrograms, other embeddings. The store's
+    # settings key covers the front end, so the second run refuses instead of skipping "already embedded" files, and
+    # an index of the store refuses queries through that front end.
+    import shutil
+
+    from myna_pipelines.search import build_index
+
+    music = make_library(tmp_path / "music", 2)
+    store = str(tmp_path / "store")
+    options = {"batch_size": 4, "num_workers": 0, "progress": False}
+    embed_library([str(music)], store, folder, **options)
+    settings = json.loads(next(iter(store_rows(store).values()))["settings"])
+    assert settings["front_end"] == {
+        "sampling_rate": 16_000, "hop_length": 512, "n_fft": 2048, "num_mel_bins": 128, "mel_backend": "fft",
+        "chunk_frames": 96, "hop_frames": None, "padding_value": 0.0,
+    }
+    other = tmp_path / "other-front-end"
+    shutil.copytree(folder, other)
+    config = json.loads((other / "preprocessor_config.json").read_text())
+    (other / "preprocessor_config.json").write_text(json.dumps({**config, "hop_length": 256}))
+    with pytest.raises(ValueError, match=r"the store .* holds embeddings of .*\"hop_length\": 512.*\"hop_length\": 256"):
+        embed_library([str(music)], store, str(other), **options)
+    index = build_index(store, str(tmp_path / "index"))
+    with pytest.raises(ValueError, match=r"another front end .*\(hop_length: 512 -> 256\)"):
+        index.search_audio(str(music / "00.wav"), model=str(other))
+    assert index.search_audio(str(music / "00.wav"), k=1)[0]["path"] == str(music / "00.wav")
