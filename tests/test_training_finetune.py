@@ -148,6 +148,52 @@ def test_layerwise_decay_sets_the_learning_rate_of_each_layer(tmp_path):
     assert len(lr_of) == len(parameters)  # every parameter in exactly one group
 
 
+def test_a_60_minute_clip_evaluates_in_bounded_forward_passes(tmp_path):
+    # An hour of audio is 1,172 chunks of 3 s. Evaluated with max_eval_chunks=100, no forward pass takes more than
+    # 100 chunks (the clip is split across passes), the memory the passes use stays far below one pass over the
+    # whole clip, and the clip's logits and loss are those of one pass (the mean of its chunks' logits).
+    import psutil
+
+    from myna_training.finetune_arguments import MynaFinetuningArguments
+
+    torch.manual_seed(0)
+    model = MynaForAudioClassification(MynaConfig(num_labels=3, **TINY_MYNA)).eval()
+    hour = torch.rand(1172, 128, 96, generator=torch.Generator().manual_seed(0)) ** 4 * 1e4  # 57.5 MB
+    short = torch.rand(3, 128, 96, generator=torch.Generator().manual_seed(1)) * 1e3
+    clips = [{"input_values": hour, "label": 2}, {"input_values": short, "label": 0}]
+    with torch.no_grad():
+        reference = model(torch.cat([hour, short]), audio_index=torch.tensor([0] * 1172 + [1] * 3),
+                          labels=torch.tensor([2, 0]))
+
+    passes, process = [], psutil.Process()
+    state = {"before": None, "peak": 0}
+
+    def before_pass(module, args, kwargs):
+        passes.append(len(kwargs.get("input_values", args[0] if args else None)))
+        if state["before"] is None:
+            state["before"] = process.memory_info().rss
+
+    def inside_pass(module, args, output):  # the activations of the pass are alive here
+        state["peak"] = max(state["peak"], process.memory_info().rss)
+
+    model.myna.register_forward_pre_hook(before_pass, with_kwargs=True)
+    for layer in model.myna.encoder.layers:
+        layer.register_forward_hook(inside_pass)
+    args = MynaFinetuningArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, use_cpu=True,
+                                   report_to="none", max_eval_chunks=100, dataloader_num_workers=0,
+                                   eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+    assert MynaFinetuningArguments.max_eval_chunks == 512  # the default: ~1 GiB of ViT-S activations
+    trainer = MynaTrainer(model=model, args=args, eval_data_collator=MynaDataCollatorForAudioClassification())
+    prediction = trainer.predict(clips)
+    assert max(passes) <= 100 and sum(passes) == 1175 and len(passes) == 12
+    np.testing.assert_allclose(prediction.predictions, reference.logits.numpy(), rtol=1e-5, atol=1e-6)
+    assert prediction.metrics["test_loss"] == pytest.approx(reference.loss.item(), rel=1e-5)
+    assert prediction.label_ids.tolist() == [2, 0]
+    # One pass over the hour would hold its patches twice (the patch vectors and their LayerNorm, 57.5 MB each)
+    # on top of the batch; passes of 100 chunks hold a twelfth of that.
+    assert state["peak"] - state["before"] < hour.numel() * 4 / 2, (state["peak"] - state["before"]) / 2**20
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # finetune.py end to end
 

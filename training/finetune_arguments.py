@@ -151,11 +151,21 @@ class MynaFinetuningArguments(TrainingArguments):
     early_stopping_patience: int | None = field(
         default=5, metadata={"help": "Stop after this many evaluations without improvement (none: never)."}
     )
+    max_eval_chunks: int | None = field(
+        default=512,
+        metadata={
+            "help": "At most this many 3 s chunks per evaluation forward pass: a long clip is split across passes "
+            "and its logits averaged as in one. 512 keeps ViT-S inference activations near 1 GiB (hybrid, both "
+            "tokenizers; 0.5 GiB square), inside a 2 GB budget. 0: no bound."
+        },
+    )
 
     def __post_init__(self):
         # Without a --metric_for_best_model, the script selects on the task's primary metric (TrainingArguments
         # would default to the loss).
         self.metric_for_best_model_given = self.metric_for_best_model is not None
+        if self.max_eval_chunks is not None and self.max_eval_chunks < 0:
+            raise ValueError(f"max_eval_chunks={self.max_eval_chunks}: use a positive number of chunks, or 0 for no bound.")
         super().__post_init__()
 
 

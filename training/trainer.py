@@ -6,6 +6,9 @@
   (Bao et al. 2022, BEiT; Clark et al. 2020, ELECTRA): block `i` of `L` trains at `lr * decay ** (L - i)`, the
   embeddings at `lr * decay ** (L + 1)`, the final LayerNorm and the head at `lr`.
 - Myna's own augmentation, token masking (`mask_ratio`), on training forwards only.
+- Bounded evaluation (`max_eval_chunks`): an evaluation batch holds every chunk of its clips, an hour of audio is
+  ~1,170 chunks; the forward passes take at most `max_eval_chunks` of them at a time (a long clip is split across
+  passes) and the per-chunk logits are averaged per clip afterwards, the same mean as one pass.
 
 A user's own `Trainer` script can use it in place of `Trainer`:
 
@@ -101,12 +104,25 @@ class MynaTrainer(Trainer):
         eval_data_collator: collates evaluation and prediction batches (defaults to `data_collator`).
         layer_decay (`float`, defaults to 1.0): layer-wise learning-rate decay factor; 1.0 is off.
         mask_ratio (`float`, *optional*): drop this fraction of patch tokens in training forwards.
+        max_eval_chunks (`int`, *optional*): at most this many chunks per evaluation forward pass (defaults to
+            `args.max_eval_chunks` when the arguments have it; `None` or 0: no bound).
     """
 
     def __init__(
-        self, *args, eval_data_collator=None, layer_decay: float = 1.0, mask_ratio: float | None = None, **kwargs
+        self,
+        *args,
+        eval_data_collator=None,
+        layer_decay: float = 1.0,
+        mask_ratio: float | None = None,
+        max_eval_chunks: int | None = None,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        if max_eval_chunks is None:
+            max_eval_chunks = getattr(self.args, "max_eval_chunks", None)
+        if max_eval_chunks is not None and max_eval_chunks < 0:
+            raise ValueError(f"max_eval_chunks must be positive (0: no bound), got {max_eval_chunks}.")
+        self.max_eval_chunks = max_eval_chunks or None
         if not 0.0 < layer_decay <= 1.0:
             raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}: 1.0 turns it off, 0.75 is common.")
         if mask_ratio is not None and not 0.0 <= mask_ratio < 1.0:
@@ -149,6 +165,39 @@ class MynaTrainer(Trainer):
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        values, audio_index = inputs.get("input_values"), inputs.get("audio_index")
+        if self.max_eval_chunks is None or values is None or audio_index is None or len(values) <= self.max_eval_chunks:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        return self._bounded_prediction_step(model, inputs, prediction_loss_only)
+
+    def _bounded_prediction_step(self, model, inputs, prediction_loss_only):
+        """`prediction_step` for a batch of more than `max_eval_chunks` chunks: per-chunk logits in passes of at
+        most `max_eval_chunks` chunks, then averaged per clip (`pool_chunks`) and scored by the model's own loss."""
+        from modeling_myna import pool_chunks
+        from transformers.loss.loss_utils import ForSequenceClassificationLoss
+
+        inputs = self._prepare_inputs(inputs)
+        values, audio_index = inputs["input_values"], inputs["audio_index"]
+        labels = inputs.get("labels")
+        passed = {k: v for k, v in inputs.items() if k not in ("input_values", "audio_index", "labels")}
+        with torch.no_grad(), self.compute_loss_context_manager():
+            chunk_logits = torch.cat(
+                [
+                    model(input_values=values[start : start + self.max_eval_chunks], **passed).logits
+                    for start in range(0, len(values), self.max_eval_chunks)
+                ]
+            )
+            num_clips = len(labels) if labels is not None else None
+            logits = pool_chunks(chunk_logits, audio_index.to(chunk_logits.device), num_clips)
+            loss = None
+            if labels is not None:
+                config = self.accelerator.unwrap_model(model).config
+                loss = ForSequenceClassificationLoss(labels.to(logits.device), logits, config).detach().mean()
+        if prediction_loss_only:
+            return loss, None, None
+        return loss, logits, labels
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.mask_ratio and model.training:
