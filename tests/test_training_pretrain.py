@@ -430,7 +430,11 @@ def test_a_run_that_failed_during_its_set_up_does_not_block_the_next(tmp_path):
 # ------------------------------------------------------------------ a store that proves it is whole (issue 19, item 1)
 
 
-def test_a_damaged_store_in_the_cache_stops_the_next_run_in_one_line(tmp_path):
+def test_a_damaged_store_in_the_cache_stops_the_next_run_in_one_line(tmp_path, capsys):
+    import json
+
+    from myna_common.cli_support import run_cli
+
     cache = ["--cache_dir", str(tmp_path / "cache")]
     pretrain.main(QUICK + cache + ["--output_dir", str(tmp_path / "first"), "--max_steps", "1"])
     (store,) = [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("spectrograms-")]
@@ -439,17 +443,112 @@ def test_a_damaged_store_in_the_cache_stops_the_next_run_in_one_line(tmp_path):
         byte = f.read(1)
         f.seek(1000)
         f.write(bytes([byte[0] ^ 0x04]))
-    process = subprocess.run(
-        [sys.executable, PRETRAIN, *QUICK, *cache, "--output_dir", str(tmp_path / "second"), "--max_steps", "1",
-         "--spectrogram_placement", "resident"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
-    )
-    assert process.returncode == 1
-    error = [line for line in process.stderr.splitlines() if "error:" in line]
-    assert error == [
+    capsys.readouterr()
+    argv = QUICK + cache + ["--output_dir", str(tmp_path / "second"), "--max_steps", "1",
+                            "--spectrogram_placement", "resident"]
+    assert run_cli(pretrain.main, "pretrain.py", argv) == 1
+    error = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    recorded = json.loads((store / "meta.json").read_text())["checksum"]["value"]
+    assert len(error) == 1 and error[0].startswith(
         f"pretrain.py: error: the spectrogram store {store} is damaged: the xxh3_128 checksum of frames.bin is "
-        + error[0].split("checksum of frames.bin is ")[1].split(",")[0]
-        + f", not the {__import__('json').loads((store / 'meta.json').read_text())['checksum']['value']} recorded "
-        f"when it was written (its content changed). Delete that folder (rm -r {store}); the next run recomputes it."
-    ]
+    )
+    assert error[0].endswith(
+        f", not the {recorded} recorded when it was written (its content changed). Delete that folder "
+        f"(rm -r {store}); the next run recomputes it."
+    )
 
+
+# ------------------------------------------------------------------- runs resume only as planned (issue 19, item 2)
+
+
+def resumable_copy(source, target, step: int):
+    """A copy of a finished run's folder as a kill after checkpoint `step` would have left it."""
+    import shutil
+
+    shutil.copytree(source, target)
+    shutil.rmtree(target / "model")
+    for checkpoint in pretrain.list_checkpoints(str(target)):
+        if int(checkpoint.rsplit("-", 1)[1]) > step:
+            shutil.rmtree(checkpoint)
+
+
+def test_a_resume_on_another_process_count_is_refused_or_continues_the_same_plan(tmp_path):
+    # A 1-process run with batch 8, killed after step 2. Resumed on 2 processes with batch 8 each (global batch 16):
+    # refused, naming both layouts and what to pass. With --per_device_batch_size 4 and
+    # --resume_with_new_process_count: the same global batch, so the same plan, and the weights of the run that
+    # was never interrupted.
+    common = TINY[:-6] + [
+        "--max_steps", "4", "--warmup_steps", "2", "--logging_steps", "1", "--checkpointing_steps", "2",
+        "--probe_clips", "0", "--cache_dir", str(tmp_path / "cache"),
+    ]
+    pretrain.main(common + ["--per_device_batch_size", "8", "--output_dir", str(tmp_path / "one")])
+    identity = pretrain.read_identity(str(tmp_path / "one"))
+    assert identity["settings"]["num_processes"] == 1 and identity["settings"]["global_batch_size"] == 8
+    resumed = tmp_path / "resumed"
+    resumable_copy(tmp_path / "one", resumed, step=2)
+    resume = ["--output_dir", str(resumed), "--resume_from_checkpoint", "latest"]
+
+    refused = launch(common + ["--per_device_batch_size", "8", *resume], num_processes=2)
+    output, _ = refused.communicate(timeout=300)
+    assert refused.returncode != 0
+    assert (
+        f"cannot resume: run {identity['run_id']} in {resumed}/checkpoints" in output
+        and "was planned for 1 process(es) x 8 clips (global batch 8), and this launch has 2 process(es) x 8 clips "
+        "(global batch 16)" in output
+        and "or keep its global batch on 2 process(es) with --per_device_batch_size 4 "
+        "--resume_with_new_process_count" in output
+    ), output[-3000:]
+    # The same global batch without the flag: refused too, naming the flag (checked in one process: the identities).
+    two_by_four = {**identity, "run_id": "x", "settings": {**identity["settings"], "num_processes": 2,
+                                                           "per_device_batch_size": 4}}
+    with pytest.raises(ValueError, match=r"The global batch is the same, .* pass --resume_with_new_process_count"):
+        pretrain.resolve_checkpoint("latest", str(resumed), two_by_four)
+    with pytest.raises(ValueError, match="a streamed run keeps one stream position per process"):
+        pretrain.resolve_checkpoint("latest", str(resumed), two_by_four, new_process_count=True, streaming=True)
+
+    continued = launch(common + ["--per_device_batch_size", "4", *resume, "--resume_with_new_process_count"],
+                       num_processes=2)
+    output, _ = continued.communicate(timeout=300)
+    assert continued.returncode == 0, output[-3000:]
+    assert "resumed from" in output and "(2 process(es) x 4" in output
+    assert pretrain.read_identity(str(resumed))["run_id"] == identity["run_id"]  # the run goes on as itself
+    one, two = load_file(tmp_path / "one" / "model" / "model.safetensors"), load_file(resumed / "model" / "model.safetensors")
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=0, atol=2e-5, msg=name)
+
+
+def test_a_streamed_run_on_two_processes_resumes_each_stream_where_it_was(tmp_path):
+    # Rank 0's share of the stream holds a silent clip, which it skips: after the same number of steps the two ranks
+    # stand at different positions of the stream. Each must resume from its own (accelerate saves the main
+    # process's registered state only), so the resumed run ends with the weights of the uninterrupted one.
+    import numpy as np
+    import soundfile as sf
+
+    music = tmp_path / "music"
+    music.mkdir()
+    t = np.arange(4 * 16_000) / 16_000
+    sf.write(music / "a_silent.wav", np.zeros_like(t, dtype=np.float32), 16_000)  # first: rank 0's
+    for i in range(11):
+        sf.write(music / f"clip{i:02d}.wav", (0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t)).astype(np.float32), 16_000)
+    common = TINY[:-6] + [
+        "--dataset", "folder", "--data_dir", str(music), "--streaming", "--loss", "infonce",
+        "--shuffle_buffer_size", "0", "--per_device_batch_size", "2", "--max_steps", "4", "--warmup_steps", "0",
+        "--logging_steps", "1", "--checkpointing_steps", "2", "--probe_clips", "0",
+    ]
+    straight = launch(common + ["--output_dir", str(tmp_path / "straight")], num_processes=2)
+    output, _ = straight.communicate(timeout=300)
+    assert straight.returncode == 0, output[-3000:]
+    positions = [torch.load(tmp_path / "straight" / "checkpoints" / "checkpoint-2" / f"rank_state_{r}.pt",
+                            weights_only=True)["stream"] for r in (0, 1)]
+    assert positions[0] != positions[1]  # rank 0 read one clip more (the silent one)
+
+    resumed = tmp_path / "resumed"
+    resumable_copy(tmp_path / "straight", resumed, step=2)
+    again = launch(common + ["--output_dir", str(resumed), "--resume_from_checkpoint", "latest"], num_processes=2)
+    output, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, output[-3000:]
+    assert "resumed from" in output
+    expected = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    actual = load_file(resumed / "model" / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)

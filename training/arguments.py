@@ -219,6 +219,14 @@ class PretrainingArguments:
             "states): resume only from checkpoints you trust."
         },
     )
+    resume_with_new_process_count: bool = field(
+        default=False,
+        metadata={
+            "help": "Let --resume_from_checkpoint continue a run on another number of processes with the same global "
+            "batch (per_device_batch_size x processes): the plan (clips, crops, masks per step) is the same. Without "
+            "it such a resume is refused; another global batch always is (it would be another run)."
+        },
+    )
     logging_steps: int = field(default=10, metadata={"help": "Log every N steps."})
     report_to: str = field(default="none", metadata={"help": "Trackers: none, all, tensorboard, wandb, ..."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the exported model to the Hub."})

@@ -52,10 +52,12 @@ from myna_training.run_folder import (
     CHECKPOINTS_DIR,
     LOGS_DIR,
     MODEL_DIR,
+    adopt_process_layout,
     check_new_run,
     check_resume,
     clear_run,
     describe_run,
+    differs_only_in_process_layout,
     read_identity,
     run_identity,
     write_identity,
@@ -205,16 +207,23 @@ def list_checkpoints(output_dir: str) -> list[str]:
 
 
 def save_checkpoint(
-    accelerator: Accelerator, output_dir: str, step: int, total_limit: int | None, identity: dict | None = None
+    accelerator: Accelerator,
+    output_dir: str,
+    step: int,
+    total_limit: int | None,
+    identity: dict | None = None,
+    rank_state: dict | None = None,
 ) -> str:
-    """`accelerator.save_state` into `checkpoint-<step>.tmp` (with the run's identity), then an atomic rename to
-    `checkpoint-<step>`."""
+    """`accelerator.save_state` into `checkpoint-<step>.tmp` (with the run's identity, and every process's
+    `rank_state` objects), then an atomic rename to `checkpoint-<step>`."""
     final = os.path.join(output_dir, CHECKPOINTS_DIR, f"{CHECKPOINT_PREFIX}{step}")
     partial = final + ".tmp"
     if accelerator.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(partial)
+    if rank_state:
+        save_rank_state(partial, accelerator.process_index, rank_state)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if identity is not None:
@@ -229,19 +238,57 @@ def save_checkpoint(
     return final
 
 
-def resolve_checkpoint(resume_from_checkpoint: str, output_dir: str, identity: dict) -> str | None:
-    """The checkpoint to resume: the given folder, or for "latest" the newest checkpoint of this run (`None` when
-    there is none yet). Raises when the checkpoint, or every checkpoint in the folder, belongs to another run."""
+def resolve_checkpoint(
+    resume_from_checkpoint: str,
+    output_dir: str,
+    identity: dict,
+    new_process_count: bool = False,
+    streaming: bool = False,
+) -> tuple[str | None, dict]:
+    """`(checkpoint, identity)`: the checkpoint to resume, the given folder or for "latest" the newest checkpoint of
+    this run (`None` when there is none yet), and the identity the run continues under. Raises when the checkpoint,
+    or every checkpoint in the folder, belongs to another run, and when it is this run planned on another number of
+    processes (unless `new_process_count` and the global batch is the same: then it continues as planned)."""
     if resume_from_checkpoint != "latest":
         if not os.path.isdir(resume_from_checkpoint):
             raise ValueError(f"resume_from_checkpoint={resume_from_checkpoint} is not a checkpoint folder.")
-        check_resume(output_dir, identity, resume_from_checkpoint)
-        return resume_from_checkpoint
-    checkpoints = list_checkpoints(output_dir)
-    # Never another run's, even with a higher step number.
-    ours = [c for c in checkpoints if (read_identity(c) or {}).get("run_id") == identity["run_id"]]
-    check_resume(output_dir, identity, ours[-1] if ours else (checkpoints[-1] if checkpoints else None))
-    return ours[-1] if ours else None
+        candidate = resume_from_checkpoint
+    else:
+        checkpoints = list_checkpoints(output_dir)
+        # Never another run's, even with a higher step number; this run on another number of processes is found,
+        # so that the message can say so.
+        ours = [c for c in checkpoints if (read_identity(c) or {}).get("run_id") == identity["run_id"]]
+        relaid = [c for c in checkpoints if differs_only_in_process_layout(identity, read_identity(c))]
+        candidate = (ours or relaid or checkpoints or [None])[-1]
+    if candidate is not None:
+        identity = adopt_process_layout(
+            identity, read_identity(candidate), new_process_count, streaming, os.path.dirname(candidate)
+        )
+    elif resume_from_checkpoint == "latest":  # no checkpoint yet: the folder's run.json may still be another layout
+        identity = adopt_process_layout(identity, read_identity(output_dir), new_process_count, streaming, output_dir)
+    check_resume(output_dir, identity, candidate)  # raises unless the folder and the checkpoint are this run
+    return candidate, identity
+
+
+def save_rank_state(folder: str, rank: int, objects: dict) -> None:
+    """Writes the state of `objects` that differs per process (a stream's position) as `rank_state_<rank>.pt`:
+    accelerate saves registered objects from the main process only."""
+    os.makedirs(folder, exist_ok=True)
+    torch.save({name: obj.state_dict() for name, obj in objects.items()}, os.path.join(folder, f"rank_state_{rank}.pt"))
+
+
+def load_rank_state(folder: str, rank: int, objects: dict) -> None:
+    """Restores what `save_rank_state` wrote for this process."""
+    path = os.path.join(folder, f"rank_state_{rank}.pt")
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"the checkpoint {folder} holds no stream position for process {rank} ({os.path.basename(path)} is "
+            "missing: written by an earlier version, which saved the main process's only). Resume it on the version "
+            "that wrote it, or start a new run."
+        )
+    states = torch.load(path, weights_only=True)
+    for name, obj in objects.items():
+        obj.load_state_dict(states[name])
 
 
 @torch.no_grad()
@@ -332,10 +379,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     # The run's identity (settings, seed, data): a resume continues only the same run; a new run starts clean.
     key = data_hash(clips, data_args, feature_extractor, crop_frames)
-    identity = run_identity({**hyperparameters, "mixed_precision": accelerator.mixed_precision}, key)
+    # How it is planned too: the number of processes and the global batch (the epochs' boundaries, max_steps).
+    identity = run_identity(
+        {**hyperparameters, "mixed_precision": accelerator.mixed_precision, "num_processes": world_size,
+         "global_batch_size": global_batch},
+        key,
+    )
     checkpoint = None
-    if resuming:  # raises when the folder or the checkpoint holds another run
-        checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir, identity)
+    if resuming:  # raises when the folder or the checkpoint holds another run, or this run on another layout
+        checkpoint, identity = resolve_checkpoint(
+            training_args.resume_from_checkpoint, output_dir, identity,
+            new_process_count=training_args.resume_with_new_process_count, streaming=data_args.streaming,
+        )
     if accelerator.is_main_process:
         if training_args.overwrite_output_dir or replace_unfinished:
             removed = clear_run(output_dir)
@@ -439,14 +494,17 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator.register_for_checkpointing(progress, scheduler)
     if isinstance(loss_fn, SogCLRLoss):
         accelerator.register_for_checkpointing(loss_fn)
-    if isinstance(data, StreamingSpectrograms):
-        accelerator.register_for_checkpointing(data)
+    # A stream's position differs per process: saved and restored by each process (accelerate would save the main
+    # process's only, and every process would resume from it).
+    rank_state = {"stream": data} if isinstance(data, StreamingSpectrograms) else None
 
     if resuming:
         if checkpoint is None:
             accelerator.print(f"no checkpoint of this run under {output_dir}/{CHECKPOINTS_DIR} yet: starting it.")
         else:
             accelerator.load_state(checkpoint)
+            if rank_state:
+                load_rank_state(checkpoint, rank, rank_state)
             accelerator.print(f"resumed from {checkpoint} at step {progress.step}: {describe_run(identity, output_dir)}.")
     accelerator.init_trackers("myna-pretrain", config={k: v if v is not None else "" for k, v in hyperparameters.items()})
 
@@ -535,7 +593,9 @@ def main(argv: list[str] | None = None) -> dict:
                 step=progress.step,
             )
         if training_args.checkpointing_steps and progress.step % training_args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, output_dir, progress.step, training_args.checkpoints_total_limit, identity)
+            save_checkpoint(
+                accelerator, output_dir, progress.step, training_args.checkpoints_total_limit, identity, rank_state
+            )
     bar.close()
     if prefetcher is not None:
         prefetcher.close()
@@ -543,7 +603,9 @@ def main(argv: list[str] | None = None) -> dict:
         verifier.finish()  # a short run waits for the check: no model is exported from a damaged store
     train_seconds = time.perf_counter() - start_time
     if not list_checkpoints(output_dir) or not list_checkpoints(output_dir)[-1].endswith(f"-{progress.step}"):
-        save_checkpoint(accelerator, output_dir, progress.step, training_args.checkpoints_total_limit, identity)
+        save_checkpoint(
+            accelerator, output_dir, progress.step, training_args.checkpoints_total_limit, identity, rank_state
+        )
 
     # Export: encoder + projection, feature extractor, model card with the training config.
     unwrapped = accelerator.unwrap_model(model)

@@ -8,10 +8,14 @@
       logs/             tracker logs (tensorboard, ...)
       cache/            spectrograms, keyed by content (safe to share between runs)
 
-A run is its settings that change the trained weights (seed included) plus the hash of its data.
-`--resume_from_checkpoint latest` resumes only a checkpoint of the same run; a new run into a folder that holds
-another run refuses unless `--overwrite_output_dir` is given (the transformers convention), which removes that run's
-export, checkpoints, logs and `run.json` (the content-keyed cache is kept).
+A run is its settings that change the trained weights (seed included) plus the hash of its data, and how it was
+planned: the number of processes and the global batch (`per_device_batch_size x num_processes`), which fix the
+epochs' boundaries and, for epoch-based runs, `max_steps`. `--resume_from_checkpoint latest` resumes only a checkpoint
+of the same run. A resume on another number of processes is refused with a message naming both layouts and what to
+pass: with the same global batch the plan is the same, and `--resume_with_new_process_count` continues it (not for a
+streamed run, whose stream position is per process); a changed global batch is another run. A new run into a folder
+that holds another run refuses unless `--overwrite_output_dir` is given (the transformers convention), which removes
+that run's export, checkpoints, logs and `run.json` (the content-keyed cache is kept).
 """
 
 import datetime
@@ -31,8 +35,12 @@ NOT_IDENTITY = frozenset(
         "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "print_config", "logging_steps", "report_to",
         "push_to_hub", "hub_model_id", "hub_private_repo", "checkpointing_steps", "checkpoints_total_limit",
         "probe_clips", "cache_dir", "spectrogram_placement", "preprocessing_batch_size", "torch_compile",
+        "resume_with_new_process_count",
     }
 )
+# How the global batch is split over processes: in the identity, but the same plan for any split of one global batch.
+PROCESS_LAYOUT = ("num_processes", "per_device_batch_size")
+NEW_PROCESS_COUNT_FLAG = "--resume_with_new_process_count"
 
 
 def run_identity(settings: dict, data_hash: str) -> dict:
@@ -115,6 +123,63 @@ def clear_run(output_dir: str) -> list[str]:
     return removed
 
 
+def differs_only_in_process_layout(mine: dict, theirs: dict | None) -> bool:
+    """Whether two identities are one run launched on other numbers of processes (global batch included)."""
+    if theirs is None or theirs.get("run_id") == mine["run_id"] or theirs.get("data_hash") != mine["data_hash"]:
+        return False
+    layout = (*PROCESS_LAYOUT, "global_batch_size")
+    a = {k: v for k, v in theirs.get("settings", {}).items() if k not in layout}
+    b = {k: v for k, v in mine["settings"].items() if k not in layout}
+    return a == b
+
+
+def adopt_process_layout(mine: dict, theirs: dict | None, allowed: bool, streaming: bool, where: str) -> dict:
+    """The identity a resume continues under: `mine`, or `theirs` when the checkpoint is this run planned on another
+    number of processes with the same global batch and `allowed`. Raises, naming both layouts and what to pass,
+    when it is that run on another number of processes otherwise; any other difference is left to `check_resume`."""
+    if not differs_only_in_process_layout(mine, theirs):
+        return mine
+
+    def layout(identity):
+        settings = identity.get("settings", {})
+        processes, batch = settings.get("num_processes"), settings.get("per_device_batch_size")
+        total = settings.get("global_batch_size")
+        return processes, batch, total, (
+            f"{processes if processes is not None else 'an unrecorded number of'} process(es) x {batch} clips"
+            + (f" (global batch {total})" if total is not None else "")
+        )
+
+    old_processes, _, old_total, old = layout(theirs)
+    new_processes, _, new_total, new = layout(mine)
+    run = describe_run(theirs, where)
+    if old_total != new_total:
+        keep = ""
+        if old_total is not None and new_processes and old_total % new_processes == 0:
+            keep = (f", or keep its global batch on {new_processes} process(es) with --per_device_batch_size "
+                    f"{old_total // new_processes} {NEW_PROCESS_COUNT_FLAG}")
+        raise ValueError(
+            f"cannot resume: {run} was planned for {old}, and this launch has {new}: another global batch changes "
+            f"the epochs' boundaries and, for epoch-based runs, max_steps, so it would be another run. Launch it again "
+            f"on {old_processes if old_processes is not None else 'its'} process(es) with --per_device_batch_size "
+            f"{theirs.get('settings', {}).get('per_device_batch_size')}{keep}; or start a new run in another "
+            "--output_dir (--init_from its model/ folder)."
+        )
+    if streaming:
+        raise ValueError(
+            f"cannot resume: {run} was planned for {old}, and this launch has {new}: a streamed run keeps one stream "
+            f"position per process, which another number of processes cannot take over. Launch it again on "
+            f"{old_processes} process(es) with --per_device_batch_size "
+            f"{theirs.get('settings', {}).get('per_device_batch_size')}."
+        )
+    if not allowed:
+        raise ValueError(
+            f"cannot resume: {run} was planned for {old}, and this launch has {new}. The global batch is the same, so "
+            f"the run can continue with the same plan (the same clips, crops and masks per step): pass "
+            f"{NEW_PROCESS_COUNT_FLAG} to do so, or launch it again on {old_processes} process(es)."
+        )
+    return theirs
+
+
 def check_resume(output_dir: str, identity: dict, checkpoint: str | None) -> None:
     """Raises when the folder's run, or `checkpoint`'s, is not the run these settings describe."""
     for folder, what in ((output_dir, "output_dir"), (checkpoint, "checkpoint")):
@@ -137,7 +202,10 @@ __all__ = [
     "CHECKPOINTS_DIR",
     "LOGS_DIR",
     "MODEL_DIR",
+    "NEW_PROCESS_COUNT_FLAG",
+    "PROCESS_LAYOUT",
     "RUN_FILE",
+    "adopt_process_layout",
     "check_new_run",
     "check_resume",
     "clear_run",
