@@ -23,10 +23,15 @@ with batch N * B. The policies, on a grid of `H` patch rows (frequency) by `W` p
   of I-JEPA (Assran et al. 2023, "Self-Supervised Learning from Images with a Joint-Embedding Predictive
   Architecture"), scaled down to the 5 tokens a 90%-masked Myna view keeps.
 - `complementary` (correlates the two views): view 1 is uniform; view 2 keeps a uniform choice among the tokens
-  view 1 dropped, so the two views keep disjoint sets (possible while `2 k <= N`, i.e. masking >= 50%). Given
-  `view_shift_frames` (second crop start minus first), "the same token" means the same frequency row and the same
-  audio (columns aligned to the nearest patch), so overlapping crops keep disjoint content; without it, the same
-  grid position. Pair it with overlapping crops (`--max_crop_distance`).
+  that share nothing with view 1's, so the two views keep disjoint sets. That needs `2 k <= N` (masking >= 50%):
+  asking for more is an error. Given `view_shift_frames` (second crop start minus first, what pre-training passes),
+  disjoint means disjoint audio: view 2 avoids every token of the same frequency row whose frames overlap a kept
+  view-1 token (two view-1 columns when the shift is not a whole number of patches), so overlapping crops keep
+  disjoint content; crops that do not overlap share no audio, and view 2 is uniform. Fallback: when fewer than `k`
+  tokens of view 2 overlap no kept view-1 audio (possible only when `3 k > N`, i.e. masking below 2/3, with a shift
+  that is not a whole number of patches), that pair is aligned to the nearest patch instead, so the views share no
+  whole patch of audio. Without `view_shift_frames`, disjoint means the same grid position, which says nothing about
+  content for independently cropped views.
 - `saliency` (adaptive, data-dependent): tokens sampled without replacement with probability proportional to
   `exp(s / temperature)`, `s` the per-example z-scored saliency of the patch (`"energy"`: `log1p` of the patch's
   mean power; `"flux"`: mean positive frame-to-frame difference of the log-power of the patch's band of mel bins,
@@ -73,6 +78,7 @@ class MynaMaskingPolicy:
 
     name = "uniform"
     uses_inputs = False  # whether `draw` needs the views' spectrograms (`views`)
+    uses_view_shift = False  # whether `draw` uses the crops' offset (`view_shift_frames`)
 
     def draw(self, grid_size, num_kept, num_views, batch_size, generator, device, **inputs) -> torch.Tensor:
         height, width = grid_size
@@ -202,31 +208,61 @@ class MynaMultiBlockMasking(MynaMaskingPolicy):
 
 
 class MynaComplementaryMasking(MynaMaskingPolicy):
-    """Two views that keep disjoint tokens: view 2 keeps a uniform choice among the tokens view 1 dropped."""
+    """Two views that keep disjoint tokens (disjoint audio, given the crops' offset): view 2 keeps a uniform choice
+    among the tokens that share nothing with view 1's kept tokens."""
 
     name = "complementary"
+    uses_view_shift = True
 
     def draw(self, grid_size, num_kept, num_views, batch_size, generator, device, **inputs):
         if num_views != 2:
             raise ValueError(f"the complementary masking policy pairs two views, got num_views={num_views}.")
         height, width = grid_size
+        if 2 * num_kept > height * width:
+            raise ValueError(
+                f"complementary masking keeps disjoint tokens in two views, but {num_kept} of {height * width} tokens "
+                f"per view cannot be disjoint (2 x {num_kept} > {height * width}): mask at least 50% of the tokens "
+                "(mask_ratio >= 0.5, and mask_ratio_start >= 0.5 with a schedule), or choose another policy."
+            )
         first, second = _rand((2, batch_size, height * width), generator, device)
         kept = torch.zeros_like(first, dtype=torch.bool)
         kept.scatter_(1, first.argsort(dim=1)[:, :num_kept], True)  # (B, N) tokens view 1 keeps
         kept = kept.view(batch_size, height, width)
         shift = inputs.get("view_shift_frames")
         if shift is not None:
-            # View 2's column c shows the audio of view 1's column c + shift (nearest patch); outside view 1: free.
             patch_width = inputs["patch_size"][1] if inputs.get("patch_size") else None
             if patch_width is None:
                 raise ValueError("complementary masking with view_shift_frames needs patch_size= to align columns.")
-            columns = torch.arange(width, device=first.device) + torch.round(
-                shift.to(first.device, torch.float32) / patch_width
-            ).long()[:, None]  # (B, W) view-1 column under each view-2 column
-            valid = (columns >= 0) & (columns < width)
-            kept = kept.gather(2, columns.clamp(0, width - 1)[:, None, :].expand(-1, height, -1))
-            kept = kept & valid[:, None, :]
+            shift = shift.to(first.device, torch.long)
+            if shift.shape != (batch_size,):
+                raise ValueError(
+                    f"view_shift_frames has shape {tuple(shift.shape)}: pass one offset per example of the global "
+                    f"batch, ({batch_size},)."
+                )
+            columns = torch.arange(width, device=first.device)
+            # View 2's column c covers view 1's frames [shift + c * pw, shift + (c + 1) * pw): view-1 columns
+            # c + q and, unless the shift is a whole number of patches, c + q + 1 (q = floor(shift / pw)).
+            whole = torch.div(shift, patch_width, rounding_mode="floor")
+            partial = (shift - whole * patch_width) != 0
+            overlapped = self._overlapped(kept, columns + whole[:, None]) | (
+                self._overlapped(kept, columns + whole[:, None] + 1) & partial[:, None, None]
+            )
+            # The documented fallback: too few tokens of view 2 clear of view 1's audio -> the nearest patch.
+            nearest = self._overlapped(
+                kept, columns + torch.round(shift.to(torch.float32) / patch_width).long()[:, None]
+            )
+            enough = (~overlapped).flatten(1).sum(1) >= num_kept
+            kept = torch.where(enough[:, None, None], overlapped, nearest)
         return torch.stack((first, _prefer(~kept.reshape(batch_size, -1), second)))
+
+    @staticmethod
+    def _overlapped(kept: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """`(B, H, W)`: whether view 1 keeps the token of the same row at view-1 column `columns[b, c]` (`(B, W)`),
+        `False` outside view 1."""
+        width = kept.shape[2]
+        valid = (columns >= 0) & (columns < width)
+        found = kept.gather(2, columns.clamp(0, width - 1)[:, None, :].expand(-1, kept.shape[1], -1))
+        return found & valid[:, None, :]
 
 
 class MynaSaliencyMasking(MynaMaskingPolicy):

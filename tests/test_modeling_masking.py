@@ -142,9 +142,9 @@ def test_multi_block_keeps_tokens_inside_rectangles():
 def test_complementary_views_keep_disjoint_tokens(ratio):
     kept, _ = draw("complementary", ratio=ratio)
     assert not (kept[0] & kept[1]).any()
-    # Below 50% masking the views cannot be disjoint: they share as few tokens as possible.
-    kept, _ = draw("complementary", ratio=0.25)
-    assert torch.equal((kept[0] & kept[1]).flatten(1).sum(-1), torch.full((BATCH,), 2 * 36 - 48))
+    # Below 50% masking the views cannot be disjoint: refused, never a silent overlap.
+    with pytest.raises(ValueError, match=r"36 of 48 tokens per view cannot be disjoint \(2 x 36 > 48\): mask at least 50%"):
+        draw("complementary", ratio=0.25)
 
 
 def test_complementary_aligns_shifted_crops_so_they_keep_disjoint_audio():
@@ -159,6 +159,48 @@ def test_complementary_aligns_shifted_crops_so_they_keep_disjoint_audio():
         for row, column in kept[1, b].nonzero().tolist():
             source = column + offset  # the view-1 column showing the same audio
             assert not (0 <= source < 6 and kept[0, b, row, source])
+
+
+def kept_audio(kept_view, start: int, patch_width: int = 16):
+    """`{(row, frame)}` of the audio a view's kept tokens hold, frames counted from the first crop's start."""
+    return {
+        (row, start + column * patch_width + f)
+        for row, column in kept_view.nonzero().tolist()
+        for f in range(patch_width)
+    }
+
+
+@pytest.mark.parametrize("num_kept", [5, 16])  # 90% masking, and 2/3 (3 k = N: still disjoint for every shift)
+def test_complementary_views_keep_disjoint_audio_for_any_crop_offset(num_kept):
+    # Every offset of two 96-frame crops, whole patches or not, overlapping or not: the frames of each frequency row
+    # kept by view 2 never meet those kept by view 1.
+    policy = build_masking_policy("complementary")
+    shift = torch.arange(-100, 101)
+    batch, grid = len(shift), SQUARE_GRID
+    noise = policy(grid, num_kept, batch, generator=torch.Generator().manual_seed(0), patch_size=[16, 16],
+                   view_shift_frames=shift)
+    kept = masks_from_noise(noise, num_kept).view(2, batch, *grid)
+    for b in range(batch):
+        assert not kept_audio(kept[0, b], 0) & kept_audio(kept[1, b], int(shift[b])), int(shift[b])
+    # Crops that do not overlap share no audio: view 2 is a uniform choice, no token held back (noise below 1).
+    view2 = noise.view(2, batch, -1)[1]
+    assert (view2[shift.abs() >= 96] < 1).all() and (view2[shift.abs() < 16] >= 1).any(1).all()
+
+
+def test_complementary_falls_back_to_the_nearest_patch_when_audio_cannot_be_disjoint():
+    # At 50% masking (24 of 48) a shift of half a patch makes each kept view-1 token overlap two view-2 tokens: too
+    # few are clear of view 1's audio. That pair is aligned to the nearest patch, as documented: no whole patch of
+    # audio is shared (each kept view-2 token overlaps at most half of one kept view-1 token).
+    policy = build_masking_policy("complementary")
+    shift = torch.full((64,), 8)
+    noise = policy(SQUARE_GRID, 24, 64, generator=torch.Generator().manual_seed(1), patch_size=[16, 16],
+                   view_shift_frames=shift)
+    kept = masks_from_noise(noise, 24).view(2, 64, *SQUARE_GRID)
+    for b in range(64):
+        offset = round(8 / 16)  # nearest patch: 0 (Python rounds half to even)
+        for row, column in kept[1, b].nonzero().tolist():
+            assert not kept[0, b, row, column + offset]
+        assert len(kept_audio(kept[0, b], 0) & kept_audio(kept[1, b], 8)) <= 8 * 24
 
 
 def test_saliency_prefers_loud_patches_and_tends_to_uniform_at_high_temperature():

@@ -552,3 +552,40 @@ def test_a_streamed_run_on_two_processes_resumes_each_stream_where_it_was(tmp_pa
     actual = load_file(resumed / "model" / "model.safetensors")
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
+
+
+# ------------------------------------------------------------- complementary masking on content (issue 19, item 4)
+
+
+def test_pretraining_hands_complementary_masking_each_pairs_crop_offset(tmp_path, monkeypatch):
+    # Both placements: the offset of each pair's second crop from its first, for the whole global batch, as the
+    # batch plan drew it, so that the two views keep disjoint audio, not only disjoint grid positions.
+    from modeling_myna.masking import MynaComplementaryMasking
+    from myna_training.data import BatchPlan, SpectrogramStore
+
+    seen = []
+    draw = MynaComplementaryMasking.draw
+
+    def spy(self, *args, **inputs):
+        seen.append(inputs["view_shift_frames"].clone())
+        return draw(self, *args, **inputs)
+
+    monkeypatch.setattr(MynaComplementaryMasking, "draw", spy)
+    cache = ["--cache_dir", str(tmp_path / "cache"), "--masking_policy", "complementary", "--max_steps", "2"]
+    for placement in ("resident", "out_of_core"):
+        seen.clear()
+        pretrain.main(QUICK + cache + ["--output_dir", str(tmp_path / placement), "--spectrogram_placement", placement])
+        (store,) = [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("spectrograms-")]
+        plan = BatchPlan(SpectrogramStore(str(store)).num_frames, global_batch=8, crop_frames=96, seed=0)
+        assert len(seen) == 2  # one draw per step (one tokenizer)
+        for micro, shift in enumerate(seen):
+            _, first, second = plan(micro)
+            assert torch.equal(shift, second - first), placement
+        assert any(bool((s != 0).any()) for s in seen)
+    # A stream: each process's own pairs (here all 8), drawn as the stream crops them.
+    seen.clear()
+    pretrain.main(QUICK + cache + ["--output_dir", str(tmp_path / "streamed"), "--streaming", "--loss", "infonce"])
+    assert len(seen) == 2 and all(s.shape == (8,) and s.abs().max() <= 4 * 16_000 // 512 + 1 - 96 for s in seen)
+    assert any(bool((s != 0).any()) for s in seen)
+    with pytest.raises(ValueError, match="complementary keeps disjoint tokens in the two views, which needs at least 50%"):
+        pretrain.main(QUICK + cache + ["--output_dir", str(tmp_path / "low"), "--mask_ratio", "0.4"])

@@ -77,6 +77,14 @@ class ModelArguments:
         size["head_dim"] = size["hidden_size"] // size["num_attention_heads"]
         policy_options = parse_policy_options(self.masking_policy_args)
         build_masking_policy(self.masking_policy, **policy_options)  # fails here on a bad name or option
+        scheduled = self.mask_ratio_start if self.mask_ratio_schedule != "constant" else None
+        lowest = min(r for r in (self.mask_ratio, scheduled) if r is not None)
+        if self.masking_policy == "complementary" and lowest < 0.5:
+            raise ValueError(
+                f"masking_policy complementary keeps disjoint tokens in the two views, which needs at least 50% "
+                f"masking; this run masks {lowest:g}{' at the start of its schedule' if lowest != self.mask_ratio else ''}"
+                ": raise --mask_ratio (and --mask_ratio_start) to 0.5 or more, or choose another policy."
+            )
         return MynaConfig.from_variant(
             self.variant,
             projection_dim=self.projection_dim,

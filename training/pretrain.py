@@ -537,11 +537,16 @@ def main(argv: list[str] | None = None) -> dict:
         generator = torch.Generator(device=accelerator.device).manual_seed((training_args.seed * 1_000_003 + micro) * 2)
         if isinstance(loss_fn, SogCLRLoss):  # libauc's adjust_gamma: the first-visit rule holds in epoch 0 only
             loss_fn.set_epoch(micro // batches_per_epoch if batches_per_epoch else data.epoch)
+        view_shift = None  # (global batch,) second crop start minus first, for policies that pair the views' audio
         if prefetcher is not None:
             view1, view2, index = prefetcher.next()
+            if masking_policy.uses_view_shift:
+                _, first, second = plan(micro)  # the prefetcher's plan: the same draws
+                view_shift = second - first
         elif plan is not None:
             # Draws for the whole global batch, this process's slice used: the same for any number of processes.
             global_index, first, second = plan(micro)
+            view_shift = second - first
             index, first, second = global_index[local_rows], first[local_rows], second[local_rows]
             offsets = data.host_offsets[index]
             view1 = data.crops(offsets + first, crop_frames)
@@ -550,6 +555,9 @@ def main(argv: list[str] | None = None) -> dict:
             view1, view2, index = data.next_batch(
                 crop_frames, crop_generator(training_args.seed, micro), data_args.max_crop_distance
             )
+            # A stream knows this process's crops only; the other rows' offsets never reach this process's masks.
+            view_shift = torch.zeros(global_batch, dtype=torch.long)
+            view_shift[local_rows] = data.last_view_shift
         # One draw per tokenizer for the whole global batch by the masking policy (uniform: a (2, global batch,
         # tokens) torch.rand), this process's rows kept, view-major as the model expects.
         mask_ratio = mask_ratio_at(
@@ -559,6 +567,7 @@ def main(argv: list[str] | None = None) -> dict:
             masking_policy(
                 grid_size(config, p), num_kept_tokens(num_tokens(config, p), mask_ratio), global_batch,
                 generator=generator, device=accelerator.device, rows=local_rows, views=(view1, view2), patch_size=p,
+                view_shift_frames=view_shift if masking_policy.uses_view_shift else None,
             )
             for p in patch_sizes
         ]

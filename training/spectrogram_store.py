@@ -109,12 +109,15 @@ class SpectrogramBank:
         crop_frames: int,
         generator: torch.Generator,
         max_distance: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two `(B, F, crop_frames)` views of the clips `index` `(B,)`, starts drawn with `generator` (on CPU)."""
+        return_starts: bool = False,
+    ):
+        """Two `(B, F, crop_frames)` views of the clips `index` `(B,)`, starts drawn with `generator` (on CPU); with
+        `return_starts`, also the `(B,)` start frames of each view within its clip."""
         index = index.cpu()
         first, second = random_crop_starts(self.host_num_frames[index], crop_frames, generator, max_distance)
         offsets = self.host_offsets[index]
-        return self.crops(offsets + first, crop_frames), self.crops(offsets + second, crop_frames)
+        views = self.crops(offsets + first, crop_frames), self.crops(offsets + second, crop_frames)
+        return (*views, first, second) if return_starts else views
 
 
 class DiskSpectrogramBank:
@@ -582,6 +585,7 @@ class StreamingSpectrograms:
         self.device = torch.device(device)
         self.epoch = 0
         self._iterator = None
+        self.last_view_shift = None
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "dataset": self.dataset.state_dict()}
@@ -620,7 +624,10 @@ class StreamingSpectrograms:
             )
         # This batch's clips side by side, cropped by the same gather as a resident bank.
         batch = SpectrogramBank(frames.to(self.device), torch.tensor([s.shape[0] for s in spectrograms]))
-        view1, view2 = batch.crop_pair(torch.arange(len(rows)), crop_frames, generator, max_distance)
+        view1, view2, first, second = batch.crop_pair(
+            torch.arange(len(rows)), crop_frames, generator, max_distance, return_starts=True
+        )
+        self.last_view_shift = second - first  # (B,) for masking policies that pair the views' audio
         return view1, view2, (index if bool((index >= 0).all()) else None)
 
 
