@@ -112,6 +112,10 @@ class ReportArguments:
         default=True, metadata={"help": "Plot a t-SNE of the test embeddings of classification tasks (--no_tsne: skip)."}
     )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Write into output_dir even when it holds another model's results or other files."},
+    )
 
 
 ARGUMENT_GROUPS = (ModelArguments, TaskArguments, ProbeArguments, ReportArguments)
@@ -385,8 +389,39 @@ def run(
     return report
 
 
+PROBE_OUTPUTS = ("results.json", "table.md", "embeddings")
+
+
+def check_output_dir(report_args: ReportArguments, model: str) -> None:
+    """Before any work: `output_dir` is new, or this command's (an evaluation of the same model: its embedding cache
+    is reused and its results replaced); anything else needs `--overwrite_output_dir`, and music never."""
+    from myna_common.cli_support import check_output_folder
+
+    folder = report_args.output_dir
+    state = check_output_folder(
+        folder, overwrite=report_args.overwrite_output_dir, option="--output_dir",
+        overwrite_flag="--overwrite_output_dir", what="evaluation",
+        own=lambda path: any(os.path.exists(os.path.join(path, name)) for name in PROBE_OUTPUTS),
+    )  # fmt: skip
+    results = os.path.join(folder, "results.json")
+    if state != "own" or report_args.overwrite_output_dir or not os.path.isfile(results):
+        return
+    try:
+        with open(results, encoding="utf-8") as f:
+            previous = json.load(f).get("model")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    shown = model if is_handcrafted(model) else os.path.abspath(model)
+    if previous is not None and previous != shown:
+        raise ValueError(
+            f"--output_dir {folder} holds the evaluation of another model ({previous}): choose a new folder, or pass "
+            "--overwrite_output_dir to replace its results."
+        )
+
+
 def main(argv: list[str] | None = None) -> dict:
     model_args, task_args, probe_args, report_args = parse_arguments(argv)
+    check_output_dir(report_args, model_args.model)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = run(model_args, task_args, probe_args, report_args)
     for name, entry in report["tasks"].items():

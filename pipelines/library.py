@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from modeling_myna.audio_utils import AudioDecodeError
+from myna_common.cli_support import audio_files_in, check_output_folder, plural
 
 from .arguments import EmbedArguments, find_audio_files
 from .precision import PRECISIONS, MynaInferenceModel, check_precision
@@ -261,10 +262,10 @@ def embed_library(
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     store = EmbeddingStore(store_path)
-    if overwrite and rank == 0 and os.path.isdir(store_path):
-        import shutil
-
-        shutil.rmtree(store_path)
+    if audio_files_in(store_path):  # never into a folder of music, whatever the flags
+        raise ValueError(f"{store_path} holds audio: a store is written into its own folder, never into music.")
+    if overwrite and rank == 0:
+        store.clear()  # the store's own data/ and .myna/, never anything else in the folder
     _barrier(world_size)
 
     model, feature_extractor = load_model(model_id, device, dtype)
@@ -385,7 +386,7 @@ def embed_library(
 
 def embed_library_command(argv: list[str]) -> int:
     """`myna embed ... --output FOLDER`: the store variant of `myna embed` (see the module docstring)."""
-    from myna_common.cli_support import dataclass_parser, parse_into
+    from myna_common.cli_support import UsageError, dataclass_parser, parse_into
 
     parser = dataclass_parser(
         EmbedArguments,
@@ -406,6 +407,17 @@ def embed_library_command(argv: list[str]) -> int:
     files = find_audio_files(positional.inputs)
     if not files:
         parser.error(f"no audio files in {' '.join(positional.inputs)}.")
+    output = os.path.abspath(args.output)
+    for given in positional.inputs:
+        folder = os.path.abspath(given)
+        if os.path.isdir(folder) and (output == folder or output.startswith(folder.rstrip(os.sep) + os.sep)):
+            where = "is" if output == folder else "is inside"
+            beside = os.path.join(os.path.relpath(os.path.dirname(folder)), "myna-store")
+            raise UsageError(
+                f"--output {args.output} {where} {given}, a folder being embedded: a store never goes into the music "
+                f"it holds. Name a folder beside it, e.g. --output {beside}"
+            )
+    check_output_folder(args.output, overwrite=args.overwrite, own=EmbeddingStore.is_store, what="store")
     try:
         counts = embed_library(
             files, args.output, args.model, patch_mode=args.patch_mode, precision=library.precision,

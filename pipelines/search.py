@@ -253,7 +253,7 @@ class SearchArguments:
 
 
 def index_command(argv: list[str]) -> int:
-    from myna_common.cli_support import dataclass_parser, parse_into
+    from myna_common.cli_support import UsageError, check_output_folder, dataclass_parser, parse_into
 
     parser = dataclass_parser(
         IndexArguments,
@@ -262,8 +262,12 @@ def index_command(argv: list[str]) -> int:
     )
     parser.add_argument("store", metavar="STORE", help="Store folder written by `myna embed ... --output STORE`.")
     args, positional = parse_into(parser, IndexArguments, argv)
-    if os.path.exists(os.path.join(args.output, "index.json")) and not args.overwrite:
-        parser.error(f"--output {args.output} holds an index; pass --overwrite to replace it.")
+    state = check_output_folder(
+        args.output, overwrite=args.overwrite, own=lambda path: os.path.isfile(os.path.join(path, "index.json")),
+        what="index",
+    )
+    if state == "own" and not args.overwrite:
+        raise UsageError(f"--output {args.output} holds an index; pass --overwrite to replace it.")
     try:
         index = build_index(positional.store, args.output, args.patch_mode, args.kind)
     except (OSError, ValueError, ImportError) as error:

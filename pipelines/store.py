@@ -90,6 +90,23 @@ class EmbeddingStore:
     def exists(self) -> bool:
         return os.path.isdir(self.data_dir)
 
+    @staticmethod
+    def is_store(path: str) -> bool:
+        """Whether the folder `path` holds a store (its `.myna/store.json` or `data/*.parquet`)."""
+        store = EmbeddingStore(path)
+        return os.path.isfile(os.path.join(store.meta_dir, "store.json")) or bool(store.shard_files())
+
+    def clear(self) -> list[str]:
+        """Removes the store's own folders (`data/`, `.myna/`), for `--overwrite`; anything else stays."""
+        import shutil
+
+        removed = []
+        for folder in (self.data_dir, self.meta_dir):
+            if os.path.isdir(folder):
+                shutil.rmtree(folder)
+                removed.append(folder)
+        return removed
+
     def shard_files(self) -> list[str]:
         if not os.path.isdir(self.data_dir):
             return []

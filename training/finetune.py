@@ -33,6 +33,14 @@ from modeling_myna.model_card import write_model_card
 from myna_evaluation.scoring import MULTI_LABEL, REGRESSION, SINGLE_LABEL, compute_metrics
 from myna_evaluation.tasks import SYNTHETIC_TASKS, TaskSpec, load_task
 from myna_training.finetune_arguments import parse_finetune_arguments
+from myna_training.finetune_run import (
+    RunIdentityCallback,
+    check_new_finetune,
+    clear_finetune,
+    finetune_identity_settings,
+    resolve_finetune_checkpoint,
+)
+from myna_training.run_folder import read_identity, run_identity, write_identity
 from myna_training.hub import push_folder_to_hub
 from myna_training.spectrograms import cache_key
 from myna_training.trainer import MynaTrainer, freeze_encoder, freeze_unused_tokenizers
@@ -416,6 +424,11 @@ def main(argv: list[str] | None = None) -> dict:
     # The upload happens once, at the end, with the Myna model card; Trainer's own would push every checkpoint.
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     output_dir = training_args.output_dir
+    resume = training_args.resume_from_checkpoint
+    if resume and training_args.overwrite_output_dir:
+        raise ValueError("--resume_from_checkpoint continues a run and --overwrite_output_dir replaces it: pick one.")
+    # Before any work: a folder that holds another run (or music) refuses at once.
+    folder_state = None if resume else check_new_finetune(output_dir, training_args.overwrite_output_dir)
     set_seed(training_args.seed)
 
     # Data: audio and labels, then the feature extractor's chunks (the main process computes, the others read).
@@ -448,6 +461,18 @@ def main(argv: list[str] | None = None) -> dict:
             cache_file = None if data_args.on_the_fly else os.path.join(cache_dir, f"chunks-{split}-{key}.arrow")
             features[split], dropped[split] = prepare_features(dataset, feature_extractor, data_args, cache_file)
 
+    # The run's identity (model, settings, seed, data): a resume continues only the same run; a new one starts clean.
+    data_hash = cache_key({s: getattr(d, "_fingerprint", None) for s, d in splits.items()}, spec.to_dict())
+    identity = run_identity(finetune_identity_settings(model_args, data_args, training_args), data_hash)
+    checkpoint = resolve_finetune_checkpoint(resume, output_dir, identity) if resume else None
+    if training_args.should_save:
+        if folder_state == "replace":
+            removed = clear_finetune(output_dir)
+            if removed:
+                print(f"--overwrite_output_dir: removed {', '.join(removed)} of the previous run in {output_dir}.")
+        if read_identity(output_dir) is None:
+            write_identity(output_dir, identity)
+
     # Fine-tuning mode.
     freeze_unused_tokenizers(model, model.config.default_patch_mode)
     if model_args.finetuning_mode == "frozen":
@@ -467,7 +492,7 @@ def main(argv: list[str] | None = None) -> dict:
         num_freq_masks=data_args.num_freq_masks,
         seed=training_args.seed,
     )
-    callbacks = []
+    callbacks = [RunIdentityCallback(output_dir)]
     if training_args.early_stopping_patience and training_args.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
     trainer = MynaTrainer(
@@ -484,7 +509,7 @@ def main(argv: list[str] | None = None) -> dict:
         mask_ratio=model_args.token_mask_ratio or None,
     )
 
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.remove_callback(EarlyStoppingCallback)  # the closing evaluations are reports, not stopping criteria
     results = {"validation": trainer.evaluate(metric_key_prefix="validation")}
     if "test" in features:

@@ -127,6 +127,11 @@ class MynaFinetuningArguments(TrainingArguments):
     """`TrainingArguments` with fine-tuning defaults; `--early_stopping_patience` added."""
 
     output_dir: str | None = field(default="outputs/myna-finetune", metadata={"help": "Checkpoints and the model."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the fine-tuning run already in output_dir (its checkpoints, model, results); "
+                  "without it a new run into a non-empty output_dir stops."},
+    )
     num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs (early stopping may end sooner)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (of the head, with decay)."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Clips per process per step."})
