@@ -268,12 +268,26 @@ def read_config_file(path: str, groups: tuple = ARGUMENT_GROUPS) -> dict:
     shipped = os.path.join(PRESETS_DIR, os.path.basename(path))
     if not os.path.exists(path) and os.path.exists(shipped):
         path = shipped  # `training/configs/myna-base.yaml` (or `myna-base.yaml`) from any folder: a shipped preset
-    path = os.path.abspath(path)
+    from myna_common.cli_support import syntax_error_message
+
+    given, path = path, os.path.abspath(path)
+    presets = ", ".join(sorted(f for f in os.listdir(PRESETS_DIR) if f.endswith(".yaml")))
     if not os.path.exists(path):
-        presets = ", ".join(sorted(f for f in os.listdir(PRESETS_DIR) if f.endswith(".yaml")))
         raise ValueError(f"config file {path} does not exist (shipped presets: {presets}).")
-    with open(path, encoding="utf-8") as f:
-        values = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+    if os.path.isdir(path):
+        inside = sorted(f for f in os.listdir(path) if f.endswith((".yaml", ".yml", ".json")))
+        raise ValueError(
+            f"--config {given} is a folder; pass one file in it"
+            + (f": {', '.join(inside[:6])}" if inside else f" (shipped presets: {presets})") + "."
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"config file {syntax_error_message(path, error)}; fix that line (the shipped presets in "
+            f"{PRESETS_DIR} show the format: setting: value, one per line)."
+        ) from None
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold a mapping of setting: value.")
     known = [f.name for group in groups for f in fields(group)]

@@ -1,0 +1,44 @@
+"""Mistakes in files answer in one line naming the file and the fix: a YAML/JSON syntax error in a task file or a
+--config file (pre-training and fine-tuning), a folder given as --config."""
+
+import pytest
+
+from myna_common.cli_support import run_cli
+from myna_evaluation.task_families.custom import TaskFileError, read_task_file
+from myna_training.arguments import parse_arguments
+
+
+BROKEN = "model_size: vit-t\nmax_steps: [1\nlearning_rate: : 1\n"
+
+
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path, capsys):
+    config = tmp_path / "broken.yaml"
+    config.write_text(BROKEN)
+    with pytest.raises(ValueError, match=r"broken.yaml is not valid YAML \(line 3, column \d+: .*fix that line"):
+        parse_arguments(["--config", str(config)])
+    assert run_cli(parse_arguments, "pretrain.py", ["--config", str(config)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("pretrain.py: error: config file") and "Traceback" not in err[1]
+    task = tmp_path / "task.yaml"
+    task.write_text("name: x\npath: labels.csv\n  label_column: [\n")
+    with pytest.raises(TaskFileError, match=r"task file .*task.yaml is not valid YAML \(line 3"):
+        read_task_file(str(task))
+    data = tmp_path / "broken.json"
+    data.write_text('{"max_steps": 1,}')
+    with pytest.raises(ValueError, match=r"broken.json is not valid JSON \(line 1, column 17"):
+        parse_arguments([str(data)])
+
+
+def test_finetuning_reports_its_config_file_in_one_line_too(tmp_path):
+    from myna_training.finetune_arguments import parse_finetune_arguments
+
+    config = tmp_path / "finetune.yaml"
+    config.write_text("task: synthetic-style\nlearning_rate: [\n")
+    with pytest.raises(ValueError, match=r"finetune.yaml is not valid YAML \(line 3"):
+        parse_finetune_arguments(["--config", str(config)])
+
+
+def test_a_folder_as_config_lists_its_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("max_steps: 1\n")
+    with pytest.raises(ValueError, match=rf"--config {tmp_path} is a folder; pass one file in it: a.yaml"):
+        parse_arguments(["--config", str(tmp_path)])
