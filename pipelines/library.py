@@ -51,6 +51,10 @@ class LibraryArguments:
         default=1, metadata={"help": "Decoding processes running ahead of the model (0: decode in the main process)."}
     )
     shard_size: int = field(default=256, metadata={"help": "Files per Parquet shard: at most this much is redone."})
+    repair: bool = field(
+        default=False,
+        metadata={"help": "Set damaged shards aside (.myna/damaged/) and embed their files again, keeping the rest."},
+    )
 
 
 # ------------------------------------------------------------------------------------------------ model identity
@@ -252,6 +256,7 @@ def embed_library(
     dtype: str = "float32",
     overwrite: bool = False,
     progress: bool = True,
+    repair: bool = False,
 ) -> dict[str, Any]:
     """Embeds `files` (audio files, or folders searched recursively) into the store at `store_path`, skipping those
     already there; returns the run's counts.
@@ -266,6 +271,12 @@ def embed_library(
         raise ValueError(f"{store_path} holds audio: a store is written into its own folder, never into music.")
     if overwrite and rank == 0:
         store.clear()  # the store's own data/ and .myna/, never anything else in the folder
+    repaired = []
+    if repair and not overwrite and rank == 0:
+        repaired = store.repair()
+        for path in repaired:
+            print(f"--repair: set {path} aside in {os.path.join(store.meta_dir, 'damaged')}; its files are embedded "
+                  "again", file=sys.stderr)
     _barrier(world_size)
 
     model, feature_extractor = load_model(model_id, device, dtype)
@@ -380,7 +391,8 @@ def embed_library(
         store.compact()
         store.write_metadata({**row_fields, "settings": settings})
     _barrier(world_size)
-    counts.update(skipped=done, known_unreadable=known_bad, files=len(mine), rank=rank, world_size=world_size)
+    counts.update(skipped=done, known_unreadable=known_bad, files=len(mine), rank=rank, world_size=world_size,
+                  repaired=repaired)
     return counts
 
 
@@ -423,7 +435,7 @@ def embed_library_command(argv: list[str]) -> int:
             files, args.output, args.model, patch_mode=args.patch_mode, precision=library.precision,
             timeline=library.timeline or args.pooling == "none", batch_size=args.batch_size,
             num_workers=library.num_workers, shard_size=library.shard_size, device=args.device, dtype=args.dtype,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, repair=library.repair,
         )  # fmt: skip
     except (OSError, ValueError) as error:
         print(f"myna embed: {error}", file=sys.stderr)

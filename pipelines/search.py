@@ -126,11 +126,40 @@ class MynaIndex:
         faiss = _faiss()
         if not os.path.exists(os.path.join(folder, "index.json")):
             raise FileNotFoundError(f"{folder} is not a Myna index (no index.json): build one with `myna index`.")
-        with open(os.path.join(folder, "index.json")) as f:
-            info = json.load(f)
-        with open(os.path.join(folder, "paths.json")) as f:
-            paths = json.load(f)
-        index = faiss.read_index(os.path.join(folder, "index.faiss"))
+        store = "STORE"
+
+        def damaged(name: str, why: str) -> ValueError:
+            return ValueError(
+                f"{os.path.join(folder, name)} is damaged ({why}): build the index again with `myna index {store} "
+                f"--output {folder} --overwrite`."
+            )
+
+        def read_json(name: str, kind: type):
+            try:
+                with open(os.path.join(folder, name)) as f:
+                    value = json.load(f)
+            except FileNotFoundError:
+                raise damaged(name, "missing") from None
+            except ValueError as error:
+                raise damaged(name, f"not valid JSON: {str(error).splitlines()[0][:100]}") from None
+            if not isinstance(value, kind):
+                raise damaged(name, f"a {type(value).__name__}, not a {kind.__name__}")
+            return value
+
+        info = read_json("index.json", dict)
+        store = info.get("store", store)
+        missing = [key for key in ("kind", "model", "model_fingerprint", "dim", "patch_mode") if key not in info]
+        if missing:
+            raise damaged("index.json", f"no {', '.join(missing)}")
+        paths = read_json("paths.json", list)
+        try:
+            index = faiss.read_index(os.path.join(folder, "index.faiss"))
+        except Exception as error:  # noqa: BLE001  (FAISS raises RuntimeError with its C++ message)
+            why = "missing" if not os.path.exists(os.path.join(folder, "index.faiss")) else "not a FAISS index FAISS can read"
+            raise damaged("index.faiss", why) from None
+        if index.ntotal != len(paths) or index.d != info["dim"]:
+            raise damaged("index.faiss", f"{index.ntotal} vectors of {index.d} values for {len(paths)} paths of "
+                                         f"{info['dim']}: it and paths.json are from different builds")
         if info["kind"] == "hnsw":
             index.hnsw.efSearch = HNSW_EF_SEARCH
         return cls(index, paths, info, folder)
