@@ -285,7 +285,8 @@ def hub_reachable(timeout: float = 1.5) -> bool:
 
 def hub_offline() -> bool:
     return any(
-        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
 
 
@@ -307,25 +308,24 @@ def check_model_name(name: str, option: str = "--model", reachable: Callable[[],
     if os.path.isdir(name):
         return name
     hint = conversion_hint(name)
+    given = f"{option} {name}" if option else name
     if os.path.exists(name):
-        raise UsageError(f"{option} {name} is a file, not a model folder.{hint or ' Pass the folder that holds config.json.'}")
+        raise UsageError(f"{given} is a file, not a model folder.{hint or ' Pass the folder that holds config.json.'}")
     parts = name.split("/")
     looks_like_hub_id = len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and not os.path.isabs(name)
     if hint or not looks_like_hub_id:
-        raise UsageError(
-            f"{option} {name}: no folder named {name} here ({os.getcwd()})."
-            + (hint or " Check the path (`make demo` writes outputs/myna-pretrain/model), or give a Hub id, owner/name.")
-        )
+        advice = " Check the path (`make demo` writes outputs/myna-pretrain/model), or give a Hub id (owner/name)."
+        raise UsageError(f"{given}: no folder named {name} here ({os.getcwd()}).{hint or advice}")
     if _cached_on_hub(name):
         return name
     if hub_offline():
         raise UsageError(
-            f"{option} {name}: no folder named {name} here, and it is not in the Hub cache while HF_HUB_OFFLINE is "
+            f"{given}: no folder named {name} here, and it is not in the Hub cache while HF_HUB_OFFLINE is "
             "set: download it once with network access, or pass a local model folder."
         )
     if not (reachable or hub_reachable)():
         raise UsageError(
-            f"{option} {name}: no folder named {name} here, and the Hub cannot be reached to fetch it (no network?): "
+            f"{given}: no folder named {name} here, and the Hub cannot be reached to fetch it (no network?): "
             "pass a local model folder, or retry with network access."
         )
     return name

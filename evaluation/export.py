@@ -134,9 +134,10 @@ def export_linear_probe(model_path: str, probe_path: str, output_dir: str) -> st
 
 
 def main(argv: list[str] | None = None) -> str:
-    from myna_common.cli_support import check_output_folder
+    from myna_common.cli_support import check_model_name, check_output_folder
 
     args = parse_arguments(argv)
+    check_model_name(args.model)
     state = check_output_folder(
         args.output_dir, overwrite=args.overwrite_output_dir, option="--output_dir",
         overwrite_flag="--overwrite_output_dir", what="classifier", own=lambda _: True,

@@ -420,7 +420,11 @@ def check_output_dir(report_args: ReportArguments, model: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from myna_common.cli_support import check_model_name
+
     model_args, task_args, probe_args, report_args = parse_arguments(argv)
+    if not is_handcrafted(model_args.model):
+        check_model_name(model_args.model)
     check_output_dir(report_args, model_args.model)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = run(model_args, task_args, probe_args, report_args)

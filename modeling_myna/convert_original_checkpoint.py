@@ -235,7 +235,8 @@ def check_output(output: str, overwrite: bool = False) -> None:
     if not overwrite:
         what = "a model (config.json)" if os.path.isfile(os.path.join(output, "config.json")) else "other files"
         raise ValueError(
-            f"--output {output} is not empty (it holds {what}): choose a new folder, or pass --overwrite to replace it."
+            f"--output {output} is not empty (it holds {what}): choose a new folder, or pass --overwrite to write "
+            "into it."
         )
 
 

@@ -22,7 +22,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from myna_common.cli_support import UsageError, check_unknown_options, dataclass_parser, parse_into, run_cli
+from myna_common.cli_support import (
+    UsageError,
+    check_model_name,
+    check_unknown_options,
+    dataclass_parser,
+    parse_into,
+    plural,
+    run_cli,
+)
+from myna_common.progress import progress_bar, quiet_library_bars
 
 from .arguments import AUDIO_EXTENSIONS, DEFAULT_BATCH_SIZE, EmbedArguments, find_audio_files  # noqa: F401
 
@@ -179,6 +188,7 @@ def embed_command(argv: list[str]) -> int:
     files, duplicates = unique_files(find_audio_files(positional.inputs))
     if not files:
         parser.error(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {' '.join(positional.inputs)}.")
+    check_model_name(args.model)  # at once, not after the Hub client's retries
     if duplicates:
         print(f"myna embed: {len(duplicates)} file(s) named twice, embedded once: {', '.join(duplicates)}",
               file=sys.stderr)
@@ -367,6 +377,7 @@ def info_command(argv: list[str]) -> int:
     )
     parser.add_argument("model", metavar="MODEL", help="Model folder (or a cached Hub id).")
     args, positional = parse_into(parser, InfoArguments, argv)
+    check_model_name(positional.model, option="")
     try:
         description = describe_model(positional.model)
     except (OSError, ValueError) as error:
@@ -409,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=list(COMMANDS), help="what to do (see below)")
     # Only the command name is parsed here; the command's own parser reads the rest (and its --help).
     command = parser.parse_args(argv[:1]).command
+    quiet_library_bars()  # in a log, the libraries' own bars (loading weights, ...) are debris
     return run_cli(COMMANDS[command][0], f"myna {command}", argv[1:])
 
 

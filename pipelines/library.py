@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from modeling_myna.audio_utils import AudioDecodeError
-from myna_common.cli_support import audio_files_in, check_output_folder, plural
+from myna_common.cli_support import audio_files_in, check_model_name, check_output_folder, plural
 
 from .arguments import EmbedArguments, find_audio_files
 from .precision import PRECISIONS, MynaInferenceModel, check_precision
@@ -430,6 +430,7 @@ def embed_library_command(argv: list[str]) -> int:
                 f"it holds. Name a folder beside it, e.g. --output {beside}"
             )
     check_output_folder(args.output, overwrite=args.overwrite, own=EmbeddingStore.is_store, what="store")
+    check_model_name(args.model)
     try:
         counts = embed_library(
             files, args.output, args.model, patch_mode=args.patch_mode, precision=library.precision,

@@ -154,8 +154,9 @@ class MynaIndex:
         paths = read_json("paths.json", list)
         try:
             index = faiss.read_index(os.path.join(folder, "index.faiss"))
-        except Exception as error:  # noqa: BLE001  (FAISS raises RuntimeError with its C++ message)
-            why = "missing" if not os.path.exists(os.path.join(folder, "index.faiss")) else "not a FAISS index FAISS can read"
+        except Exception:  # noqa: BLE001  (FAISS raises RuntimeError with its C++ message)
+            present = os.path.exists(os.path.join(folder, "index.faiss"))
+            why = "not a FAISS index FAISS can read" if present else "missing"
             raise damaged("index.faiss", why) from None
         if index.ntotal != len(paths) or index.d != info["dim"]:
             raise damaged("index.faiss", f"{index.ntotal} vectors of {index.d} values for {len(paths)} paths of "
@@ -312,7 +313,7 @@ def index_command(argv: list[str]) -> int:
 
 def search_command(argv: list[str]) -> int:
     from modeling_myna.audio_utils import AudioDecodeError
-    from myna_common.cli_support import dataclass_parser, parse_into
+    from myna_common.cli_support import check_model_name, dataclass_parser, parse_into
 
     parser = dataclass_parser(
         SearchArguments,
@@ -324,6 +325,8 @@ def search_command(argv: list[str]) -> int:
     args, positional = parse_into(parser, SearchArguments, argv)
     if args.k < 1:
         parser.error(f"-k must be at least 1, got {args.k}.")
+    if args.model is not None:
+        check_model_name(args.model)
     try:
         index = MynaIndex.load(positional.index)
         index.model(args.model, args.device)  # loaded and checked once, before any query

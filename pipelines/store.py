@@ -370,4 +370,13 @@ def select_patch_mode(vectors: np.ndarray, settings: dict[str, Any], patch_mode:
     )
 
 
-__all__ = ["DamagedStoreError", "EmbeddingStore", "FileState", "read_shard", "content_hash", "rows_to_table", "select_patch_mode", "settings_key"]
+__all__ = [
+    "DamagedStoreError",
+    "EmbeddingStore",
+    "FileState",
+    "content_hash",
+    "read_shard",
+    "rows_to_table",
+    "select_patch_mode",
+    "settings_key",
+]

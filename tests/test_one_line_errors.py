@@ -42,3 +42,27 @@ def test_a_folder_as_config_lists_its_files(tmp_path):
     (tmp_path / "a.yaml").write_text("max_steps: 1\n")
     with pytest.raises(ValueError, match=rf"--config {tmp_path} is a folder; pass one file in it: a.yaml"):
         parse_arguments(["--config", str(tmp_path)])
+
+
+def test_model_names_that_are_neither_a_folder_nor_reachable_answer_at_once(tmp_path, monkeypatch, capsys):
+    from myna_common.cli_support import UsageError, check_model_name
+    from myna_pipelines.cli import main as myna
+
+    with pytest.raises(UsageError, match=r"no folder named myna-hybrid here .*convert it first: python -m "
+                                         r"modeling_myna.convert_original_checkpoint --checkpoint myna-hybrid.pth "
+                                         r"--variant hybrid --output myna-hybrid"):
+        check_model_name("myna-hybrid")
+    with pytest.raises(UsageError, match="no folder named outputs/none/model here .*make demo"):
+        check_model_name("outputs/none/model")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UsageError, match="not in the Hub cache while HF_HUB_OFFLINE is set"):
+        check_model_name("someone/not-cached")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with pytest.raises(UsageError, match="the Hub cannot be reached"):
+        check_model_name("someone/not-cached", reachable=lambda: False)
+    assert check_model_name("someone/not-cached", reachable=lambda: True) == "someone/not-cached"
+    assert check_model_name(str(tmp_path)) == str(tmp_path)
+
+    assert myna(["info", "myna-vertical"]) == 2  # no Hub retries: the network is never tried for this name
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "--variant vertical --output myna-vertical" in err[0]

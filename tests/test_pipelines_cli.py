@@ -107,8 +107,12 @@ def test_embed_reports_when_nothing_could_be_read_or_loaded(folder, music, tmp_p
     assert not output.exists() and "none of the 2 files could be read" in capsys.readouterr().err
 
     missing_model = str(tmp_path / "no-model")
-    assert main(["embed", str(music / "a.wav"), "--model", missing_model, "--output", str(output)]) == 1
-    assert f"cannot load the model {missing_model!r}" in capsys.readouterr().err
+    assert main(["embed", str(music / "a.wav"), "--model", missing_model, "--output", str(output)]) == 2
+    assert f"--model {missing_model}: no folder named {missing_model} here" in capsys.readouterr().err
+    (tmp_path / "empty-model").mkdir()  # a folder that is not a model: transformers says which file is missing
+    assert main(["embed", str(music / "a.wav"), "--model", str(tmp_path / "empty-model"), "--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "empty-model") in err and len(err.splitlines()) == 2
 
 
 def test_info_describes_variant_parameters_and_patch_modes(folder, capsys):
@@ -134,8 +138,8 @@ def test_info_lists_a_classifiers_labels(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "labels          2 (single_label_classification): calm, tense" in text
     assert "chunk           98 frames" in text  # the vertical model's chunk
-    assert main(["info", str(tmp_path / "missing")]) == 1
-    assert "myna info:" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert "myna info: error:" in capsys.readouterr().err
 
 
 def test_convert_then_info_then_embed(tmp_path, music, capsys):

@@ -41,6 +41,7 @@ from myna_training.finetune_run import (
     resolve_finetune_checkpoint,
 )
 from myna_training.run_folder import read_identity, run_identity, write_identity
+from myna_common.cli_support import check_model_name
 from myna_training.hub import push_folder_to_hub
 from myna_training.spectrograms import cache_key
 from myna_training.trainer import MynaTrainer, freeze_encoder, freeze_unused_tokenizers
@@ -413,12 +414,8 @@ def main(argv: list[str] | None = None) -> dict:
             "pass --model_name_or_path: a Myna folder (outputs/myna-pretrain/model from `make demo`, a converted "
             "release from modeling_myna.convert_original_checkpoint) or a Hub id."
         )
-    name = model_args.model_name_or_path
-    if not os.path.isdir(name) and (os.path.isabs(name) or name.startswith(".") or os.path.exists(name)):
-        raise ValueError(
-            f"--model_name_or_path {name} is not a Myna folder (a folder with config.json and model.safetensors): "
-            "check the path; `make demo` writes outputs/myna-pretrain/model."
-        )
+    # A folder, or a Hub id that is cached or reachable: said at once, with the conversion command for released names.
+    check_model_name(model_args.model_name_or_path, option="--model_name_or_path")
     if model_args.finetuning_mode not in ("frozen", "full", "layerwise"):
         raise ValueError(f"finetuning_mode={model_args.finetuning_mode!r}: choose frozen, full or layerwise.")
     # The upload happens once, at the end, with the Myna model card; Trainer's own would push every checkpoint.

@@ -94,9 +94,8 @@ def finetune_identity_settings(model_args, data_args, training_args) -> dict:
     for key in IDENTITY_TRAINING_FIELDS:
         value = getattr(training_args, key, None)
         settings[key] = getattr(value, "value", value)
-    settings["global_batch_size"] = (
-        training_args.per_device_train_batch_size * training_args.world_size * training_args.gradient_accumulation_steps
-    )
+    per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    settings["global_batch_size"] = per_step * training_args.world_size
     return settings
 
 

@@ -45,6 +45,7 @@ from modeling_myna import MynaFeatureExtractor, MynaForContrastivePretraining, M
 from modeling_myna.configuration_myna import HOP_LENGTH
 from modeling_myna.masking import mask_ratio_at, masking_policy_from_config
 from modeling_myna.modeling_myna import num_kept_tokens
+from myna_common.cli_support import check_model_name
 from myna_training.arguments import flat_config, parse_arguments, to_yaml
 from myna_training.hub import push_folder_to_hub
 from myna_training.run_folder import (
@@ -291,6 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.print_config:
         print(to_yaml(model_args, data_args, training_args), end="")
         return {"config": flat_config(model_args, data_args, training_args)}
+    if model_args.init_from:
+        check_model_name(model_args.init_from, option="--init_from")
     output_dir = training_args.output_dir
     resuming = bool(training_args.resume_from_checkpoint)
     if resuming and training_args.overwrite_output_dir:
