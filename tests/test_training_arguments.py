@@ -107,3 +107,16 @@ def test_data_settings_are_checked_before_any_work():
     from myna_training.data import PLACEMENTS, STORAGE_DTYPES
 
     assert PLACEMENTS == ("auto", "resident", "out_of_core") and STORAGE_DTYPES == ("float32", "bfloat16")
+
+
+def test_a_model_size_flag_wins_over_a_presets_dimensions():
+    model_args, _, _ = parse_arguments(["--config", "cpu-smoke.yaml", "--model_size", "vit-t"])
+    config = model_args.to_config()
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (192, 12, 3)
+    model_args, _, training_args = parse_arguments(
+        ["--config", "cpu-smoke.yaml", "--model_size", "vit-t", "--num_hidden_layers", "4"]
+    )
+    assert (model_args.to_config().num_hidden_layers, model_args.to_config().hidden_size) == (4, 192)
+    assert training_args.max_steps == 8  # the preset's other settings stay
+    model_args, _, _ = parse_arguments(["--config", "cpu-smoke.yaml"])
+    assert model_args.to_config().hidden_size == 64  # without the flag, the preset's dimensions

@@ -18,6 +18,8 @@ VARIANT_NAMES = ("base", "hybrid", "vertical")
 MODEL_SIZE_NAMES = ("small", "vit-t", "vit-s", "vit-b", "vit-l")  # configuration_myna.MODEL_SIZES
 MASKING_POLICY_NAMES = ("uniform", "time_block", "frequency_band", "multi_block", "complementary", "saliency")
 MASK_RATIO_SCHEDULE_NAMES = ("constant", "linear", "cosine")
+# The fields that override a model_size's dimensions.
+SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 
 @dataclass
@@ -352,7 +354,15 @@ def parse_arguments(argv: list[str] | None = None, groups: tuple = ARGUMENT_GROU
     elif argv and argv[0].endswith((".yaml", ".yml", ".json")):
         config_file = argv.pop(0)
     if config_file is not None:
-        parser.set_defaults(**read_config_file(config_file, groups))
+        values = read_config_file(config_file, groups)
+        given = {argument.split("=", 1)[0][2:].replace("-", "_") for argument in argv if argument.startswith("--")}
+        if "model_size" in given:
+            # A size given as a flag wins over the file's whole size, not just its name: the file's explicit
+            # dimensions (a preset's hidden_size: 64, ...) go too, unless they are flags as well.
+            for key in SIZE_FIELDS:
+                if key not in given:
+                    values.pop(key, None)
+        parser.set_defaults(**values)
     if "-h" not in argv and "--help" not in argv:
         check_unknown_options(parser, argv)
     return parser.parse_args_into_dataclasses(args=argv)
