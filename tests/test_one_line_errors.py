@@ -66,3 +66,24 @@ def test_model_names_that_are_neither_a_folder_nor_reachable_answer_at_once(tmp_
     assert myna(["info", "myna-vertical"]) == 2  # no Hub retries: the network is never tried for this name
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "--variant vertical --output myna-vertical" in err[0]
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def test_fp16_that_a_cpu_cannot_honour_is_refused(tmp_path, fresh_accelerate_state):
+    import torch
+
+    from myna_training import pretrain
+
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is honoured on a GPU")
+    with pytest.raises(ValueError, match="mixed precision fp16 cannot be used on cpu.*--mixed_precision bf16"):
+        pretrain.main(["--config", "cpu-smoke.yaml", "--mixed_precision", "fp16", "--output_dir", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # refused before anything is written

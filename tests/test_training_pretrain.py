@@ -84,7 +84,10 @@ def test_tiny_run_exports_an_automodel_folder_probes_and_uploads(tmp_path, monke
     assert "random init" in printed and "pre-trained" in printed and "style" in printed
     # The demo announces the closing probe before its silent minute, and says where the model is and what next.
     assert printed.index("Closing probe: embedding 30 held-out generated clips") < printed.index("random init")
-    assert f"model saved to {out / 'model'}" in printed and "myna embed song.wav --model" in printed
+    assert f"model saved to {out / 'model'}" in printed and "myna embed song.flac --model" in printed
+    assert printed.count("model saved to") == 1 and "(checkpoints/, logs/, cache/, run.json)" in printed
+    assert "masking: uniform, 90% of the tokens dropped (constant ratio)" in printed
+    assert "device: cpu x 1 process; precision float32" in printed
     # Preprocessing reports clips per second and the time left (datasets' map bar).
     assert re.search(r"Spectrograms( \(num_proc=\d+\))?: 100%", captured.err) and "examples/s" in captured.err
 
