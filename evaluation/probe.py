@@ -143,7 +143,7 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+from myna_common.progress import format_seconds, progress_bar  # noqa: E402
 
 from myna_evaluation.extract import EmbeddingExtractor, ExtractionSettings, extract_split, split_patch_modes  # noqa: E402
 from myna_evaluation.extract import load_extractor  # noqa: E402
@@ -262,7 +262,7 @@ def evaluate_task(
     by_mode, best_by_mode = {}, {}
     for mode in modes:
         data = probe_data(splits, {s: per_split[s][mode] for s in SPLITS}, spec.problem_type)
-        bar = tqdm(
+        bar = progress_bar(
             total=len(configs), desc=f"{spec.name} probes ({mode})", unit="probe", disable=not report_args.progress
         )
         results = train_grid(
@@ -373,10 +373,22 @@ def run(
         "tasks": {},
     }
     table_inputs = {}
-    for task, (spec, dataset) in loaded.items():
+    # The overall ETA: each task's work taken as proportional to its clips (extraction, and probes that train on
+    # their chunks), measured on the tasks done so far.
+    work = {task: sum(len(dataset[s]) for s in SPLITS) for task, (_, dataset) in loaded.items()}
+    grid = PROTOCOLS[probe_args.protocol][probe_args.fast]
+    print(f"probe.py: {len(loaded)} task(s) x {grid}; an ETA follows each task (--fast: 8 probes)", flush=True)
+    started, done = time.perf_counter(), 0
+    for position, (task, (spec, dataset)) in enumerate(loaded.items(), 1):
         entry = evaluate_task(spec, dataset, extractor, model_args, probe_args, report_args)
         report["tasks"][spec.name] = entry
         table_inputs[spec.name] = (spec, entry["test_metrics"])
+        done += work[task]
+        elapsed = time.perf_counter() - started
+        left = sum(work.values()) - done
+        eta = f", ETA {format_seconds(elapsed / done * left)}" if left and done else ""
+        print(f"[{position}/{len(loaded)}] {spec.name} done in {format_seconds(sum(entry['seconds'].values()))} "
+              f"({format_seconds(elapsed)} elapsed{eta})", flush=True)
     table = render_table(model_name, table_inputs)
     notes = column_notes(table_inputs)
     if notes:

@@ -53,12 +53,14 @@ def unique_files(files: list[str]) -> tuple[list[str], list[str]]:
 
 
 def audio_seconds(path: str) -> float:
-    """A file's duration from its header (0 when unreadable: decoding will say why)."""
-    import soundfile as sf
+    """A file's duration from its header (0 when unreadable: decoding will say why). Opened as decoding opens it,
+    so that a text file named .mp3 is recognised before libsndfile's decoders print their resync notes."""
+    from modeling_myna.audio_utils import open_sound_file
 
     try:
-        return float(sf.info(path).duration)
-    except Exception:
+        with open_sound_file(path) as sound_file:
+            return sound_file.frames / sound_file.samplerate
+    except Exception:  # noqa: BLE001  (unreadable: decoding says why)
         return 0.0
 
 
@@ -66,13 +68,13 @@ class AudioProgress:
     """A progress bar in seconds of audio, advanced segment by segment inside long files (a 60-minute recording
     moves the bar as it is embedded) by wrapping the pipeline's `preprocess`."""
 
-    def __init__(self, embedder, files: list[str]):
-        from tqdm.auto import tqdm
-
+    def __init__(self, embedder, files: list[str], min_seconds: float = 3.0):
         self.durations = {path: audio_seconds(path) for path in files}
-        self.bar = tqdm(
-            total=round(sum(self.durations.values()), 1), desc="myna embed", unit="audio s", dynamic_ncols=True,
+        total = round(sum(self.durations.values()), 1)
+        self.bar = progress_bar(
+            total=total, desc="myna embed", unit="audio s", dynamic_ncols=True,
             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio s [{elapsed}<{remaining}, {rate_fmt}] {postfix}",
+            disable=total < min_seconds,  # less than one 3 s chunk: done before a bar could say anything
         )
         self.done, self.files_done, self.num_files = 0.0, 0, len(files)
         extractor = embedder.feature_extractor
@@ -190,7 +192,7 @@ def embed_command(argv: list[str]) -> int:
         parser.error(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {' '.join(positional.inputs)}.")
     check_model_name(args.model)  # at once, not after the Hub client's retries
     if duplicates:
-        print(f"myna embed: {len(duplicates)} file(s) named twice, embedded once: {', '.join(duplicates)}",
+        print(f"myna embed: {plural(len(duplicates), 'file')} named twice, embedded once: {', '.join(duplicates)}",
               file=sys.stderr)
 
     import torch
@@ -227,7 +229,8 @@ def embed_command(argv: list[str]) -> int:
     elapsed = time.perf_counter() - started
 
     if not results:
-        print(f"myna embed: none of the {len(files)} files could be read; nothing written.", file=sys.stderr)
+        what = "the file could not be read" if len(files) == 1 else f"none of the {len(files)} files could be read"
+        print(f"myna embed: {what}; nothing written.", file=sys.stderr)
         return 1
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     if extension == ".npz":
@@ -235,11 +238,11 @@ def embed_command(argv: list[str]) -> int:
     else:
         _write_parquet(args.output, results, args.pooling)
     print(
-        f"embedded {len(results)} files ({seconds:.1f} s of audio) in {elapsed:.1f} s "
+        f"embedded {plural(len(results), 'file')} ({seconds:.1f} s of audio) in {elapsed:.1f} s "
         f"({len(results) / elapsed:.2f} files/s, {seconds / elapsed:.1f} audio s/s) -> {args.output}"
     )
     if skipped:
-        print(f"skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}", file=sys.stderr)
+        print(f"skipped {plural(len(skipped), 'unreadable file')}: {', '.join(skipped)}", file=sys.stderr)
     return 0
 
 

@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from modeling_myna.audio_utils import AudioDecodeError
 from myna_common.cli_support import audio_files_in, check_model_name, check_output_folder, plural
+from myna_common.progress import progress_bar
 
 from .arguments import EmbedArguments, find_audio_files
 from .precision import PRECISIONS, MynaInferenceModel, check_precision
@@ -129,10 +129,11 @@ class _LibraryFiles(torch.utils.data.IterableDataset):
 
 
 def _duration(path: str) -> float:
-    import soundfile as sf
+    from modeling_myna.audio_utils import open_sound_file
 
-    try:
-        return float(sf.info(path).duration)
+    try:  # as decoding opens it: a text file named .mp3 is recognised before libsndfile prints resync notes
+        with open_sound_file(path) as sound_file:
+            return sound_file.frames / sound_file.samplerate
     except Exception:  # noqa: BLE001  (unreadable: the decoder says why; a duration is informative only)
         return float("nan")
 
@@ -329,7 +330,7 @@ def embed_library(
     )
     batcher = _Batcher(inference, batch_size, patch_mode)
     rows, errors, counts = [], [], {"embedded": 0, "unreadable": 0, "audio_seconds": 0.0}
-    bar = tqdm(
+    bar = progress_bar(
         total=len(todo), desc="myna embed" if world_size == 1 else f"myna embed [{rank}]", unit="file",
         dynamic_ncols=True, disable=not progress or rank != 0,
     )  # fmt: skip
@@ -367,7 +368,7 @@ def embed_library(
                 record = {k: item[k] for k in ("path", "size", "mtime_ns", "error")}
                 errors.append({**record, "settings_key": key, "time": time.time()})
                 counts["unreadable"] += 1
-                tqdm.write(f"unreadable: {item['error']}", file=sys.stderr)
+                bar.write(f"unreadable: {item['error']}", file=sys.stderr)
                 bar.update(1)
                 continue
             if "chunks" in item:
@@ -445,14 +446,14 @@ def embed_library_command(argv: list[str]) -> int:
         seconds = max(counts["seconds"], 1e-9)
         share = f" (this process's share of {counts['world_size']})" if counts["world_size"] > 1 else ""
         print(
-            f"embedded {counts['embedded']} files ({counts['audio_seconds']:.1f} s of audio) in {seconds:.1f} s "
+            f"embedded {plural(counts['embedded'], 'file')} ({counts['audio_seconds']:.1f} s of audio) in {seconds:.1f} s "
             f"({counts['embedded'] / seconds:.2f} files/s, {counts['audio_seconds'] / seconds:.1f} audio s/s){share}; "
             f"{counts['skipped']} already in the store -> {args.output}"
         )
         bad = counts["unreadable"] + counts["known_unreadable"]
         if bad:
             print(
-                f"{bad} unreadable file(s), listed with the reason in "
+                f"{plural(bad, 'unreadable file')}, listed with the reason in "
                 f"{os.path.join(args.output, '.myna', 'errors-*.jsonl')}",
                 file=sys.stderr,
             )

@@ -63,7 +63,7 @@ def test_embed_a_folder_to_npz_skipping_unreadable_files(folder, music, embedder
         np.testing.assert_allclose(row, embedder(path), rtol=1e-5, atol=1e-6)
     out, err = capsys.readouterr()
     assert f"embedded 3 files (17.0 s of audio)" in out and str(output) in out
-    assert "skipped 2 unreadable file(s)" in err and "empty.wav: the file is empty" in err
+    assert "skipped 2 unreadable files" in err and "empty.wav: the file is empty" in err
 
 
 def test_embed_a_timeline_to_parquet(folder, music, embedder, tmp_path):
@@ -253,7 +253,7 @@ def test_embed_dedupes_inputs_and_reports_audio_seconds(folder, music, tmp_path,
                  str(output), "--device", "cpu"]) == 0
     assert np.load(output)["paths"].tolist() == [audio, str(music / "sub" / "b.flac")]
     out, err = capsys.readouterr()
-    assert "2 file(s) named twice, embedded once" in err
+    assert "2 files named twice, embedded once" in err
     assert "13/13 audio s" in err and "2/2 files" in err  # the bar counts audio seconds and files
     assert "embedded 2 files (13.0 s of audio)" in out
 
@@ -274,3 +274,17 @@ def test_progress_moves_inside_a_long_file(folder, tmp_path):
     assert len(seen) >= 10 and all(0 < n <= 3.1 for n in seen[:-1])
     assert progress.bar.n == pytest.approx(40.0)
     progress.close()
+
+
+def test_quiet_truthful_output_for_a_short_file_and_a_text_file_named_mp3(folder, tmp_path, capfd):
+    # One file: "1 file"; shorter than one 3 s chunk: no progress bar; a text file renamed .mp3: no decoder notes.
+    short = write_audio(tmp_path / "short.wav", 0.1, sampling_rate=16_000)
+    assert main(["embed", short, "--model", folder, "--output", str(tmp_path / "one.npz")]) == 0
+    out, err = capfd.readouterr()
+    assert "embedded 1 file (0.1 s of audio)" in out and "audio s" not in err and "0/0" not in err
+    fake = tmp_path / "notes.mp3"
+    fake.write_text("hello, this is text\n" * 40)
+    assert main(["embed", str(fake), "--model", folder, "--output", str(tmp_path / "none.npz")]) == 1
+    err = capfd.readouterr().err
+    assert "it is a text file" in err and "the file could not be read" in err
+    assert "Illegal Audio-MPEG-Header" not in err and "resync" not in err.lower()  # fd 2: libsndfile's own prints

@@ -67,7 +67,7 @@ def test_store_rows_match_the_pipeline_and_list_unreadable_files(folder, tmp_pat
     broken = str(music / "broken.flac")
     assert list(errors) == [broken] and "broken.flac" in errors[broken]["error"]
     out, err = capsys.readouterr()
-    assert "embedded 3 files" in out and "1 unreadable file(s)" in err
+    assert "embedded 3 files" in out and "1 unreadable file," in err
 
 
 def test_a_killed_run_resumes_and_changed_files_are_re_embedded(folder, tmp_path):

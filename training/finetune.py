@@ -25,6 +25,7 @@ import os
 import datasets
 import numpy as np
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, EarlyStoppingCallback, set_seed
+from transformers.utils import logging as transformers_logging
 
 import modeling_myna  # noqa: F401  (registers Myna with the Auto classes)
 from modeling_myna import MynaDataCollatorForAudioClassification, MynaFeatureExtractor
@@ -34,6 +35,7 @@ from myna_evaluation.scoring import MULTI_LABEL, REGRESSION, SINGLE_LABEL, compu
 from myna_evaluation.tasks import SYNTHETIC_TASKS, TaskSpec, load_task
 from myna_training.finetune_arguments import parse_finetune_arguments
 from myna_training.finetune_run import (
+    EtaCallback,
     RunIdentityCallback,
     check_new_finetune,
     clear_finetune,
@@ -42,6 +44,7 @@ from myna_training.finetune_run import (
 )
 from myna_training.run_folder import read_identity, run_identity, write_identity
 from myna_common.cli_support import check_model_name
+from myna_common.progress import quiet_library_bars
 from myna_training.hub import push_folder_to_hub
 from myna_training.spectrograms import cache_key
 from myna_training.trainer import MynaTrainer, freeze_encoder, freeze_unused_tokenizers
@@ -418,6 +421,11 @@ def main(argv: list[str] | None = None) -> dict:
     check_model_name(model_args.model_name_or_path, option="--model_name_or_path")
     if model_args.finetuning_mode not in ("frozen", "full", "layerwise"):
         raise ValueError(f"finetuning_mode={model_args.finetuning_mode!r}: choose frozen, full or layerwise.")
+    quiet_library_bars()  # in a log: no loading or .map bars (Trainer's own bar: --disable_tqdm, set likewise)
+    if training_args.device.type != "cuda":
+        training_args.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns on every loader)
+    if training_args.fp16 and training_args.device.type == "cpu":
+        raise ValueError("--fp16 cannot be used on a CPU (it would train in float32): use --bf16 there, or neither.")
     # The upload happens once, at the end, with the Myna model card; Trainer's own would push every checkpoint.
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     output_dir = training_args.output_dir
@@ -442,9 +450,21 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if model_args.patch_mode is not None:
         config_kwargs["default_patch_mode"] = model_args.patch_mode
-    model = AutoModelForAudioClassification.from_pretrained(
-        model_args.model_name_or_path, ignore_mismatched_sizes=True, **config_kwargs
-    )
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its load report (in ANSI colours): summarised in one line below
+    try:
+        model, loading = AutoModelForAudioClassification.from_pretrained(
+            model_args.model_name_or_path, ignore_mismatched_sizes=True, output_loading_info=True, **config_kwargs
+        )
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    new = sorted({key.split(".")[0] for key in loading.get("missing_keys", [])} | {
+        str(item[0] if isinstance(item, (tuple, list)) else item).split(".")[0]
+        for item in loading.get("mismatched_keys", [])
+    })
+    if training_args.should_log:
+        print(f"model: the encoder of {model_args.model_name_or_path}"
+              + (f"; newly initialised: {', '.join(new)}" if new else "") + f" ({len(label_names)} outputs)")
     try:
         feature_extractor = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path)
     except OSError:  # a folder without preprocessor_config.json: the extractor its config implies
@@ -489,7 +509,7 @@ def main(argv: list[str] | None = None) -> dict:
         num_freq_masks=data_args.num_freq_masks,
         seed=training_args.seed,
     )
-    callbacks = [RunIdentityCallback(output_dir)]
+    callbacks = [RunIdentityCallback(output_dir)] + ([EtaCallback()] if training_args.disable_tqdm else [])
     if training_args.early_stopping_patience and training_args.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
     trainer = MynaTrainer(
@@ -528,6 +548,10 @@ def main(argv: list[str] | None = None) -> dict:
         "epochs": trainer.state.epoch,
         "num_trainable_parameters": num_trainable,
         "world_size": training_args.world_size,
+        "device": f"{training_args.device} x {training_args.world_size} process"
+        + ("es" if training_args.world_size > 1 else ""),
+        "precision": "bfloat16 autocast" if training_args.bf16 else "float16 autocast" if training_args.fp16
+        else "float32",
         **results,
     }
     if trainer.is_world_process_zero():
@@ -580,6 +604,7 @@ def format_summary(summary: dict) -> str:
         "=== Myna fine-tuning summary ===",
         f"task: {summary['task']} ({summary['problem_type']}); clips {summary['num_clips']}",
         f"trainable parameters: {summary['num_trainable_parameters']:,}; epochs {summary['epochs']:.2f}",
+        f"device: {summary['device']}; precision {summary['precision']}",
     ]
     if summary["train_loss"]:
         lines.append(f"training loss: {summary['train_loss'][0]:.4f} (first log) -> {summary['train_loss'][-1]:.4f}")

@@ -158,9 +158,13 @@ class MynaFinetuningArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        from myna_common.progress import is_terminal
+
         # Without a --metric_for_best_model, the script selects on the task's primary metric (TrainingArguments
         # would default to the loss).
         self.metric_for_best_model_given = self.metric_for_best_model is not None
+        if self.disable_tqdm is None and not is_terminal():
+            self.disable_tqdm = True  # in a log, Trainer prints its metrics as lines instead of bar debris
         super().__post_init__()
 
 

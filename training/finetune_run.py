@@ -134,7 +134,32 @@ class RunIdentityCallback(TrainerCallback):
         return control
 
 
+class EtaCallback(TrainerCallback):
+    """In a log (Trainer's bars off), one line per epoch: where the run is and when it ends at the latest."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import time
+
+        self.started, self.first_step = time.perf_counter(), state.global_step
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        import time
+
+        from myna_common.progress import format_seconds
+
+        if not state.is_world_process_zero or not state.max_steps:
+            return control
+        elapsed = time.perf_counter() - self.started
+        done = state.global_step - self.first_step
+        eta = elapsed / done * (state.max_steps - state.global_step) if done else 0.0
+        print(f"epoch {state.epoch:.0f}/{args.num_train_epochs:g}: step {state.global_step}/{state.max_steps}, "
+              f"{format_seconds(elapsed)} elapsed, ETA {format_seconds(eta)} (early stopping may end it sooner)",
+              flush=True)
+        return control
+
+
 __all__ = [
+    "EtaCallback",
     "RunIdentityCallback",
     "check_new_finetune",
     "checkpoints",
