@@ -325,7 +325,8 @@ def build_parser(groups: tuple = ARGUMENT_GROUPS):
     return HfArgumentParser(
         groups,
         prog="pretrain.py",
-        usage="accelerate launch training/pretrain.py [--config FILE] [--SETTING VALUE ...]",
+        usage="accelerate launch -q --config_file training/accelerate.yaml training/pretrain.py [--config FILE] "
+        "[--SETTING VALUE ...]",
         description=HELP_DESCRIPTION,
         # The repository's line length: most settings fit on one line (the dashed aliases are HfArgumentParser's).
         formatter_class=lambda prog: _Formatter(prog, width=119, max_help_position=56),
