@@ -99,18 +99,23 @@ class LineProgress:
         print(text, file=self.file or sys.stderr, flush=True)
 
 
-def quiet_library_bars(always: bool = False) -> bool:
+def quiet_library_bars(always: bool = False, datasets: bool = True) -> bool:
     """Turns off the progress bars of transformers ("Loading weights", "Writing model shards"), huggingface_hub and
-    datasets (`.map`) when stderr is not a terminal (or `always`): in a log they are debris. Works before and after
-    those libraries are imported; returns whether it did."""
+    (with `datasets`) datasets' `.map` when stderr is not a terminal (or `always`): in a log they are debris. A bar
+    that stays (datasets' `.map` with `datasets=False`: hours of preprocessing need one) redraws at most every 30 s
+    when tqdm is imported after this call (`TQDM_MININTERVAL`). Returns whether it did anything."""
     if not always and is_terminal():
         return False
+    os.environ.setdefault("TQDM_MININTERVAL", "30")
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
     if "transformers.utils.logging" in sys.modules:
         sys.modules["transformers.utils.logging"].disable_progress_bar()
-    if "datasets" in sys.modules and hasattr(sys.modules["datasets"], "disable_progress_bars"):
-        sys.modules["datasets"].disable_progress_bars()
+    if datasets:
+        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+        if "datasets" in sys.modules and hasattr(sys.modules["datasets"], "disable_progress_bars"):
+            sys.modules["datasets"].disable_progress_bars()
+    elif "HF_DATASETS_DISABLE_PROGRESS_BARS" not in os.environ:
+        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "0"  # datasets follows the hub's switch otherwise
     if "huggingface_hub" in sys.modules:
         from huggingface_hub.utils import disable_progress_bars
 
