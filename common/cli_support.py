@@ -301,6 +301,16 @@ def _cached_on_hub(repo_id: str, filename: str = "config.json") -> bool:
         return False
 
 
+def _nearby_model_names(name: str) -> list[str]:
+    """What a mistyped model name may have meant: the folders beside where it points, and the released names."""
+    parent = os.path.dirname(os.path.normpath(name))
+    try:
+        folders = [os.path.join(parent, entry.name) for entry in os.scandir(parent or ".") if entry.is_dir()]
+    except OSError:
+        folders = []
+    return folders + ([] if parent else list(RELEASED_NAMES))
+
+
 def check_model_name(name: str, option: str = "--model", reachable: Callable[[], bool] | None = None) -> str:
     """`name` when it is a folder, or a Hub id (`owner/name`) that is cached or can be fetched; otherwise a one-line
     `UsageError` at once, instead of the Hub client's retries (about half a minute when the Hub is unreachable):
@@ -315,7 +325,8 @@ def check_model_name(name: str, option: str = "--model", reachable: Callable[[],
     looks_like_hub_id = len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and not os.path.isabs(name)
     if hint or not looks_like_hub_id:
         advice = " Check the path (`make demo` writes outputs/myna-pretrain/model), or give a Hub id (owner/name)."
-        raise UsageError(f"{given}: no folder named {name} here ({os.getcwd()}).{hint or advice}")
+        suggestion = "" if hint else did_you_mean(name, _nearby_model_names(name))
+        raise UsageError(f"{given}: no folder named {name} here ({os.getcwd()}).{suggestion or hint or advice}")
     if _cached_on_hub(name):
         return name
     if hub_offline():

@@ -62,6 +62,11 @@ def test_model_names_that_are_neither_a_folder_nor_reachable_answer_at_once(tmp_
         check_model_name("someone/not-cached", reachable=lambda: False)
     assert check_model_name("someone/not-cached", reachable=lambda: True) == "someone/not-cached"
     assert check_model_name(str(tmp_path)) == str(tmp_path)
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    with pytest.raises(UsageError, match=rf"Did you mean '{tmp_path / 'run' / 'model'}'\?"):
+        check_model_name(str(tmp_path / "run" / "modle"))
+    with pytest.raises(UsageError, match=r"no folder named myna-hybird here .*Did you mean 'myna-hybrid'\?"):
+        check_model_name("myna-hybird")
 
     assert myna(["info", "myna-vertical"]) == 2  # no Hub retries: the network is never tried for this name
     err = capsys.readouterr().err.splitlines()
