@@ -428,3 +428,28 @@ def test_a_run_that_failed_during_its_set_up_does_not_block_the_next(tmp_path):
     assert os.listdir(out) and not os.path.exists(os.path.join(out, "model"))  # it got as far as writing run.json
     summary = pretrain.main(QUICK + ["--output_dir", out, "--max_steps", "1", "--cache_dir", str(tmp_path / "cache")])
     assert summary["steps"] == 1
+
+
+@pytest.mark.parametrize("flags", [[], ["--cpu"], ["--mixed_precision", "bf16"]], ids=["plain", "cpu", "bf16"])
+def test_the_accelerate_config_leaves_launch_nothing_to_guess(flags, monkeypatch, caplog):
+    """`accelerate launch --config_file training/accelerate.yaml` (the README's and `make demo`'s) prints no
+    "values were not passed" notice, on a 16-core host too, and its own flags still win."""
+    import psutil
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 16)
+    config = os.path.join(os.path.dirname(PRETRAIN), "accelerate.yaml")
+    args = launch_command_parser().parse_args(["-q", "--config_file", config, *flags, PRETRAIN])
+    with caplog.at_level("WARNING"):
+        args, _, _ = _validate_launch_command(args)
+    assert "were not passed" not in caplog.text and args.num_processes == 1
+    assert args.mixed_precision == ("bf16" if "bf16" in flags else "no")
+
+    # Without the file, the same launch warns (what the file is for).
+    args = launch_command_parser().parse_args(["-q", *flags, PRETRAIN])
+    # and no user default config either
+    monkeypatch.setattr("accelerate.commands.launch.default_config_file", os.path.join(config, "absent.yaml"))
+    with caplog.at_level("WARNING"):
+        _validate_launch_command(args)
+    assert "were not passed" in caplog.text

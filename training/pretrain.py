@@ -27,13 +27,16 @@ import time
 
 if __name__ == "__main__":
     # Arguments first: `--help`, a typo or a bad config file answers before torch and transformers are imported.
-    from myna_common.cli_support import run_cli
     from myna_common.progress import quiet_library_bars
+
+    # In a log: no weight-writing bars, the preprocessing bar every 30 s. Before anything imports tqdm (parsing
+    # imports transformers, which does), since tqdm reads TQDM_MININTERVAL once, at import.
+    quiet_library_bars(datasets=False)
+    from myna_common.cli_support import run_cli
     from myna_training.arguments import parse_arguments
 
     if run_cli(parse_arguments, "pretrain.py") != 0:
         sys.exit(2)
-    quiet_library_bars(datasets=False)  # in a log: no weight-writing bars; the preprocessing bar every 30 s
 
 import numpy as np
 import torch
