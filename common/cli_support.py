@@ -162,11 +162,16 @@ def run_cli(main: Callable[[list[str]], object], prog: str, argv: list[str] | No
 
 def syntax_error_message(path: str, error: Exception) -> str:
     """One line for a YAML or JSON file that does not parse: `"f.yaml is not valid YAML (line 3, column 7: mapping
-    values are not allowed here)"`, from PyYAML's marks or `json.JSONDecodeError`'s position."""
+    values are not allowed here)"`, from PyYAML's marks (with where its context began when that is another line)
+    or `json.JSONDecodeError`'s position."""
     kind = "JSON" if type(error).__name__ == "JSONDecodeError" else "YAML"
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
     problem = getattr(error, "problem", None) or getattr(error, "msg", None) or str(error).strip().splitlines()[0]
     context = getattr(error, "context", None)
+    context_mark = getattr(error, "context_mark", None)
+    if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
+        # The cause is often where the context began: a key without its colon is noticed only on the next line.
+        context += f" at line {context_mark.line + 1}, column {context_mark.column + 1}"
     if mark is not None:
         where = f"line {mark.line + 1}, column {mark.column + 1}: "
     elif getattr(error, "lineno", None) is not None:

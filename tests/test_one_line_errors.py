@@ -19,6 +19,9 @@ def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path, capsys):
     assert run_cli(parse_arguments, "pretrain.py", ["--config", str(config)]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and err[0].startswith("pretrain.py: error: config file") and "Traceback" not in err[1]
+    config.write_text("max_steps: 10\nhidden_size 64\n")  # a colon left out, noticed on the next line
+    with pytest.raises(ValueError, match=r"could not find expected ':', while scanning a simple key at line 2, "):
+        parse_arguments(["--config", str(config)])
     task = tmp_path / "task.yaml"
     task.write_text("name: x\npath: labels.csv\n  label_column: [\n")
     with pytest.raises(TaskFileError, match=r"task file .*task.yaml is not valid YAML \(line 3"):
