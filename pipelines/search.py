@@ -124,6 +124,9 @@ class MynaIndex:
     @classmethod
     def load(cls, folder: str) -> "MynaIndex":
         faiss = _faiss()
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"no index at {folder} (no such folder): build one with `myna index STORE "
+                                    f"--output {folder}`.")
         if not os.path.exists(os.path.join(folder, "index.json")):
             raise FileNotFoundError(f"{folder} is not a Myna index (no index.json): build one with `myna index`.")
         store = "STORE"

@@ -83,6 +83,9 @@ def test_index_and_search_commands(library, tmp_path, capsys):
     # An existing index is not replaced without --overwrite (one line, exit status 2).
     assert main(["index", library["store"], "--output", str(index)]) == 2
     assert "holds an index; pass --overwrite" in capsys.readouterr().err
+    # A mistyped index folder is named as missing, with the command that builds it.
+    assert main(["search", str(tmp_path / "indx"), query]) == 1
+    assert f"no index at {tmp_path / 'indx'} (no such folder): build one with `myna index" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
