@@ -38,6 +38,9 @@ def parse_arguments(argv: list[str] | None = None) -> ExportArguments:
 
 if __name__ == "__main__":
     # Arguments first: `--help` and mistakes answer before torch and transformers are imported.
+    from myna_common.progress import quiet_library_bars
+
+    quiet_library_bars(datasets=False)  # in a log: no loading bars, datasets' bars every 30 s (before tqdm loads)
     from myna_common.cli_support import run_cli
 
     if run_cli(parse_arguments, "export.py") != 0:

@@ -136,6 +136,9 @@ def parse_arguments(argv: list[str] | None = None):
 
 if __name__ == "__main__":
     # Arguments first: `--help` and mistakes answer before torch, transformers and datasets are imported.
+    from myna_common.progress import quiet_library_bars
+
+    quiet_library_bars(datasets=False)  # in a log: no loading bars, datasets' bars every 30 s (before tqdm loads)
     from myna_common.cli_support import run_cli
 
     if run_cli(parse_arguments, "probe.py") != 0:
