@@ -63,7 +63,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class CommandParser(argparse.ArgumentParser):
-    """An argparse parser whose unknown options get a "did you mean" from the known ones."""
+    """An argparse parser whose unknown options get a "did you mean" from the known ones, and whose errors are one
+    line (argparse prints its usage block first; `--help` is there for that)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
     def parse_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)

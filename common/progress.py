@@ -79,6 +79,13 @@ class LineProgress:
     def __iter__(self):  # pragma: no cover (not used as an iterator wrapper here)
         raise TypeError("LineProgress wraps no iterable: call update().")
 
+    def _units(self) -> str:
+        """`"files"` for 12 files, `"file"` for 1; units that are not plain words (`"audio s"`, `"it"`) stay."""
+        word = self.unit.strip()
+        if self.total == 1 or not word.isalpha() or word == "it" or word.endswith("s"):
+            return word
+        return word + "s"
+
     def _print(self) -> None:
         self.last = time.monotonic()
         if self.disable:
@@ -87,7 +94,7 @@ class LineProgress:
         done = f"{self.n:g}" if isinstance(self.n, float) else str(self.n)
         text = f"{self.desc}: {done}"
         if self.total:
-            text += f"/{self.total:g} {self.unit} ({100 * self.n / self.total:.0f}%)"
+            text += f"/{self.total:g} {self._units()} ({100 * self.n / self.total:.0f}%)"
             rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0
             eta = (self.total - self.n) / rate if rate > 0 else None
             text += f", {format_seconds(elapsed)} elapsed"

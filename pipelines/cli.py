@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from myna_common.cli_support import (
+    CommandParser,
     UsageError,
     check_model_name,
     check_unknown_options,
     dataclass_parser,
+    did_you_mean,
     parse_into,
     plural,
     run_cli,
@@ -411,7 +413,7 @@ def _search():
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `myna` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="myna",
         description="Myna music embeddings (arXiv 2502.12511) from the command line.",
         epilog="commands:\n"
@@ -422,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=list(COMMANDS), help="what to do (see below)")
     # Only the command name is parsed here; the command's own parser reads the rest (and its --help).
+    if not argv:  # `myna` alone: what it can do
+        parser.print_help(sys.stderr)
+        return 2
+    if not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        parser.error(f"unknown command {argv[0]!r}.{did_you_mean(argv[0], COMMANDS)} Commands: {', '.join(COMMANDS)}.")
     command = parser.parse_args(argv[:1]).command
     quiet_library_bars()  # in a log, the libraries' own bars (loading weights, ...) are debris
     return run_cli(COMMANDS[command][0], f"myna {command}", argv[1:])

@@ -178,7 +178,15 @@ def test_help_texts(capsys):
     assert capsys.readouterr().out.startswith("usage: myna convert")
     with pytest.raises(SystemExit) as exit_info:
         main(["transcribe"])
-    assert exit_info.value.code == 2 and "invalid choice: 'transcribe'" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "unknown command 'transcribe'. Commands: embed" in capsys.readouterr().err
+    # Mistakes are one line, without argparse's usage block; `myna` alone shows the help.
+    for argv, message in ((["embedd"], "myna: error: unknown command 'embedd'. Did you mean 'embed'?"),
+                          (["embed", "a.wav"], "myna embed: error: the following arguments are required: --model")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith(message) and len(err.splitlines()) == 1, err
+    assert main([]) == 2 and capsys.readouterr().err.startswith("usage: myna")
 
 
 def test_the_console_script_is_installed():
