@@ -42,6 +42,7 @@ class LineProgress:
         self.started = self.last = time.monotonic()
         self.initial = initial
         self.closed = False
+        self.printed = None  # the count of the last line written
 
     # tqdm's interface
     def update(self, n=1) -> None:
@@ -66,7 +67,7 @@ class LineProgress:
         print(message, file=file or self.file or sys.stderr, flush=True)
 
     def close(self) -> None:
-        if not self.closed and self.n != self.initial:
+        if not self.closed and self.n != self.initial and self.n != self.printed:
             self._print()
         self.closed = True
 
@@ -87,7 +88,7 @@ class LineProgress:
         return word + "s"
 
     def _print(self) -> None:
-        self.last = time.monotonic()
+        self.last, self.printed = time.monotonic(), self.n
         if self.disable:
             return
         elapsed = self.last - self.started
