@@ -90,13 +90,13 @@ class AudioProgress:
                 self.bar.update(min(covered, max(self.done + self.durations.get(inputs, 0) - self.bar.n, 0)))
 
         embedder.preprocess = preprocess
-        self.bar.set_postfix_str(f"0/{self.num_files} files")
+        self.bar.set_postfix_str(f"0/{plural(self.num_files, 'file')}")
 
     def file_done(self, path: str) -> None:
         self.done += self.durations.get(path, 0.0)
         self.files_done += 1
         self.bar.n = min(round(self.done, 1), self.bar.total)  # the dropped tail and skipped files too
-        self.bar.set_postfix_str(f"{self.files_done}/{self.num_files} files")
+        self.bar.set_postfix_str(f"{self.files_done}/{plural(self.num_files, 'file')}")
 
     def write(self, message: str) -> None:
         self.bar.write(message, file=sys.stderr)

@@ -445,11 +445,15 @@ def embed_library_command(argv: list[str]) -> int:
     if counts["rank"] == 0:
         seconds = max(counts["seconds"], 1e-9)
         share = f" (this process's share of {counts['world_size']})" if counts["world_size"] > 1 else ""
-        print(
-            f"embedded {plural(counts['embedded'], 'file')} ({counts['audio_seconds']:.1f} s of audio) in {seconds:.1f} s "
-            f"({counts['embedded'] / seconds:.2f} files/s, {counts['audio_seconds'] / seconds:.1f} audio s/s){share}; "
-            f"{counts['skipped']} already in the store -> {args.output}"
-        )
+        if counts["embedded"] == 0 and counts["skipped"]:
+            print(f"nothing new to embed{share}: {plural(counts['skipped'], 'file')} already in the store -> "
+                  f"{args.output}")
+        else:
+            print(
+                f"embedded {plural(counts['embedded'], 'file')} ({counts['audio_seconds']:.1f} s of audio) in "
+                f"{seconds:.1f} s ({counts['embedded'] / seconds:.2f} files/s, {counts['audio_seconds'] / seconds:.1f} "
+                f"audio s/s){share}; {counts['skipped']} already in the store -> {args.output}"
+            )
         bad = counts["unreadable"] + counts["known_unreadable"]
         if bad:
             print(
