@@ -44,6 +44,10 @@ def test_refused_settings_say_what_to_do(tmp_path):
         parse_arguments(["--config", "--seed", "1"])
     with pytest.raises(ValueError, match="does not exist"):
         parse_arguments([str(tmp_path / "missing.yaml")])
+    with pytest.raises(ValueError, match=r"model_size='vit-x': choose one of .*Did you mean 'vit-t'\?"):
+        parse_arguments(["--model_size", "vit-x"])  # at parsing: before the output folder or any work
+    with pytest.raises(ValueError, match=r"masking_policy='timeblock'.*Did you mean 'time_block'\?"):
+        parse_arguments(["--masking_policy", "timeblock"])
     model_args = parse_arguments(["--hidden_size", "96", "--num_attention_heads", "5"])[0]
     with pytest.raises(ValueError, match="not divisible"):
         model_args.to_config()

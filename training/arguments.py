@@ -59,6 +59,16 @@ class ModelArguments:
         default=None, metadata={"help": "A saved Myna folder or Hub id to start from instead of random weights."}
     )
 
+    def __post_init__(self):
+        # Checked here, so that a mistyped name stops the run before any work (or any refusal about the folder).
+        from myna_common.cli_support import did_you_mean
+
+        for name, known in (("variant", VARIANT_NAMES), ("model_size", MODEL_SIZE_NAMES),
+                            ("masking_policy", MASKING_POLICY_NAMES), ("mask_ratio_schedule", MASK_RATIO_SCHEDULE_NAMES)):
+            value = getattr(self, name)
+            if value not in known:
+                raise ValueError(f"{name}={value!r}: choose one of {list(known)}.{did_you_mean(value, known)}")
+
     def to_config(self):
         """The `MynaConfig` of these arguments."""
         from modeling_myna import MynaConfig
