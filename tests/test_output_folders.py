@@ -120,4 +120,4 @@ def test_probe_and_export_refuse_folders_that_are_not_theirs(tmp_path):
         probe.check_output_dir(report_args, "/models/mine")
     probe.check_output_dir(report_args, "/models/another")  # its own: the cache is reused, the results replaced
     with pytest.raises(ValueError, match="not empty .*--overwrite_output_dir"):
-        export.main(["--model", "m", "--probe", "p.pt", "--output_dir", str(evaluation)])
+        export.main(["--model", str(tmp_path), "--probe", "p.pt", "--output_dir", str(evaluation)])
