@@ -55,3 +55,31 @@ def tiny_myna_folder(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("models") / "tiny-myna"
     MynaModel(MynaConfig(**TINY_MYNA)).save_pretrained(str(path))
     return str(path)
+
+
+PROGRESS_ENV = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_MININTERVAL")
+
+
+@pytest.fixture(autouse=True)
+def library_progress_bars_restored():
+    """Commands run in-process turn the libraries' bars off for a log (`myna_common.progress.quiet_library_bars`),
+    which is process-wide: each test starts with the bars as the previous one found them."""
+    import sys
+
+    before = {name: os.environ.get(name) for name in PROGRESS_ENV}
+    yield
+    if all(os.environ.get(name) == value for name, value in before.items()):
+        return
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if "datasets" in sys.modules and before["HF_DATASETS_DISABLE_PROGRESS_BARS"] in (None, "0"):
+        sys.modules["datasets"].enable_progress_bars()
+    if "huggingface_hub" in sys.modules and before["HF_HUB_DISABLE_PROGRESS_BARS"] is None:
+        from huggingface_hub.utils import enable_progress_bars
+
+        enable_progress_bars()
+    if "transformers.utils.logging" in sys.modules and before["HF_HUB_DISABLE_PROGRESS_BARS"] is None:
+        sys.modules["transformers.utils.logging"].enable_progress_bar()
