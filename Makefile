@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/accelerate launch -q --num_processes 1 --cpu training/pretrain.py --overwrite_output_dir
+	$(BIN)/accelerate launch -q --config_file training/accelerate.yaml --cpu training/pretrain.py --overwrite_output_dir
 
 test: install
 	$(BIN)/python -m pytest

@@ -63,7 +63,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class CommandParser(argparse.ArgumentParser):
-    """An argparse parser whose unknown options get a "did you mean" from the known ones."""
+    """An argparse parser whose unknown options get a "did you mean" from the known ones, and whose errors are one
+    line (argparse prints its usage block first; `--help` is there for that)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
     def parse_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
@@ -160,6 +164,193 @@ def run_cli(main: Callable[[list[str]], object], prog: str, argv: list[str] | No
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
+def syntax_error_message(path: str, error: Exception) -> str:
+    """One line for a YAML or JSON file that does not parse: `"f.yaml is not valid YAML (line 3, column 7: mapping
+    values are not allowed here)"`, from PyYAML's marks (with where its context began when that is another line)
+    or `json.JSONDecodeError`'s position."""
+    kind = "JSON" if type(error).__name__ == "JSONDecodeError" else "YAML"
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or getattr(error, "msg", None) or str(error).strip().splitlines()[0]
+    context = getattr(error, "context", None)
+    context_mark = getattr(error, "context_mark", None)
+    if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
+        # The cause is often where the context began: a key without its colon is noticed only on the next line.
+        context += f" at line {context_mark.line + 1}, column {context_mark.column + 1}"
+    if mark is not None:
+        where = f"line {mark.line + 1}, column {mark.column + 1}: "
+    elif getattr(error, "lineno", None) is not None:
+        where = f"line {error.lineno}, column {error.colno}: "
+    else:
+        where = ""
+    return f"{path} is not valid {kind} ({where}{problem}{f', {context}' if context else ''})"
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`"1 file"`, `"2 files"`, `"0 files"` (`many` for irregular plurals)."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+# ------------------------------------------------------------------------------------------- output folders
+
+# Audio files by extension: modeling_myna.audio_utils.AUDIO_EXTENSIONS, written out (standard library only here;
+# tests/test_pipelines_cli.py checks that they agree).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus")
+
+
+def audio_files_in(folder: str, limit: int = 3, max_depth: int = 3) -> list[str]:
+    """Up to `limit` audio files (by extension) in `folder` and its sub-folders down to `max_depth` levels: enough
+    to tell a folder of music from an output folder, without walking a whole library."""
+    found: list[str] = []
+    root_depth = os.path.abspath(folder).rstrip(os.sep).count(os.sep)
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if os.path.abspath(root).rstrip(os.sep).count(os.sep) - root_depth >= max_depth:
+            dirs[:] = []
+        found += [os.path.join(root, n) for n in sorted(names) if n.lower().endswith(AUDIO_SUFFIXES)]
+        if len(found) >= limit:
+            break
+    return found[:limit]
+
+
+def check_output_folder(
+    path: str,
+    *,
+    overwrite: bool = False,
+    own: Callable[[str], bool] | None = None,
+    option: str = "--output",
+    overwrite_flag: str = "--overwrite",
+    what: str = "output",
+    ignore: Iterable[str] = (),
+) -> str:
+    """What a command that writes the folder `path` may do there, before it does any work.
+
+    Returns `"new"` (absent or empty), `"own"` (it holds this command's earlier output: `own(path)` is true; the
+    command decides whether that continues or needs `overwrite_flag`) or `"overwrite"` (non-empty, not its own, and
+    `overwrite` was given). Raises a one-line `UsageError` when `path` is a file, when it is a folder of audio (never
+    written into, whatever the flags: a command could turn a music folder into its output), and when it is non-empty
+    and not its own without `overwrite`. Entries named in `ignore` (a cache) do not make a folder non-empty.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{option} {path} is a file, not a folder: name a new folder for the {what}.")
+    if not os.path.isdir(path):
+        return "new"
+    audio = audio_files_in(path)
+    if audio:
+        raise UsageError(
+            f"{option} {path} holds audio ({', '.join(os.path.relpath(a, path) for a in audio[:2])}"
+            f"{', ...' if len(audio) > 2 else ''}): the {what} never goes into a folder of music; name a new folder, "
+            f"e.g. {option} {os.path.join(os.path.dirname(os.path.normpath(path)) or '.', 'myna-' + what.split()[0])}."
+        )
+    entries = sorted(n for n in os.listdir(path) if n not in set(ignore))
+    if not entries:
+        return "new"
+    if own is not None and own(path):
+        return "own"
+    if overwrite:
+        return "overwrite"
+    shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+    raise UsageError(
+        f"{option} {path} is not empty ({shown}) and holds no {what} of this command: choose a new folder, or pass "
+        f"{overwrite_flag} to write into it anyway."
+    )
+
+
+# ------------------------------------------------------------------------------------------- model names
+
+# The released checkpoints (ghost-signal/myna) are .pth files, not Hub repositories: a folder by these names exists
+# only after conversion.
+RELEASED_NAMES = {"myna-base": "base", "myna-vertical": "vertical", "myna-hybrid": "hybrid"}
+CONVERT_SECTION = "README.md, 'Convert the released weights'"
+
+
+def conversion_hint(name: str) -> str:
+    """How to make the folder `name` when it names a released model; an empty string otherwise."""
+    base = os.path.basename(os.path.normpath(name))
+    variant = RELEASED_NAMES.get(base) or RELEASED_NAMES.get(base.removesuffix(".pth"))
+    if variant is None:
+        return ""
+    stem = f"myna-{variant}"
+    return (
+        f" {stem} is a released checkpoint: download {stem}.pth (links in {CONVERT_SECTION}) and convert it first: "
+        f"python -m modeling_myna.convert_original_checkpoint --checkpoint {stem}.pth --variant {variant} --output "
+        f"{name if not name.endswith('.pth') else stem}"
+    )
+
+
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """Whether the Hub's host answers a TCP connection within `timeout` seconds (no request is made)."""
+    import socket
+    import urllib.parse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urllib.parse.urlparse(endpoint)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_offline() -> bool:
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _cached_on_hub(repo_id: str, filename: str = "config.json") -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover (transformers depends on it)
+        return False
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+    except Exception:  # noqa: BLE001  (not a valid repo id)
+        return False
+
+
+def _nearby_model_names(name: str) -> list[str]:
+    """What a mistyped model name may have meant: the folders beside where it points, and the released names."""
+    parent = os.path.dirname(os.path.normpath(name))
+    try:
+        folders = [os.path.join(parent, entry.name) for entry in os.scandir(parent or ".") if entry.is_dir()]
+    except OSError:
+        folders = []
+    return folders + ([] if parent else list(RELEASED_NAMES))
+
+
+def check_model_name(name: str, option: str = "--model", reachable: Callable[[], bool] | None = None) -> str:
+    """`name` when it is a folder, or a Hub id (`owner/name`) that is cached or can be fetched; otherwise a one-line
+    `UsageError` at once, instead of the Hub client's retries (about half a minute when the Hub is unreachable):
+    a missing folder is named as such, with the conversion command for the released names (myna-hybrid, ...)."""
+    if os.path.isdir(name):
+        return name
+    hint = conversion_hint(name)
+    given = f"{option} {name}" if option else name
+    if os.path.exists(name):
+        raise UsageError(f"{given} is a file, not a model folder.{hint or ' Pass the folder that holds config.json.'}")
+    parts = name.split("/")
+    looks_like_hub_id = len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and not os.path.isabs(name)
+    if hint or not looks_like_hub_id:
+        advice = " Check the path (`make demo` writes outputs/myna-pretrain/model), or give a Hub id (owner/name)."
+        suggestion = "" if hint else did_you_mean(name, _nearby_model_names(name))
+        raise UsageError(f"{given}: no folder named {name} here ({os.getcwd()}).{suggestion or hint or advice}")
+    if _cached_on_hub(name):
+        return name
+    if hub_offline():
+        raise UsageError(
+            f"{given}: no folder named {name} here, and it is not in the Hub cache while HF_HUB_OFFLINE is "
+            "set: download it once with network access, or pass a local model folder."
+        )
+    if not (reachable or hub_reachable)():
+        raise UsageError(
+            f"{given}: no folder named {name} here, and the Hub cannot be reached to fetch it (no network?): "
+            "pass a local model folder, or retry with network access."
+        )
+    return name
+
+
 def check_device(name: str, option: str = "--device") -> str:
     """`name` if torch can use it here; a `UsageError` saying what is available otherwise. Imports torch."""
     import torch
@@ -193,7 +384,14 @@ __all__ = [
     "DEBUG_FLAG",
     "USER_ERRORS",
     "UsageError",
+    "AUDIO_SUFFIXES",
+    "audio_files_in",
     "check_device",
+    "check_model_name",
+    "check_output_folder",
+    "conversion_hint",
+    "plural",
+    "syntax_error_message",
     "check_unknown_options",
     "debug_requested",
     "did_you_mean",

@@ -19,6 +19,9 @@ class ExportArguments:
     model: str = field(metadata={"help": "The encoder folder the probe was trained on."})
     probe: str = field(metadata={"help": "A linear_probe.pt written by evaluation/probe.py."})
     output_dir: str = field(metadata={"help": "Where the classification model folder goes."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Write into output_dir even if it is not empty (replacing a model there)."}
+    )
 
 
 def parse_arguments(argv: list[str] | None = None) -> ExportArguments:
@@ -35,6 +38,9 @@ def parse_arguments(argv: list[str] | None = None) -> ExportArguments:
 
 if __name__ == "__main__":
     # Arguments first: `--help` and mistakes answer before torch and transformers are imported.
+    from myna_common.progress import quiet_library_bars
+
+    quiet_library_bars(datasets=False)  # in a log: no loading bars, datasets' bars every 30 s (before tqdm loads)
     from myna_common.cli_support import run_cli
 
     if run_cli(parse_arguments, "export.py") != 0:
@@ -131,7 +137,19 @@ def export_linear_probe(model_path: str, probe_path: str, output_dir: str) -> st
 
 
 def main(argv: list[str] | None = None) -> str:
+    from myna_common.cli_support import check_model_name, check_output_folder
+
     args = parse_arguments(argv)
+    check_model_name(args.model)
+    state = check_output_folder(
+        args.output_dir, overwrite=args.overwrite_output_dir, option="--output_dir",
+        overwrite_flag="--overwrite_output_dir", what="classifier", own=lambda _: True,
+    )  # fmt: skip
+    if state == "own" and not args.overwrite_output_dir:
+        raise ValueError(
+            f"--output_dir {args.output_dir} is not empty ({', '.join(sorted(os.listdir(args.output_dir))[:4])}, "
+            "...): choose a new folder, or pass --overwrite_output_dir to replace what is there."
+        )
     path = export_linear_probe(args.model, args.probe, args.output_dir)
     print(f"wrote {path}: the encoder of {args.model} with the probe {args.probe} as its classifier; use "
           f"pipeline('audio-classification', model='{path}', pipeline_class=MynaAudioClassificationPipeline)")

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from myna_common.progress import progress_bar
 
 from modeling_myna.audio_utils import AudioDecodeError, load_audio
 from modeling_myna.configuration_myna import HOP_LENGTH, SAMPLING_RATE, VARIANTS, chunk_frames_for
@@ -264,7 +264,7 @@ def extract_split(
     num_tracks = len(dataset)
     shard_size = max(1, settings.tracks_per_shard)
     embeddings, track_index, track_ids, labels, skipped = [], [], [], [], []
-    bar = tqdm(total=num_tracks, desc=f"{spec.name}/{split}", unit="track", disable=not settings.progress)
+    bar = progress_bar(total=num_tracks, desc=f"{spec.name}/{split}", unit="track", disable=not settings.progress)
     for start in range(0, num_tracks, shard_size):
         stop = min(start + shard_size, num_tracks)
         shard_path = os.path.join(cache, f"shard_{start:07d}.npz") if cache else None

@@ -112,6 +112,10 @@ class ReportArguments:
         default=True, metadata={"help": "Plot a t-SNE of the test embeddings of classification tasks (--no_tsne: skip)."}
     )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Write into output_dir even when it holds another model's results or other files."},
+    )
 
 
 ARGUMENT_GROUPS = (ModelArguments, TaskArguments, ProbeArguments, ReportArguments)
@@ -132,6 +136,9 @@ def parse_arguments(argv: list[str] | None = None):
 
 if __name__ == "__main__":
     # Arguments first: `--help` and mistakes answer before torch, transformers and datasets are imported.
+    from myna_common.progress import quiet_library_bars
+
+    quiet_library_bars(datasets=False)  # in a log: no loading bars, datasets' bars every 30 s (before tqdm loads)
     from myna_common.cli_support import run_cli
 
     if run_cli(parse_arguments, "probe.py") != 0:
@@ -139,7 +146,7 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+from myna_common.progress import format_seconds, progress_bar  # noqa: E402
 
 from myna_evaluation.extract import EmbeddingExtractor, ExtractionSettings, extract_split, split_patch_modes  # noqa: E402
 from myna_evaluation.extract import load_extractor  # noqa: E402
@@ -258,7 +265,7 @@ def evaluate_task(
     by_mode, best_by_mode = {}, {}
     for mode in modes:
         data = probe_data(splits, {s: per_split[s][mode] for s in SPLITS}, spec.problem_type)
-        bar = tqdm(
+        bar = progress_bar(
             total=len(configs), desc=f"{spec.name} probes ({mode})", unit="probe", disable=not report_args.progress
         )
         results = train_grid(
@@ -369,10 +376,22 @@ def run(
         "tasks": {},
     }
     table_inputs = {}
-    for task, (spec, dataset) in loaded.items():
+    # The overall ETA: each task's work taken as proportional to its clips (extraction, and probes that train on
+    # their chunks), measured on the tasks done so far.
+    work = {task: sum(len(dataset[s]) for s in SPLITS) for task, (_, dataset) in loaded.items()}
+    grid = PROTOCOLS[probe_args.protocol][probe_args.fast]
+    print(f"probe.py: {len(loaded)} task(s) x {grid}; an ETA follows each task (--fast: 8 probes)", flush=True)
+    started, done = time.perf_counter(), 0
+    for position, (task, (spec, dataset)) in enumerate(loaded.items(), 1):
         entry = evaluate_task(spec, dataset, extractor, model_args, probe_args, report_args)
         report["tasks"][spec.name] = entry
         table_inputs[spec.name] = (spec, entry["test_metrics"])
+        done += work[task]
+        elapsed = time.perf_counter() - started
+        left = sum(work.values()) - done
+        eta = f", ETA {format_seconds(elapsed / done * left)}" if left and done else ""
+        print(f"[{position}/{len(loaded)}] {spec.name} done in {format_seconds(sum(entry['seconds'].values()))} "
+              f"({format_seconds(elapsed)} elapsed{eta})", flush=True)
     table = render_table(model_name, table_inputs)
     notes = column_notes(table_inputs)
     if notes:
@@ -385,8 +404,43 @@ def run(
     return report
 
 
+PROBE_OUTPUTS = ("results.json", "table.md", "embeddings")
+
+
+def check_output_dir(report_args: ReportArguments, model: str) -> None:
+    """Before any work: `output_dir` is new, or this command's (an evaluation of the same model: its embedding cache
+    is reused and its results replaced); anything else needs `--overwrite_output_dir`, and music never."""
+    from myna_common.cli_support import check_output_folder
+
+    folder = report_args.output_dir
+    state = check_output_folder(
+        folder, overwrite=report_args.overwrite_output_dir, option="--output_dir",
+        overwrite_flag="--overwrite_output_dir", what="evaluation",
+        own=lambda path: any(os.path.exists(os.path.join(path, name)) for name in PROBE_OUTPUTS),
+    )  # fmt: skip
+    results = os.path.join(folder, "results.json")
+    if state != "own" or report_args.overwrite_output_dir or not os.path.isfile(results):
+        return
+    try:
+        with open(results, encoding="utf-8") as f:
+            previous = json.load(f).get("model")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    shown = model if is_handcrafted(model) else os.path.abspath(model)
+    if previous is not None and previous != shown:
+        raise ValueError(
+            f"--output_dir {folder} holds the evaluation of another model ({previous}): choose a new folder, or pass "
+            "--overwrite_output_dir to replace its results."
+        )
+
+
 def main(argv: list[str] | None = None) -> dict:
+    from myna_common.cli_support import check_model_name
+
     model_args, task_args, probe_args, report_args = parse_arguments(argv)
+    if not is_handcrafted(model_args.model):
+        check_model_name(model_args.model)
+    check_output_dir(report_args, model_args.model)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = run(model_args, task_args, probe_args, report_args)
     for name, entry in report["tasks"].items():

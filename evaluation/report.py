@@ -116,6 +116,28 @@ def column_notes(results: dict) -> str:
     return "\n".join(notes)
 
 
+def class_styles(num_classes: int) -> tuple[list, list[str]]:
+    """One distinct `(colour, marker)` per class: matplotlib's qualitative palettes (tab10, then tab20) while they
+    have a colour per class; beyond 20 classes (24 keys), as many hues spread around the colour wheel at two
+    lightnesses, alternating, with a second marker shape for the second half, so that no two classes share a look."""
+    import colorsys
+
+    import matplotlib.pyplot as plt
+
+    if num_classes <= 10:
+        return [plt.get_cmap("tab10")(i) for i in range(num_classes)], ["o"] * num_classes
+    if num_classes <= 20:
+        return [plt.get_cmap("tab20")(i) for i in range(num_classes)], ["o"] * num_classes
+    half = (num_classes + 1) // 2
+    colours = []
+    for i in range(num_classes):
+        hue = (i % half) / half
+        lightness, saturation = (0.45, 0.85) if i < half else (0.62, 0.95)
+        colours.append((*colorsys.hls_to_rgb(hue, lightness, saturation), 1.0))
+    markers = ["o" if i < half else "^" for i in range(num_classes)]
+    return colours, markers
+
+
 def plot_tsne(
     embeddings: np.ndarray,
     labels: np.ndarray,
@@ -143,11 +165,12 @@ def plot_tsne(
             embeddings.astype(np.float64)
         )
     figure, axis = plt.subplots(figsize=(7, 6), dpi=110)
-    colours = plt.get_cmap("tab20" if len(label_names) > 10 else "tab10")
+    colours, markers = class_styles(len(label_names))
     for index, name in enumerate(label_names):
         mask = labels == index
         if mask.any():
-            axis.scatter(points[mask, 0], points[mask, 1], s=12, color=colours(index % colours.N), label=name)
+            axis.scatter(points[mask, 0], points[mask, 1], s=14, color=colours[index], marker=markers[index],
+                         label=name)
     axis.set_title(title)
     axis.set_xticks([])
     axis.set_yticks([])
@@ -164,6 +187,7 @@ __all__ = [
     "PAPER_ROWS",
     "TABLE1_COLUMNS",
     "marble_average",
+    "class_styles",
     "plot_tsne",
     "render_table",
     "table1_average",

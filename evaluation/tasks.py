@@ -26,6 +26,7 @@ import re
 import datasets
 
 from modeling_myna.configuration_myna import SAMPLING_RATE
+from myna_common.cli_support import did_you_mean
 
 from .scoring import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from .task_families.base import (  # what the loaders share; re-exported here, where they were first defined
@@ -419,7 +420,8 @@ def load_paper_task(name: str, path: str, layout: str = "auto", split_file: str 
     """
     name = TASK_ALIASES.get(name, name)
     if name not in ORIGINAL_LOADERS:
-        raise ValueError(f"unknown task {name!r}: choose one of {list(PAPER_TASKS) + list(SYNTHETIC_TASKS)}.")
+        known = list(PAPER_TASKS) + list(SYNTHETIC_TASKS)
+        raise ValueError(f"unknown task {name!r}.{did_you_mean(name, known)} Choose one of {known}.")
     if layout not in ("auto", "original", "marble", "hub"):
         raise ValueError(f"layout must be auto, original, marble or hub, got {layout!r}.")
     if layout == "hub" or (
@@ -536,7 +538,8 @@ def load_task(
     if path is None:
         name = TASK_ALIASES.get(name, name)
         if name not in ORIGINAL_LOADERS:
-            raise ValueError(f"unknown task {name!r}: choose one of {known_tasks()}.")
+            known = known_tasks()
+            raise ValueError(f"unknown task {name!r}.{did_you_mean(name, known)} Choose one of {known}.")
         raise ValueError(
             f"task {name!r} needs its data: pass a folder (original or MARBLE layout) or a Hub id, e.g. "
             f"--dataset_paths {name}=/data/{name} or {name}={HUB_IDS[name][0]}. Get it from {DOWNLOAD_HINTS[name]}."

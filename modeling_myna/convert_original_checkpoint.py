@@ -8,6 +8,7 @@ writes config.json, model.safetensors, preprocessor_config.json, a model card an
 unmapped or missing stops the conversion with the list of keys.
 """
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ import torch
 
 from transformers import HfArgumentParser
 
+from .audio_utils import AUDIO_EXTENSIONS
 from .configuration_myna import MODEL_SIZES, VARIANTS, MynaConfig, model_size_name
 from .feature_extraction_myna import MynaFeatureExtractor
 from .model_card import paper_evaluation_table
@@ -213,6 +215,29 @@ class ConvertArguments:
         default=None,
         metadata={"help": "Expected encoder preset (vit-s for the released models; vit-t, vit-b, vit-l); checked."},
     )
+    overwrite: bool = field(default=False, metadata={"help": "Write into --output even if it is not empty."})
+
+
+def check_output(output: str, overwrite: bool = False) -> None:
+    """Stops before loading anything when `output` is a file, a folder of audio (never written into), or a
+    non-empty folder without `overwrite`."""
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"--output {output} is a file, not a folder: name a new folder for the converted model.")
+    if not os.path.isdir(output) or not os.listdir(output):
+        return
+    for root, _, names in os.walk(output):
+        audio = [n for n in names if n.lower().endswith(AUDIO_EXTENSIONS)]
+        if audio:
+            raise ValueError(
+                f"--output {output} holds audio ({os.path.join(os.path.relpath(root, output), audio[0])}): a model "
+                "never goes into a folder of music; name a new folder."
+            )
+    if not overwrite:
+        what = "a model (config.json)" if os.path.isfile(os.path.join(output, "config.json")) else "other files"
+        raise ValueError(
+            f"--output {output} is not empty (it holds {what}): choose a new folder, or pass --overwrite to write "
+            "into it."
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -223,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     (`myna_common.cli_support`), which this package does not import.
     """
     (args,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(args=argv)
+    check_output(args.output, args.overwrite)
     model = convert_checkpoint(
         args.checkpoint, args.variant, args.output, head_dim=args.head_dim, model_size=args.model_size
     )

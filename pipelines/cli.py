@@ -22,7 +22,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from myna_common.cli_support import UsageError, check_unknown_options, dataclass_parser, parse_into, run_cli
+from myna_common.cli_support import (
+    CommandParser,
+    UsageError,
+    check_model_name,
+    check_unknown_options,
+    dataclass_parser,
+    did_you_mean,
+    parse_into,
+    plural,
+    run_cli,
+)
+from myna_common.progress import progress_bar, quiet_library_bars
 
 from .arguments import AUDIO_EXTENSIONS, DEFAULT_BATCH_SIZE, EmbedArguments, find_audio_files  # noqa: F401
 
@@ -44,12 +55,14 @@ def unique_files(files: list[str]) -> tuple[list[str], list[str]]:
 
 
 def audio_seconds(path: str) -> float:
-    """A file's duration from its header (0 when unreadable: decoding will say why)."""
-    import soundfile as sf
+    """A file's duration from its header (0 when unreadable: decoding will say why). Opened as decoding opens it,
+    so that a text file named .mp3 is recognised before libsndfile's decoders print their resync notes."""
+    from modeling_myna.audio_utils import open_sound_file
 
     try:
-        return float(sf.info(path).duration)
-    except Exception:
+        with open_sound_file(path) as sound_file:
+            return sound_file.frames / sound_file.samplerate
+    except Exception:  # noqa: BLE001  (unreadable: decoding says why)
         return 0.0
 
 
@@ -57,13 +70,13 @@ class AudioProgress:
     """A progress bar in seconds of audio, advanced segment by segment inside long files (a 60-minute recording
     moves the bar as it is embedded) by wrapping the pipeline's `preprocess`."""
 
-    def __init__(self, embedder, files: list[str]):
-        from tqdm.auto import tqdm
-
+    def __init__(self, embedder, files: list[str], min_seconds: float = 3.0):
         self.durations = {path: audio_seconds(path) for path in files}
-        self.bar = tqdm(
-            total=round(sum(self.durations.values()), 1), desc="myna embed", unit="audio s", dynamic_ncols=True,
+        total = round(sum(self.durations.values()), 1)
+        self.bar = progress_bar(
+            total=total, desc="myna embed", unit="audio s", dynamic_ncols=True,
             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio s [{elapsed}<{remaining}, {rate_fmt}] {postfix}",
+            disable=total < min_seconds,  # less than one 3 s chunk: done before a bar could say anything
         )
         self.done, self.files_done, self.num_files = 0.0, 0, len(files)
         extractor = embedder.feature_extractor
@@ -77,13 +90,13 @@ class AudioProgress:
                 self.bar.update(min(covered, max(self.done + self.durations.get(inputs, 0) - self.bar.n, 0)))
 
         embedder.preprocess = preprocess
-        self.bar.set_postfix_str(f"0/{self.num_files} files")
+        self.bar.set_postfix_str(f"0/{plural(self.num_files, 'file')}")
 
     def file_done(self, path: str) -> None:
         self.done += self.durations.get(path, 0.0)
         self.files_done += 1
         self.bar.n = min(round(self.done, 1), self.bar.total)  # the dropped tail and skipped files too
-        self.bar.set_postfix_str(f"{self.files_done}/{self.num_files} files")
+        self.bar.set_postfix_str(f"{self.files_done}/{plural(self.num_files, 'file')}")
 
     def write(self, message: str) -> None:
         self.bar.write(message, file=sys.stderr)
@@ -179,8 +192,9 @@ def embed_command(argv: list[str]) -> int:
     files, duplicates = unique_files(find_audio_files(positional.inputs))
     if not files:
         parser.error(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {' '.join(positional.inputs)}.")
+    check_model_name(args.model)  # at once, not after the Hub client's retries
     if duplicates:
-        print(f"myna embed: {len(duplicates)} file(s) named twice, embedded once: {', '.join(duplicates)}",
+        print(f"myna embed: {plural(len(duplicates), 'file')} named twice, embedded once: {', '.join(duplicates)}",
               file=sys.stderr)
 
     import torch
@@ -217,7 +231,8 @@ def embed_command(argv: list[str]) -> int:
     elapsed = time.perf_counter() - started
 
     if not results:
-        print(f"myna embed: none of the {len(files)} files could be read; nothing written.", file=sys.stderr)
+        what = "the file could not be read" if len(files) == 1 else f"none of the {len(files)} files could be read"
+        print(f"myna embed: {what}; nothing written.", file=sys.stderr)
         return 1
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     if extension == ".npz":
@@ -225,11 +240,11 @@ def embed_command(argv: list[str]) -> int:
     else:
         _write_parquet(args.output, results, args.pooling)
     print(
-        f"embedded {len(results)} files ({seconds:.1f} s of audio) in {elapsed:.1f} s "
+        f"embedded {plural(len(results), 'file')} ({seconds:.1f} s of audio) in {elapsed:.1f} s "
         f"({len(results) / elapsed:.2f} files/s, {seconds / elapsed:.1f} audio s/s) -> {args.output}"
     )
     if skipped:
-        print(f"skipped {len(skipped)} unreadable file(s): {', '.join(skipped)}", file=sys.stderr)
+        print(f"skipped {plural(len(skipped), 'unreadable file')}: {', '.join(skipped)}", file=sys.stderr)
     return 0
 
 
@@ -367,6 +382,7 @@ def info_command(argv: list[str]) -> int:
     )
     parser.add_argument("model", metavar="MODEL", help="Model folder (or a cached Hub id).")
     args, positional = parse_into(parser, InfoArguments, argv)
+    check_model_name(positional.model, option="")
     try:
         description = describe_model(positional.model)
     except (OSError, ValueError) as error:
@@ -397,7 +413,7 @@ def _search():
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `myna` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="myna",
         description="Myna music embeddings (arXiv 2502.12511) from the command line.",
         epilog="commands:\n"
@@ -408,7 +424,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=list(COMMANDS), help="what to do (see below)")
     # Only the command name is parsed here; the command's own parser reads the rest (and its --help).
+    if not argv:  # `myna` alone: what it can do
+        parser.print_help(sys.stderr)
+        return 2
+    if not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        parser.error(f"unknown command {argv[0]!r}.{did_you_mean(argv[0], COMMANDS)} Commands: {', '.join(COMMANDS)}.")
     command = parser.parse_args(argv[:1]).command
+    quiet_library_bars()  # in a log, the libraries' own bars (loading weights, ...) are debris
     return run_cli(COMMANDS[command][0], f"myna {command}", argv[1:])
 
 

@@ -24,9 +24,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from modeling_myna.audio_utils import AudioDecodeError
+from myna_common.cli_support import audio_files_in, check_model_name, check_output_folder, plural
+from myna_common.progress import progress_bar
 
 from .arguments import EmbedArguments, find_audio_files
 from .precision import PRECISIONS, MynaInferenceModel, check_precision
@@ -50,6 +51,10 @@ class LibraryArguments:
         default=1, metadata={"help": "Decoding processes running ahead of the model (0: decode in the main process)."}
     )
     shard_size: int = field(default=256, metadata={"help": "Files per Parquet shard: at most this much is redone."})
+    repair: bool = field(
+        default=False,
+        metadata={"help": "Set damaged shards aside (.myna/damaged/) and embed their files again, keeping the rest."},
+    )
 
 
 # ------------------------------------------------------------------------------------------------ model identity
@@ -140,10 +145,11 @@ class _LibraryFiles(torch.utils.data.IterableDataset):
 
 
 def _duration(path: str) -> float:
-    import soundfile as sf
+    from modeling_myna.audio_utils import open_sound_file
 
-    try:
-        return float(sf.info(path).duration)
+    try:  # as decoding opens it: a text file named .mp3 is recognised before libsndfile prints resync notes
+        with open_sound_file(path) as sound_file:
+            return sound_file.frames / sound_file.samplerate
     except Exception:  # noqa: BLE001  (unreadable: the decoder says why; a duration is informative only)
         return float("nan")
 
@@ -267,6 +273,7 @@ def embed_library(
     dtype: str = "float32",
     overwrite: bool = False,
     progress: bool = True,
+    repair: bool = False,
 ) -> dict[str, Any]:
     """Embeds `files` (audio files, or folders searched recursively) into the store at `store_path`, skipping those
     already there; returns the run's counts.
@@ -277,10 +284,16 @@ def embed_library(
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     store = EmbeddingStore(store_path)
-    if overwrite and rank == 0 and os.path.isdir(store_path):
-        import shutil
-
-        shutil.rmtree(store_path)
+    if audio_files_in(store_path):  # never into a folder of music, whatever the flags
+        raise ValueError(f"{store_path} holds audio: a store is written into its own folder, never into music.")
+    if overwrite and rank == 0:
+        store.clear()  # the store's own data/ and .myna/, never anything else in the folder
+    repaired = []
+    if repair and not overwrite and rank == 0:
+        repaired = store.repair()
+        for path in repaired:
+            print(f"--repair: set {path} aside in {os.path.join(store.meta_dir, 'damaged')}; its files are embedded "
+                  "again", file=sys.stderr)
     _barrier(world_size)
 
     model, feature_extractor = load_model(model_id, device, dtype)
@@ -334,7 +347,7 @@ def embed_library(
     )
     batcher = _Batcher(inference, batch_size, patch_mode)
     rows, errors, counts = [], [], {"embedded": 0, "unreadable": 0, "audio_seconds": 0.0}
-    bar = tqdm(
+    bar = progress_bar(
         total=len(todo), desc="myna embed" if world_size == 1 else f"myna embed [{rank}]", unit="file",
         dynamic_ncols=True, disable=not progress or rank != 0,
     )  # fmt: skip
@@ -372,7 +385,7 @@ def embed_library(
                 record = {k: item[k] for k in ("path", "size", "mtime_ns", "error")}
                 errors.append({**record, "settings_key": key, "time": time.time()})
                 counts["unreadable"] += 1
-                tqdm.write(f"unreadable: {item['error']}", file=sys.stderr)
+                bar.write(f"unreadable: {item['error']}", file=sys.stderr)
                 bar.update(1)
                 continue
             if "chunks" in item:
@@ -396,13 +409,14 @@ def embed_library(
         store.compact()
         store.write_metadata({**row_fields, "settings": settings})
     _barrier(world_size)
-    counts.update(skipped=done, known_unreadable=known_bad, files=len(mine), rank=rank, world_size=world_size)
+    counts.update(skipped=done, known_unreadable=known_bad, files=len(mine), rank=rank, world_size=world_size,
+                  repaired=repaired)
     return counts
 
 
 def embed_library_command(argv: list[str]) -> int:
     """`myna embed ... --output FOLDER`: the store variant of `myna embed` (see the module docstring)."""
-    from myna_common.cli_support import dataclass_parser, parse_into
+    from myna_common.cli_support import UsageError, dataclass_parser, parse_into
 
     parser = dataclass_parser(
         EmbedArguments,
@@ -423,12 +437,24 @@ def embed_library_command(argv: list[str]) -> int:
     files = find_audio_files(positional.inputs)
     if not files:
         parser.error(f"no audio files in {' '.join(positional.inputs)}.")
+    output = os.path.abspath(args.output)
+    for given in positional.inputs:
+        folder = os.path.abspath(given)
+        if os.path.isdir(folder) and (output == folder or output.startswith(folder.rstrip(os.sep) + os.sep)):
+            where = "is" if output == folder else "is inside"
+            beside = os.path.join(os.path.relpath(os.path.dirname(folder)), "myna-store")
+            raise UsageError(
+                f"--output {args.output} {where} {given}, a folder being embedded: a store never goes into the music "
+                f"it holds. Name a folder beside it, e.g. --output {beside}"
+            )
+    check_output_folder(args.output, overwrite=args.overwrite, own=EmbeddingStore.is_store, what="store")
+    check_model_name(args.model)
     try:
         counts = embed_library(
             files, args.output, args.model, patch_mode=args.patch_mode, precision=library.precision,
             timeline=library.timeline or args.pooling == "none", batch_size=args.batch_size,
             num_workers=library.num_workers, shard_size=library.shard_size, device=args.device, dtype=args.dtype,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, repair=library.repair,
         )  # fmt: skip
     except (OSError, ValueError) as error:
         print(f"myna embed: {error}", file=sys.stderr)
@@ -436,15 +462,19 @@ def embed_library_command(argv: list[str]) -> int:
     if counts["rank"] == 0:
         seconds = max(counts["seconds"], 1e-9)
         share = f" (this process's share of {counts['world_size']})" if counts["world_size"] > 1 else ""
-        print(
-            f"embedded {counts['embedded']} files ({counts['audio_seconds']:.1f} s of audio) in {seconds:.1f} s "
-            f"({counts['embedded'] / seconds:.2f} files/s, {counts['audio_seconds'] / seconds:.1f} audio s/s){share}; "
-            f"{counts['skipped']} already in the store -> {args.output}"
-        )
+        if counts["embedded"] == 0 and counts["skipped"]:
+            print(f"nothing new to embed{share}: {plural(counts['skipped'], 'file')} already in the store -> "
+                  f"{args.output}")
+        else:
+            print(
+                f"embedded {plural(counts['embedded'], 'file')} ({counts['audio_seconds']:.1f} s of audio) in "
+                f"{seconds:.1f} s ({counts['embedded'] / seconds:.2f} files/s, {counts['audio_seconds'] / seconds:.1f} "
+                f"audio s/s){share}; {counts['skipped']} already in the store -> {args.output}"
+            )
         bad = counts["unreadable"] + counts["known_unreadable"]
         if bad:
             print(
-                f"{bad} unreadable file(s), listed with the reason in "
+                f"{plural(bad, 'unreadable file')}, listed with the reason in "
                 f"{os.path.join(args.output, '.myna', 'errors-*.jsonl')}",
                 file=sys.stderr,
             )

@@ -124,13 +124,46 @@ class MynaIndex:
     @classmethod
     def load(cls, folder: str) -> "MynaIndex":
         faiss = _faiss()
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"no index at {folder} (no such folder): build one with `myna index STORE "
+                                    f"--output {folder}`.")
         if not os.path.exists(os.path.join(folder, "index.json")):
             raise FileNotFoundError(f"{folder} is not a Myna index (no index.json): build one with `myna index`.")
-        with open(os.path.join(folder, "index.json")) as f:
-            info = json.load(f)
-        with open(os.path.join(folder, "paths.json")) as f:
-            paths = json.load(f)
-        index = faiss.read_index(os.path.join(folder, "index.faiss"))
+        store = "STORE"
+
+        def damaged(name: str, why: str) -> ValueError:
+            return ValueError(
+                f"{os.path.join(folder, name)} is damaged ({why}): build the index again with `myna index {store} "
+                f"--output {folder} --overwrite`."
+            )
+
+        def read_json(name: str, kind: type):
+            try:
+                with open(os.path.join(folder, name)) as f:
+                    value = json.load(f)
+            except FileNotFoundError:
+                raise damaged(name, "missing") from None
+            except ValueError as error:
+                raise damaged(name, f"not valid JSON: {str(error).splitlines()[0][:100]}") from None
+            if not isinstance(value, kind):
+                raise damaged(name, f"a {type(value).__name__}, not a {kind.__name__}")
+            return value
+
+        info = read_json("index.json", dict)
+        store = info.get("store", store)
+        missing = [key for key in ("kind", "model", "model_fingerprint", "dim", "patch_mode") if key not in info]
+        if missing:
+            raise damaged("index.json", f"no {', '.join(missing)}")
+        paths = read_json("paths.json", list)
+        try:
+            index = faiss.read_index(os.path.join(folder, "index.faiss"))
+        except Exception:  # noqa: BLE001  (FAISS raises RuntimeError with its C++ message)
+            present = os.path.exists(os.path.join(folder, "index.faiss"))
+            why = "not a FAISS index FAISS can read" if present else "missing"
+            raise damaged("index.faiss", why) from None
+        if index.ntotal != len(paths) or index.d != info["dim"]:
+            raise damaged("index.faiss", f"{index.ntotal} vectors of {index.d} values for {len(paths)} paths of "
+                                         f"{info['dim']}: it and paths.json are from different builds")
         if info["kind"] == "hnsw":
             index.hnsw.efSearch = HNSW_EF_SEARCH
         return cls(index, paths, info, folder)
@@ -271,7 +304,7 @@ class SearchArguments:
 
 
 def index_command(argv: list[str]) -> int:
-    from myna_common.cli_support import dataclass_parser, parse_into
+    from myna_common.cli_support import UsageError, check_output_folder, dataclass_parser, parse_into
 
     parser = dataclass_parser(
         IndexArguments,
@@ -280,8 +313,12 @@ def index_command(argv: list[str]) -> int:
     )
     parser.add_argument("store", metavar="STORE", help="Store folder written by `myna embed ... --output STORE`.")
     args, positional = parse_into(parser, IndexArguments, argv)
-    if os.path.exists(os.path.join(args.output, "index.json")) and not args.overwrite:
-        parser.error(f"--output {args.output} holds an index; pass --overwrite to replace it.")
+    state = check_output_folder(
+        args.output, overwrite=args.overwrite, own=lambda path: os.path.isfile(os.path.join(path, "index.json")),
+        what="index",
+    )
+    if state == "own" and not args.overwrite:
+        raise UsageError(f"--output {args.output} holds an index; pass --overwrite to replace it.")
     try:
         index = build_index(positional.store, args.output, args.patch_mode, args.kind)
     except (OSError, ValueError, ImportError) as error:
@@ -297,7 +334,7 @@ def index_command(argv: list[str]) -> int:
 
 def search_command(argv: list[str]) -> int:
     from modeling_myna.audio_utils import AudioDecodeError
-    from myna_common.cli_support import dataclass_parser, parse_into
+    from myna_common.cli_support import check_model_name, dataclass_parser, parse_into
 
     parser = dataclass_parser(
         SearchArguments,
@@ -309,6 +346,8 @@ def search_command(argv: list[str]) -> int:
     args, positional = parse_into(parser, SearchArguments, argv)
     if args.k < 1:
         parser.error(f"-k must be at least 1, got {args.k}.")
+    if args.model is not None:
+        check_model_name(args.model)
     try:
         index = MynaIndex.load(positional.index)
         index.model(args.model, args.device)  # loaded and checked once, before any query

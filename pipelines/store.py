@@ -59,6 +59,34 @@ def settings_key(model_fingerprint: str, settings: dict[str, Any]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
+class DamagedStoreError(ValueError):
+    """A store file that cannot be read; the message names it and the two ways on (`--repair`, `--overwrite`)."""
+
+    def __init__(self, message: str, path: str):
+        super().__init__(message)
+        self.path = path
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:160]
+
+
+def read_shard(path: str, columns: list[str] | None = None):
+    """One shard as a `pyarrow.Table`; a `DamagedStoreError` naming the shard when it cannot be read."""
+    _, pq = _pyarrow()
+    try:
+        return pq.read_table(path, columns=columns)
+    except Exception as error:  # noqa: BLE001  (pyarrow raises ArrowInvalid, OSError, ... for damaged files)
+        store = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+        raise DamagedStoreError(
+            f"the store's shard {path} is damaged ({_first_line(error)}). Continue the store with `myna embed ... "
+            f"--output {store} --repair` (drops that shard and embeds its files again), or start it again with "
+            "--overwrite.",
+            path,
+        ) from None
+
+
 @dataclass
 class FileState:
     """What the store knows about one path: enough to tell whether it must be embedded again."""
@@ -90,6 +118,23 @@ class EmbeddingStore:
     def exists(self) -> bool:
         return os.path.isdir(self.data_dir)
 
+    @staticmethod
+    def is_store(path: str) -> bool:
+        """Whether the folder `path` holds a store (its `.myna/store.json` or `data/*.parquet`)."""
+        store = EmbeddingStore(path)
+        return os.path.isfile(os.path.join(store.meta_dir, "store.json")) or bool(store.shard_files())
+
+    def clear(self) -> list[str]:
+        """Removes the store's own folders (`data/`, `.myna/`), for `--overwrite`; anything else stays."""
+        import shutil
+
+        removed = []
+        for folder in (self.data_dir, self.meta_dir):
+            if os.path.isdir(folder):
+                shutil.rmtree(folder)
+                removed.append(folder)
+        return removed
+
     def shard_files(self) -> list[str]:
         if not os.path.isdir(self.data_dir):
             return []
@@ -103,7 +148,7 @@ class EmbeddingStore:
         if not shards:
             raise FileNotFoundError(f"{self.path} holds no embeddings (no {DATA_DIR}/*.parquet): run `myna embed`.")
         wanted = None if columns is None else sorted(set(columns) | {"path", "embedded_at"})
-        table = pa.concat_tables([pq.read_table(s, columns=wanted) for s in shards], promote_options="default")
+        table = pa.concat_tables([read_shard(s, columns=wanted) for s in shards], promote_options="default")
         if latest:
             table = table.take(self._latest_rows(table))
         if columns is not None:
@@ -139,7 +184,10 @@ class EmbeddingStore:
                 if name.startswith("errors-") and name.endswith(".jsonl"):
                     with open(os.path.join(self.meta_dir, name)) as f:
                         for line in f:
-                            record = json.loads(line)
+                            try:
+                                record = json.loads(line)
+                            except ValueError:  # a damaged line: that file is tried again, nothing is lost
+                                continue
                             if record["path"] not in records or records[record["path"]]["time"] <= record["time"]:
                                 records[record["path"]] = record
         if records and self.shard_files():
@@ -153,8 +201,37 @@ class EmbeddingStore:
         path = os.path.join(self.meta_dir, "store.json")
         if not os.path.exists(path):
             return {}
-        with open(path) as f:
-            return json.load(f)
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except ValueError as error:
+            raise DamagedStoreError(
+                f"the store's settings file {path} is damaged (not valid JSON: {_first_line(error)}). Continue the "
+                f"store with `myna embed ... --output {self.path} --repair` (writes it again from the run's "
+                "settings), or start it again with --overwrite.",
+                path,
+            ) from None
+
+    def repair(self) -> list[str]:
+        """Moves every shard that cannot be read whole, and a damaged settings file, to `.myna/damaged/`; their
+        files are then missing from the store, so the next run embeds them again. Returns what was moved."""
+        moved = []
+        candidates = [(s, None) for s in self.shard_files()]
+        candidates.append((os.path.join(self.meta_dir, "store.json"), "json"))
+        for path, kind in candidates:
+            if not os.path.exists(path):
+                continue
+            try:
+                if kind == "json":
+                    self.metadata()
+                else:
+                    read_shard(path)
+            except DamagedStoreError:
+                damaged = os.path.join(self.meta_dir, "damaged")
+                os.makedirs(damaged, exist_ok=True)
+                os.replace(path, os.path.join(damaged, os.path.basename(path)))
+                moved.append(path)
+        return moved
 
     def embeddings(self, patch_mode: str | None = None) -> tuple[list[str], np.ndarray, dict[str, Any]]:
         """`(paths, (tracks, D) float32 embeddings, settings)` of the newest row per path.
@@ -230,7 +307,7 @@ class EmbeddingStore:
         shards = self.shard_files()
         if not shards:
             return 0
-        keys = [pq.read_table(s, columns=["path", "embedded_at"]) for s in shards]
+        keys = [read_shard(s, columns=["path", "embedded_at"]) for s in shards]
         table = pa.concat_tables(keys)
         keep = np.zeros(len(table), dtype=bool)
         keep[self._latest_rows(table)] = True
@@ -244,7 +321,7 @@ class EmbeddingStore:
             return 0
         parts = []
         for i in rewrite:
-            shard = pq.read_table(shards[i])
+            shard = read_shard(shards[i])
             parts.append(shard.filter(pa.array(keep[bounds[i] : bounds[i + 1]])))
         parts = [part for part in parts if len(part)]
         if parts:
@@ -293,4 +370,13 @@ def select_patch_mode(vectors: np.ndarray, settings: dict[str, Any], patch_mode:
     )
 
 
-__all__ = ["EmbeddingStore", "FileState", "content_hash", "rows_to_table", "select_patch_mode", "settings_key"]
+__all__ = [
+    "DamagedStoreError",
+    "EmbeddingStore",
+    "FileState",
+    "content_hash",
+    "read_shard",
+    "rows_to_table",
+    "select_patch_mode",
+    "settings_key",
+]

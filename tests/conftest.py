@@ -55,3 +55,35 @@ def tiny_myna_folder(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("models") / "tiny-myna"
     MynaModel(MynaConfig(**TINY_MYNA)).save_pretrained(str(path))
     return str(path)
+
+
+PROGRESS_ENV = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_MININTERVAL")
+PROGRESS_BASELINE = {name: os.environ.get(name) for name in PROGRESS_ENV}  # as the session began
+
+
+@pytest.fixture(autouse=True)
+def library_progress_bars_restored():
+    """Commands run in-process (in a test or a module fixture) turn the libraries' bars off for a log
+    (`myna_common.progress.quiet_library_bars`), which is process-wide: after each test they are as the session
+    began."""
+    import sys
+
+    yield
+    for name, value in PROGRESS_BASELINE.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    hub_on = PROGRESS_BASELINE["HF_HUB_DISABLE_PROGRESS_BARS"] in (None, "0")
+    datasets_on = PROGRESS_BASELINE["HF_DATASETS_DISABLE_PROGRESS_BARS"] in (None, "0") and hub_on
+    datasets = sys.modules.get("datasets")
+    if datasets_on and datasets is not None and not datasets.is_progress_bar_enabled():
+        datasets.enable_progress_bars()
+    if hub_on and "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+
+        if are_progress_bars_disabled():
+            enable_progress_bars()
+    logging = sys.modules.get("transformers.utils.logging")
+    if hub_on and logging is not None and not logging.is_progress_bar_enabled():
+        logging.enable_progress_bar()

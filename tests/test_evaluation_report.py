@@ -71,3 +71,12 @@ def test_one_table_across_paper_marble_and_custom_tasks():
     assert row[12] == "30.0"
     assert float(row[13].rstrip(" |")) == pytest.approx((65.15 + 78.3 + 50 + 50 + 30) / 5, abs=0.05)
     assert lines[3].endswith("| 67.9 | – | – | – | – | – | – |")
+
+
+@pytest.mark.parametrize("num_classes", [5, 12, 24, 30])
+def test_every_class_of_a_tsne_gets_its_own_colour(num_classes):
+    from myna_evaluation.report import class_styles
+
+    colours, markers = class_styles(num_classes)
+    assert len({tuple(round(c, 3) for c in colour) for colour in colours}) == num_classes  # 24 keys: 24 colours
+    assert len(set(zip(map(tuple, colours), markers))) == num_classes

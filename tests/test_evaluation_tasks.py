@@ -360,6 +360,13 @@ def test_paper_task_without_data_says_how_to_pass_it():
         load_task("gtzan")
 
 
+def test_a_mistyped_task_name_gets_a_suggestion():
+    with pytest.raises(ValueError, match=r"unknown task 'synthetic-kye'. Did you mean 'synthetic-key'\? Choose one"):
+        load_task("synthetic-kye")
+    with pytest.raises(ValueError, match=r"unknown task 'gtzn'. Did you mean 'gtzan'\?"):
+        load_paper_task("gtzn", "/nowhere")
+
+
 def test_synthetic_tasks_share_clips_and_carry_their_labels(tmp_path):
     from myna_evaluation.tasks import synthetic_splits
 

@@ -63,7 +63,7 @@ def test_embed_a_folder_to_npz_skipping_unreadable_files(folder, music, embedder
         np.testing.assert_allclose(row, embedder(path), rtol=1e-5, atol=1e-6)
     out, err = capsys.readouterr()
     assert f"embedded 3 files (17.0 s of audio)" in out and str(output) in out
-    assert "skipped 2 unreadable file(s)" in err and "empty.wav: the file is empty" in err
+    assert "skipped 2 unreadable files" in err and "empty.wav: the file is empty" in err
 
 
 def test_embed_a_timeline_to_parquet(folder, music, embedder, tmp_path):
@@ -107,8 +107,12 @@ def test_embed_reports_when_nothing_could_be_read_or_loaded(folder, music, tmp_p
     assert not output.exists() and "none of the 2 files could be read" in capsys.readouterr().err
 
     missing_model = str(tmp_path / "no-model")
-    assert main(["embed", str(music / "a.wav"), "--model", missing_model, "--output", str(output)]) == 1
-    assert f"cannot load the model {missing_model!r}" in capsys.readouterr().err
+    assert main(["embed", str(music / "a.wav"), "--model", missing_model, "--output", str(output)]) == 2
+    assert f"--model {missing_model}: no folder named {missing_model} here" in capsys.readouterr().err
+    (tmp_path / "empty-model").mkdir()  # a folder that is not a model: transformers says which file is missing
+    assert main(["embed", str(music / "a.wav"), "--model", str(tmp_path / "empty-model"), "--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "empty-model") in err and len(err.splitlines()) == 2
 
 
 def test_info_describes_variant_parameters_and_patch_modes(folder, capsys):
@@ -134,8 +138,8 @@ def test_info_lists_a_classifiers_labels(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "labels          2 (single_label_classification): calm, tense" in text
     assert "chunk           98 frames" in text  # the vertical model's chunk
-    assert main(["info", str(tmp_path / "missing")]) == 1
-    assert "myna info:" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert "myna info: error:" in capsys.readouterr().err
 
 
 def test_convert_then_info_then_embed(tmp_path, music, capsys):
@@ -174,7 +178,15 @@ def test_help_texts(capsys):
     assert capsys.readouterr().out.startswith("usage: myna convert")
     with pytest.raises(SystemExit) as exit_info:
         main(["transcribe"])
-    assert exit_info.value.code == 2 and "invalid choice: 'transcribe'" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "unknown command 'transcribe'. Commands: embed" in capsys.readouterr().err
+    # Mistakes are one line, without argparse's usage block; `myna` alone shows the help.
+    for argv, message in ((["embedd"], "myna: error: unknown command 'embedd'. Did you mean 'embed'?"),
+                          (["embed", "a.wav"], "myna embed: error: the following arguments are required: --model")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith(message) and len(err.splitlines()) == 1, err
+    assert main([]) == 2 and capsys.readouterr().err.startswith("usage: myna")
 
 
 def test_the_console_script_is_installed():
@@ -249,7 +261,7 @@ def test_embed_dedupes_inputs_and_reports_audio_seconds(folder, music, tmp_path,
                  str(output), "--device", "cpu"]) == 0
     assert np.load(output)["paths"].tolist() == [audio, str(music / "sub" / "b.flac")]
     out, err = capsys.readouterr()
-    assert "2 file(s) named twice, embedded once" in err
+    assert "2 files named twice, embedded once" in err
     assert "13/13 audio s" in err and "2/2 files" in err  # the bar counts audio seconds and files
     assert "embedded 2 files (13.0 s of audio)" in out
 
@@ -270,3 +282,17 @@ def test_progress_moves_inside_a_long_file(folder, tmp_path):
     assert len(seen) >= 10 and all(0 < n <= 3.1 for n in seen[:-1])
     assert progress.bar.n == pytest.approx(40.0)
     progress.close()
+
+
+def test_quiet_truthful_output_for_a_short_file_and_a_text_file_named_mp3(folder, tmp_path, capfd):
+    # One file: "1 file"; shorter than one 3 s chunk: no progress bar; a text file renamed .mp3: no decoder notes.
+    short = write_audio(tmp_path / "short.wav", 0.1, sampling_rate=16_000)
+    assert main(["embed", short, "--model", folder, "--output", str(tmp_path / "one.npz")]) == 0
+    out, err = capfd.readouterr()
+    assert "embedded 1 file (0.1 s of audio)" in out and "audio s" not in err and "0/0" not in err
+    fake = tmp_path / "notes.mp3"
+    fake.write_text("hello, this is text\n" * 40)
+    assert main(["embed", str(fake), "--model", folder, "--output", str(tmp_path / "none.npz")]) == 1
+    err = capfd.readouterr().err
+    assert "it is a text file" in err and "the file could not be read" in err
+    assert "Illegal Audio-MPEG-Header" not in err and "resync" not in err.lower()  # fd 2: libsndfile's own prints

@@ -67,7 +67,9 @@ def test_store_rows_match_the_pipeline_and_list_unreadable_files(folder, tmp_pat
     broken = str(music / "broken.flac")
     assert list(errors) == [broken] and "broken.flac" in errors[broken]["error"]
     out, err = capsys.readouterr()
-    assert "embedded 3 files" in out and "1 unreadable file(s)" in err
+    assert "embedded 3 files" in out and "1 unreadable file," in err
+    assert main(argv) == 0  # again: nothing to do, said so
+    assert f"nothing new to embed: 3 files already in the store -> {store}" in capsys.readouterr().out
 
 
 def test_a_killed_run_resumes_and_changed_files_are_re_embedded(folder, tmp_path):

@@ -80,8 +80,12 @@ def test_index_and_search_commands(library, tmp_path, capsys):
     assert main(["search", str(index), query, "-k", "2", "--json", "--segments"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["query"] == query and len(answer["results"]) == 2 and answer["results"][0]["path"] == query
-    with pytest.raises(SystemExit):  # an existing index is not replaced without --overwrite
-        main(["index", library["store"], "--output", str(index)])
+    # An existing index is not replaced without --overwrite (one line, exit status 2).
+    assert main(["index", library["store"], "--output", str(index)]) == 2
+    assert "holds an index; pass --overwrite" in capsys.readouterr().err
+    # A mistyped index folder is named as missing, with the command that builds it.
+    assert main(["search", str(tmp_path / "indx"), query]) == 1
+    assert f"no index at {tmp_path / 'indx'} (no such folder): build one with `myna index" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])

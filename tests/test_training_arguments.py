@@ -44,6 +44,10 @@ def test_refused_settings_say_what_to_do(tmp_path):
         parse_arguments(["--config", "--seed", "1"])
     with pytest.raises(ValueError, match="does not exist"):
         parse_arguments([str(tmp_path / "missing.yaml")])
+    with pytest.raises(ValueError, match=r"model_size='vit-x': choose one of .*Did you mean 'vit-t'\?"):
+        parse_arguments(["--model_size", "vit-x"])  # at parsing: before the output folder or any work
+    with pytest.raises(ValueError, match=r"masking_policy='timeblock'.*Did you mean 'time_block'\?"):
+        parse_arguments(["--masking_policy", "timeblock"])
     model_args = parse_arguments(["--hidden_size", "96", "--num_attention_heads", "5"])[0]
     with pytest.raises(ValueError, match="not divisible"):
         model_args.to_config()
@@ -107,3 +111,16 @@ def test_data_settings_are_checked_before_any_work():
     from myna_training.data import PLACEMENTS, STORAGE_DTYPES
 
     assert PLACEMENTS == ("auto", "resident", "out_of_core") and STORAGE_DTYPES == ("float32", "bfloat16")
+
+
+def test_a_model_size_flag_wins_over_a_presets_dimensions():
+    model_args, _, _ = parse_arguments(["--config", "cpu-smoke.yaml", "--model_size", "vit-t"])
+    config = model_args.to_config()
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (192, 12, 3)
+    model_args, _, training_args = parse_arguments(
+        ["--config", "cpu-smoke.yaml", "--model_size", "vit-t", "--num_hidden_layers", "4"]
+    )
+    assert (model_args.to_config().num_hidden_layers, model_args.to_config().hidden_size) == (4, 192)
+    assert training_args.max_steps == 8  # the preset's other settings stay
+    model_args, _, _ = parse_arguments(["--config", "cpu-smoke.yaml"])
+    assert model_args.to_config().hidden_size == 64  # without the flag, the preset's dimensions

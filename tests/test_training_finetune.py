@@ -217,6 +217,26 @@ def test_finetuning_lowers_the_loss_and_beats_chance(style_run):
     assert style_run["num_clips"] == {"train": 64, "validation": 32, "test": 32}
 
 
+def test_a_finished_folder_is_refused_and_resumed_only_by_the_same_run(work, style_run):
+    from myna_training.finetune_run import checkpoints
+
+    same = ["--model_name_or_path", str(work / "tiny-base"), "--task", "synthetic-style", "--synthetic_sizes",
+            "64,32,32", "--synthetic_duration", "4", "--num_train_epochs", "6", "--per_device_train_batch_size", "16",
+            "--learning_rate", "3e-3"]
+    with pytest.raises(ValueError, match=r"not empty .*--resume_from_checkpoint latest.*--overwrite_output_dir"):
+        run(work, "style", *same)  # refused before any work: the first run's model stays
+    with pytest.raises(ValueError, match=r"cannot resume: run \w+ .*seed: 0 -> 1"):
+        run(work, "style", *same, "--seed", "1", "--resume_from_checkpoint", "latest")
+    found = checkpoints(style_run["output_dir"])
+    assert found and all(os.path.isfile(os.path.join(c, "run.json")) for c in found)  # a checkpoint names its run
+    music = work / "music"
+    music.mkdir(exist_ok=True)
+    (music / "a.flac").write_bytes(b"")
+    with pytest.raises(ValueError, match="holds audio"):
+        run(work, "music", *same, "--overwrite_output_dir")  # never into a folder of music, whatever the flags
+    assert sorted(os.listdir(music)) == ["a.flac"]
+
+
 def test_best_checkpoint_reloads_with_the_same_predictions(style_run):
     from myna_evaluation.tasks import load_synthetic_task
 

@@ -84,7 +84,10 @@ def test_tiny_run_exports_an_automodel_folder_probes_and_uploads(tmp_path, monke
     assert "random init" in printed and "pre-trained" in printed and "style" in printed
     # The demo announces the closing probe before its silent minute, and says where the model is and what next.
     assert printed.index("Closing probe: embedding 30 held-out generated clips") < printed.index("random init")
-    assert f"model saved to {out / 'model'}" in printed and "myna embed song.wav --model" in printed
+    assert f"model saved to {out / 'model'}" in printed and "myna embed song.flac --model" in printed
+    assert printed.count("model saved to") == 1 and "(checkpoints/, logs/, cache/, run.json)" in printed
+    assert "masking: uniform, 90% of the tokens dropped (constant ratio)" in printed
+    assert "device: cpu x 1 process; precision float32" in printed
     # Preprocessing reports clips per second and the time left (datasets' map bar).
     assert re.search(r"Spectrograms( \(num_proc=\d+\))?: 100%", captured.err) and "examples/s" in captured.err
 
@@ -589,3 +592,28 @@ def test_pretraining_hands_complementary_masking_each_pairs_crop_offset(tmp_path
     assert any(bool((s != 0).any()) for s in seen)
     with pytest.raises(ValueError, match="complementary keeps disjoint tokens in the two views, which needs at least 50%"):
         pretrain.main(QUICK + cache + ["--output_dir", str(tmp_path / "low"), "--mask_ratio", "0.4"])
+
+
+@pytest.mark.parametrize("flags", [[], ["--cpu"], ["--mixed_precision", "bf16"]], ids=["plain", "cpu", "bf16"])
+def test_the_accelerate_config_leaves_launch_nothing_to_guess(flags, monkeypatch, caplog):
+    """`accelerate launch --config_file training/accelerate.yaml` (the README's and `make demo`'s) prints no
+    "values were not passed" notice, on a 16-core host too, and its own flags still win."""
+    import psutil
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 16)
+    config = os.path.join(os.path.dirname(PRETRAIN), "accelerate.yaml")
+    args = launch_command_parser().parse_args(["-q", "--config_file", config, *flags, PRETRAIN])
+    with caplog.at_level("WARNING"):
+        args, _, _ = _validate_launch_command(args)
+    assert "were not passed" not in caplog.text and args.num_processes == 1
+    assert args.mixed_precision == ("bf16" if "bf16" in flags else "no")
+
+    # Without the file, the same launch warns (what the file is for).
+    args = launch_command_parser().parse_args(["-q", *flags, PRETRAIN])
+    # and no user default config either
+    monkeypatch.setattr("accelerate.commands.launch.default_config_file", os.path.join(config, "absent.yaml"))
+    with caplog.at_level("WARNING"):
+        _validate_launch_command(args)
+    assert "were not passed" in caplog.text

@@ -18,6 +18,8 @@ VARIANT_NAMES = ("base", "hybrid", "vertical")
 MODEL_SIZE_NAMES = ("small", "vit-t", "vit-s", "vit-b", "vit-l")  # configuration_myna.MODEL_SIZES
 MASKING_POLICY_NAMES = ("uniform", "time_block", "frequency_band", "multi_block", "complementary", "saliency")
 MASK_RATIO_SCHEDULE_NAMES = ("constant", "linear", "cosine")
+# The fields that override a model_size's dimensions.
+SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 
 @dataclass
@@ -56,6 +58,16 @@ class ModelArguments:
     init_from: str | None = field(
         default=None, metadata={"help": "A saved Myna folder or Hub id to start from instead of random weights."}
     )
+
+    def __post_init__(self):
+        # Checked here, so that a mistyped name stops the run before any work (or any refusal about the folder).
+        from myna_common.cli_support import did_you_mean
+
+        for name, known in (("variant", VARIANT_NAMES), ("model_size", MODEL_SIZE_NAMES),
+                            ("masking_policy", MASKING_POLICY_NAMES), ("mask_ratio_schedule", MASK_RATIO_SCHEDULE_NAMES)):
+            value = getattr(self, name)
+            if value not in known:
+                raise ValueError(f"{name}={value!r}: choose one of {list(known)}.{did_you_mean(value, known)}")
 
     def to_config(self):
         """The `MynaConfig` of these arguments."""
@@ -284,12 +296,26 @@ def read_config_file(path: str, groups: tuple = ARGUMENT_GROUPS) -> dict:
     shipped = os.path.join(PRESETS_DIR, os.path.basename(path))
     if not os.path.exists(path) and os.path.exists(shipped):
         path = shipped  # `training/configs/myna-base.yaml` (or `myna-base.yaml`) from any folder: a shipped preset
-    path = os.path.abspath(path)
+    from myna_common.cli_support import syntax_error_message
+
+    given, path = path, os.path.abspath(path)
+    presets = ", ".join(sorted(f for f in os.listdir(PRESETS_DIR) if f.endswith(".yaml")))
     if not os.path.exists(path):
-        presets = ", ".join(sorted(f for f in os.listdir(PRESETS_DIR) if f.endswith(".yaml")))
         raise ValueError(f"config file {path} does not exist (shipped presets: {presets}).")
-    with open(path, encoding="utf-8") as f:
-        values = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+    if os.path.isdir(path):
+        inside = sorted(f for f in os.listdir(path) if f.endswith((".yaml", ".yml", ".json")))
+        raise ValueError(
+            f"--config {given} is a folder; pass one file in it"
+            + (f": {', '.join(inside[:6])}" if inside else f" (shipped presets: {presets})") + "."
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"config file {syntax_error_message(path, error)}; fix that line (the shipped presets in "
+            f"{PRESETS_DIR} show the format: setting: value, one per line)."
+        ) from None
     if not isinstance(values, dict):
         raise ValueError(f"config file {path} must hold a mapping of setting: value.")
     known = [f.name for group in groups for f in fields(group)]
@@ -325,7 +351,8 @@ def build_parser(groups: tuple = ARGUMENT_GROUPS):
     return HfArgumentParser(
         groups,
         prog="pretrain.py",
-        usage="accelerate launch training/pretrain.py [--config FILE] [--SETTING VALUE ...]",
+        usage="accelerate launch -q --config_file training/accelerate.yaml training/pretrain.py [--config FILE] "
+        "[--SETTING VALUE ...]",
         description=HELP_DESCRIPTION,
         # The repository's line length: most settings fit on one line (the dashed aliases are HfArgumentParser's).
         formatter_class=lambda prog: _Formatter(prog, width=119, max_help_position=56),
@@ -354,7 +381,15 @@ def parse_arguments(argv: list[str] | None = None, groups: tuple = ARGUMENT_GROU
     elif argv and argv[0].endswith((".yaml", ".yml", ".json")):
         config_file = argv.pop(0)
     if config_file is not None:
-        parser.set_defaults(**read_config_file(config_file, groups))
+        values = read_config_file(config_file, groups)
+        given = {argument.split("=", 1)[0][2:].replace("-", "_") for argument in argv if argument.startswith("--")}
+        if "model_size" in given:
+            # A size given as a flag wins over the file's whole size, not just its name: the file's explicit
+            # dimensions (a preset's hidden_size: 64, ...) go too, unless they are flags as well.
+            for key in SIZE_FIELDS:
+                if key not in given:
+                    values.pop(key, None)
+        parser.set_defaults(**values)
     if "-h" not in argv and "--help" not in argv:
         check_unknown_options(parser, argv)
     return parser.parse_args_into_dataclasses(args=argv)

@@ -25,6 +25,7 @@ import os
 import datasets
 import numpy as np
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, EarlyStoppingCallback, set_seed
+from transformers.utils import logging as transformers_logging
 
 import modeling_myna  # noqa: F401  (registers Myna with the Auto classes)
 from modeling_myna import MynaDataCollatorForAudioClassification, MynaFeatureExtractor
@@ -33,6 +34,17 @@ from modeling_myna.model_card import write_model_card
 from myna_evaluation.scoring import MULTI_LABEL, REGRESSION, SINGLE_LABEL, compute_metrics
 from myna_evaluation.tasks import SYNTHETIC_TASKS, TaskSpec, load_task
 from myna_training.finetune_arguments import parse_finetune_arguments
+from myna_training.finetune_run import (
+    EtaCallback,
+    RunIdentityCallback,
+    check_new_finetune,
+    clear_finetune,
+    finetune_identity_settings,
+    resolve_finetune_checkpoint,
+)
+from myna_training.run_folder import read_identity, run_identity, write_identity
+from myna_common.cli_support import check_model_name
+from myna_common.progress import quiet_library_bars
 from myna_training.hub import push_folder_to_hub
 from myna_training.spectrograms import cache_key
 from myna_training.trainer import MynaTrainer, freeze_encoder, freeze_unused_tokenizers
@@ -405,17 +417,23 @@ def main(argv: list[str] | None = None) -> dict:
             "pass --model_name_or_path: a Myna folder (outputs/myna-pretrain/model from `make demo`, a converted "
             "release from modeling_myna.convert_original_checkpoint) or a Hub id."
         )
-    name = model_args.model_name_or_path
-    if not os.path.isdir(name) and (os.path.isabs(name) or name.startswith(".") or os.path.exists(name)):
-        raise ValueError(
-            f"--model_name_or_path {name} is not a Myna folder (a folder with config.json and model.safetensors): "
-            "check the path; `make demo` writes outputs/myna-pretrain/model."
-        )
+    # A folder, or a Hub id that is cached or reachable: said at once, with the conversion command for released names.
+    check_model_name(model_args.model_name_or_path, option="--model_name_or_path")
     if model_args.finetuning_mode not in ("frozen", "full", "layerwise"):
         raise ValueError(f"finetuning_mode={model_args.finetuning_mode!r}: choose frozen, full or layerwise.")
+    quiet_library_bars()  # in a log: no loading or .map bars (Trainer's own bar: --disable_tqdm, set likewise)
+    if training_args.device.type != "cuda":
+        training_args.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns on every loader)
+    if training_args.fp16 and training_args.device.type == "cpu":
+        raise ValueError("--fp16 cannot be used on a CPU (it would train in float32): use --bf16 there, or neither.")
     # The upload happens once, at the end, with the Myna model card; Trainer's own would push every checkpoint.
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     output_dir = training_args.output_dir
+    resume = training_args.resume_from_checkpoint
+    if resume and training_args.overwrite_output_dir:
+        raise ValueError("--resume_from_checkpoint continues a run and --overwrite_output_dir replaces it: pick one.")
+    # Before any work: a folder that holds another run (or music) refuses at once.
+    folder_state = None if resume else check_new_finetune(output_dir, training_args.overwrite_output_dir)
     set_seed(training_args.seed)
 
     # Data: audio and labels, then the feature extractor's chunks (the main process computes, the others read).
@@ -432,9 +450,21 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if model_args.patch_mode is not None:
         config_kwargs["default_patch_mode"] = model_args.patch_mode
-    model = AutoModelForAudioClassification.from_pretrained(
-        model_args.model_name_or_path, ignore_mismatched_sizes=True, **config_kwargs
-    )
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its load report (in ANSI colours): summarised in one line below
+    try:
+        model, loading = AutoModelForAudioClassification.from_pretrained(
+            model_args.model_name_or_path, ignore_mismatched_sizes=True, output_loading_info=True, **config_kwargs
+        )
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    new = sorted({key.split(".")[0] for key in loading.get("missing_keys", [])} | {
+        str(item[0] if isinstance(item, (tuple, list)) else item).split(".")[0]
+        for item in loading.get("mismatched_keys", [])
+    })
+    if training_args.should_log:
+        print(f"model: the encoder of {model_args.model_name_or_path}"
+              + (f"; newly initialised: {', '.join(new)}" if new else "") + f" ({len(label_names)} outputs)")
     try:
         feature_extractor = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path)
     except OSError:  # a folder without preprocessor_config.json: the extractor its config implies
@@ -447,6 +477,18 @@ def main(argv: list[str] | None = None) -> dict:
             key = cache_key(getattr(dataset, "_fingerprint", None), feature_extractor.to_dict(), split)
             cache_file = None if data_args.on_the_fly else os.path.join(cache_dir, f"chunks-{split}-{key}.arrow")
             features[split], dropped[split] = prepare_features(dataset, feature_extractor, data_args, cache_file)
+
+    # The run's identity (model, settings, seed, data): a resume continues only the same run; a new one starts clean.
+    data_hash = cache_key({s: getattr(d, "_fingerprint", None) for s, d in splits.items()}, spec.to_dict())
+    identity = run_identity(finetune_identity_settings(model_args, data_args, training_args), data_hash)
+    checkpoint = resolve_finetune_checkpoint(resume, output_dir, identity) if resume else None
+    if training_args.should_save:
+        if folder_state == "replace":
+            removed = clear_finetune(output_dir)
+            if removed:
+                print(f"--overwrite_output_dir: removed {', '.join(removed)} of the previous run in {output_dir}.")
+        if read_identity(output_dir) is None:
+            write_identity(output_dir, identity)
 
     # Fine-tuning mode.
     freeze_unused_tokenizers(model, model.config.default_patch_mode)
@@ -467,7 +509,7 @@ def main(argv: list[str] | None = None) -> dict:
         num_freq_masks=data_args.num_freq_masks,
         seed=training_args.seed,
     )
-    callbacks = []
+    callbacks = [RunIdentityCallback(output_dir)] + ([EtaCallback()] if training_args.disable_tqdm else [])
     if training_args.early_stopping_patience and training_args.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
     trainer = MynaTrainer(
@@ -484,7 +526,7 @@ def main(argv: list[str] | None = None) -> dict:
         mask_ratio=model_args.token_mask_ratio or None,
     )
 
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.remove_callback(EarlyStoppingCallback)  # the closing evaluations are reports, not stopping criteria
     results = {"validation": trainer.evaluate(metric_key_prefix="validation")}
     if "test" in features:
@@ -506,6 +548,10 @@ def main(argv: list[str] | None = None) -> dict:
         "epochs": trainer.state.epoch,
         "num_trainable_parameters": num_trainable,
         "world_size": training_args.world_size,
+        "device": f"{training_args.device} x {training_args.world_size} process"
+        + ("es" if training_args.world_size > 1 else ""),
+        "precision": "bfloat16 autocast" if training_args.bf16 else "float16 autocast" if training_args.fp16
+        else "float32",
         **results,
     }
     if trainer.is_world_process_zero():
@@ -558,6 +604,7 @@ def format_summary(summary: dict) -> str:
         "=== Myna fine-tuning summary ===",
         f"task: {summary['task']} ({summary['problem_type']}); clips {summary['num_clips']}",
         f"trainable parameters: {summary['num_trainable_parameters']:,}; epochs {summary['epochs']:.2f}",
+        f"device: {summary['device']}; precision {summary['precision']}",
     ]
     if summary["train_loss"]:
         lines.append(f"training loss: {summary['train_loss'][0]:.4f} (first log) -> {summary['train_loss'][-1]:.4f}")

@@ -127,6 +127,11 @@ class MynaFinetuningArguments(TrainingArguments):
     """`TrainingArguments` with fine-tuning defaults; `--early_stopping_patience` added."""
 
     output_dir: str | None = field(default="outputs/myna-finetune", metadata={"help": "Checkpoints and the model."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the fine-tuning run already in output_dir (its checkpoints, model, results); "
+                  "without it a new run into a non-empty output_dir stops."},
+    )
     num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs (early stopping may end sooner)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (of the head, with decay)."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Clips per process per step."})
@@ -161,11 +166,15 @@ class MynaFinetuningArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        from myna_common.progress import is_terminal
+
         # Without a --metric_for_best_model, the script selects on the task's primary metric (TrainingArguments
         # would default to the loss).
         self.metric_for_best_model_given = self.metric_for_best_model is not None
         if self.max_eval_chunks is not None and self.max_eval_chunks < 0:
             raise ValueError(f"max_eval_chunks={self.max_eval_chunks}: use a positive number of chunks, or 0 for no bound.")
+        if self.disable_tqdm is None and not is_terminal():
+            self.disable_tqdm = True  # in a log, Trainer prints its metrics as lines instead of bar debris
         super().__post_init__()
 
 

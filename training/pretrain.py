@@ -27,6 +27,11 @@ import time
 
 if __name__ == "__main__":
     # Arguments first: `--help`, a typo or a bad config file answers before torch and transformers are imported.
+    from myna_common.progress import quiet_library_bars
+
+    # In a log: no weight-writing bars, the preprocessing bar every 30 s. Before anything imports tqdm (parsing
+    # imports transformers, which does), since tqdm reads TQDM_MININTERVAL once, at import.
+    quiet_library_bars(datasets=False)
     from myna_common.cli_support import run_cli
     from myna_training.arguments import parse_arguments
 
@@ -37,7 +42,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
-from tqdm.auto import tqdm
 
 from transformers import get_scheduler
 
@@ -45,6 +49,8 @@ from modeling_myna import MynaFeatureExtractor, MynaForContrastivePretraining, M
 from modeling_myna.configuration_myna import HOP_LENGTH
 from modeling_myna.masking import mask_ratio_at, masking_policy_from_config
 from modeling_myna.modeling_myna import num_kept_tokens
+from myna_common.cli_support import check_model_name
+from myna_common.progress import progress_bar
 from myna_training.arguments import flat_config, parse_arguments, to_yaml
 from myna_training.hub import push_folder_to_hub
 from myna_training.run_folder import (
@@ -339,6 +345,8 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.print_config:
         print(to_yaml(model_args, data_args, training_args), end="")
         return {"config": flat_config(model_args, data_args, training_args)}
+    if model_args.init_from:
+        check_model_name(model_args.init_from, option="--init_from")
     output_dir = training_args.output_dir
     resuming = bool(training_args.resume_from_checkpoint)
     if resuming and training_args.overwrite_output_dir:
@@ -351,6 +359,12 @@ def main(argv: list[str] | None = None) -> dict:
         log_with=None if training_args.report_to == "none" else training_args.report_to,
         project_config=ProjectConfiguration(project_dir=output_dir, logging_dir=os.path.join(output_dir, LOGS_DIR)),
     )
+    if accelerator.mixed_precision != "no" and not accelerator.native_amp:
+        raise ValueError(
+            f"mixed precision {accelerator.mixed_precision} cannot be used on {accelerator.device.type}: accelerate "
+            "would train in float32 while the run records it. On a CPU use --mixed_precision bf16 (or no); fp16 "
+            "needs a GPU."
+        )
     set_seed(training_args.seed)
     hyperparameters = flat_config(model_args, data_args, training_args)
 
@@ -520,7 +534,10 @@ def main(argv: list[str] | None = None) -> dict:
     losses = collections.deque(maxlen=max(10, training_args.logging_steps) * training_args.gradient_accumulation_steps)
     # This session's share of the run (a resumed run's totals include the sessions before).
     first_loss, start_time, start_step, start_examples = None, time.perf_counter(), progress.step, progress.examples_seen
-    bar = tqdm(total=max_steps, initial=progress.step, disable=not accelerator.is_local_main_process, desc="pre-training")
+    bar = progress_bar(  # a tqdm bar on a terminal, plain lines with the ETA in a log
+        total=max_steps, initial=progress.step, disable=not accelerator.is_local_main_process, desc="pre-training",
+        unit="step",
+    )
     model.train()
     # An out-of-core bank is read ahead by a background thread from where the run stands (after a resume too).
     prefetcher = None
@@ -633,6 +650,10 @@ def main(argv: list[str] | None = None) -> dict:
         "skipped": skipped.total,
         "skipped_detail": str(skipped),
         "loss_name": training_args.loss,
+        "device": f"{accelerator.device} x {world_size} process{'es' if world_size > 1 else ''}",
+        "precision": {"no": "float32", "bf16": "bfloat16 autocast", "fp16": "float16 autocast"}.get(
+            accelerator.mixed_precision, accelerator.mixed_precision
+        ),
         "first_loss": first_loss,
         "last_loss": float(torch.stack(list(losses)[-10:]).mean()) if losses else None,
     }
@@ -665,7 +686,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Closing linear probe: pre-trained vs the same architecture at random initialisation.
     if accelerator.is_main_process and data_args.probe_clips > 0:
         print(
-            f"model saved to {model_dir}. Closing probe: embedding {data_args.probe_clips} held-out generated clips "
+            f"export written. Closing probe: embedding {data_args.probe_clips} held-out generated clips "
             "with the pre-trained and a randomly initialised model, then 5-fold logistic regressions (key, style); "
             "about a minute on CPU (--probe_clips 0 skips it).",
             flush=True,
@@ -686,11 +707,25 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
+def describe_masking(config) -> str:
+    """`"uniform, 90% of the tokens dropped (constant)"`; a schedule gives its start and end."""
+    options = ", ".join(f"{k}={v}" for k, v in sorted((config.masking_policy_kwargs or {}).items()))
+    policy = config.masking_policy + (f" ({options})" if options else "")
+    if config.mask_ratio_schedule == "constant" or config.mask_ratio_start is None:
+        return f"{policy}, {config.mask_ratio:.0%} of the tokens dropped (constant ratio)"
+    return (
+        f"{policy}, ratio {config.mask_ratio_start:.0%} -> {config.mask_ratio:.0%} of the tokens dropped "
+        f"({config.mask_ratio_schedule} schedule)"
+    )
+
+
 def format_summary(summary: dict, config, probe_clips: int) -> str:
     lines = [
         "",
         "=== Myna pre-training summary ===",
         f"model: {config.num_hidden_layers} layers x {config.hidden_size}, patches {config.patch_sizes}",
+        f"masking: {describe_masking(config)}",
+        f"device: {summary['device']}; precision {summary['precision']}",
         f"data: {summary['num_clips'] if summary['num_clips'] is not None else 'streamed'} clips; "
         f"{summary['skipped_detail']}",
     ]
@@ -723,9 +758,11 @@ def format_summary(summary: dict, config, probe_clips: int) -> str:
         lines.append(f"  {'task':<8}{'random init':>14}{'pre-trained':>14}")
         for task, scores in summary["probe"].items():
             lines.append(f"  {task:<8}{scores['random init']:>14.3f}{scores['pre-trained']:>14.3f}")
-    lines.append(f"run {summary['run_id']} in {summary['output_dir']} (checkpoints/, logs/, cache/, run.json)")
+    folders = [f"{n}/" for n in (CHECKPOINTS_DIR, LOGS_DIR, CACHE_DIR)
+               if os.path.isdir(os.path.join(summary["output_dir"], n))]
+    lines.append(f"run {summary['run_id']} in {summary['output_dir']} ({', '.join(folders + ['run.json'])})")
     lines.append(f"model saved to {summary['model_dir']} (AutoModel.from_pretrained loads it), e.g.")
-    lines.append(f"  myna embed song.wav --model {summary['model_dir']} --output embeddings.npz")
+    lines.append(f"  myna embed song.flac --model {summary['model_dir']} --output embeddings.npz")
     lines.append(f"  python evaluation/probe.py --model {summary['model_dir']} --fast --output_dir outputs/eval")
     if "hub_url" in summary:
         lines.append(f"pushed to {summary['hub_url']}")

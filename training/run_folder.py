@@ -96,6 +96,10 @@ def check_new_run(output_dir: str, overwrite: bool) -> bool:
     Returns `True` when the folder holds only a run that stopped before writing anything worth keeping (its identity
     and logs, no checkpoint, no export: a run that failed during its set-up), which the new run replaces.
     """
+    from myna_common.cli_support import check_output_folder
+
+    # A file, or a folder of music (never written into, whatever the flags): one line, before any work.
+    check_output_folder(output_dir, own=lambda _: True, option="--output_dir", what="run")
     if not os.path.isdir(output_dir):
         return False
     taken = sorted(n for n in os.listdir(output_dir) if n != CACHE_DIR)

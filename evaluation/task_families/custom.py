@@ -119,8 +119,15 @@ def read_task_file(path: str) -> CustomTask:
         )
     import yaml
 
-    with open(path, encoding="utf-8") as f:
-        values = yaml.safe_load(f) or {}
+    from myna_common.cli_support import syntax_error_message
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as error:
+        raise TaskFileError(
+            f"task file {syntax_error_message(path, error)}; fix that line (the README's my_task.yaml shows the keys)."
+        ) from None
     if not isinstance(values, dict):
         raise TaskFileError(
             f"{path}: a task file is a mapping of keys (name, path, label_column, ...), got {values!r}."
