@@ -155,8 +155,7 @@ def self_similarity_figure(matrix, starts, name: str):
     figure = go.Figure(
         go.Heatmap(
             z=matrix, x=centres, y=centres, colorscale="Viridis", zmax=1.0, colorbar={"title": "cosine"},
-            customdata=np.broadcast_to(starts, matrix.shape), hovertemplate="chunks at %{x:.1f} s and %{y:.1f} s: "
-            "%{z:.3f}<extra></extra>",
+            hovertemplate="the 3 s around %{x:.1f} s and around %{y:.1f} s: %{z:.3f}<extra></extra>",
         )  # fmt: skip
     )
     figure.update_layout(
