@@ -435,8 +435,8 @@ class LibraryExplorer:
             audio, rate = load_audio(source, sampling_rate=feature_extractor.sampling_rate)
         except AudioDecodeError as error:
             raise LibraryError(
-                f"`{name}` is not audio that can be read: {_short(str(error), str(source))} Upload a wav, flac, "
-                "ogg or mp3 file, or record a clip."
+                f"`{name}` cannot be read as audio: {_short(str(error), str(source))} Upload a wav, flac, ogg or "
+                "mp3 file, or record a clip."
             ) from None
         shortest = (feature_extractor.chunk_frames - 1) * feature_extractor.hop_length
         if len(audio) < shortest:
@@ -624,7 +624,9 @@ def _short(message: str, source: str) -> str:
         message = message[len(source) :].lstrip(": ")
     for advice in ("; drop it.", "; convert it, or skip it."):  # what `myna embed` advises about a library file
         message = message.replace(advice, ".")
-    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
+    if message.startswith("could not be decoded: "):
+        message = message[len("could not be decoded: ") :]
+    return message + ("" if message.endswith(".") else ".")
 
 
 def _check_store_model(store: EmbeddingStore, info: dict[str, Any]) -> str | None:

@@ -51,8 +51,9 @@ def make_library(root, count: int = 8, timeline: bool = True, variant: str = "ba
 def cut_clip(source: str, path: str, first_chunk: int = 1, chunks: int = 3) -> tuple[str, float]:
     """Writes `chunks` chunks of `source` from chunk `first_chunk` on to `path`; returns it and its start second."""
     audio, rate = sf.read(source, dtype="float32")
-    start = first_chunk * CHUNK_SAMPLES
-    sf.write(path, audio[start : start + chunks * CHUNK_SAMPLES], rate, subtype="FLOAT")
+    chunk = CHUNK_SAMPLES * rate / RATE  # a chunk is 3.072 s at any rate
+    start, stop = round(first_chunk * chunk), round((first_chunk + chunks) * chunk)
+    sf.write(path, audio[start:stop], rate, subtype="FLOAT")
     return path, start / rate
 
 

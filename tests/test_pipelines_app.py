@@ -136,7 +136,7 @@ def test_a_read_only_index_folder_computes_in_memory(library, tmp_path, monkeypa
 
 
 def test_bad_clips_are_one_message(opened, tmp_path):
-    with pytest.raises(LibraryError, match=r"^`notes.wav` is not audio that can be read: .*text file.* Upload a wav"):
+    with pytest.raises(LibraryError, match=r"^`notes.wav` cannot be read as audio: it is a text file, not audio .* Upload a wav"):
         opened.search_clip(write_not_audio(str(tmp_path / "notes.wav")))
     with pytest.raises(LibraryError, match=r"`short.wav` is 1.00 s long; a search needs at least one chunk, 3.04 s"):
         opened.search_clip(write_short_clip(str(tmp_path / "short.wav")))
