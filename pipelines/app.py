@@ -385,8 +385,10 @@ def allowed_paths(library) -> list[str]:
     return sorted(folders) + [library.clips_folder]
 
 
-def launch(library, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, k: int = 10, block: bool = True, **options):
-    """Serves the app of `library` at http://host:port; returns the Gradio app (`block=False`: in the background)."""
+def launch(library, host: str | None = DEFAULT_HOST, port: int | None = DEFAULT_PORT, k: int = 10, block: bool = True,
+           **options):  # fmt: skip
+    """Serves the app of `library` at http://host:port; returns the Gradio app (`block=False`: in the background).
+    `host` / `port` None: Gradio's defaults, or its GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (as on a Space)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     demo = create_app(library, k)
     demo.queue(default_concurrency_limit=2)

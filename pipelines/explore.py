@@ -72,13 +72,12 @@ class Column:
 
 
 def store_signature(store: str) -> str:
-    """A hash of the store's shard files (names, sizes, modification times): what changes when the store does."""
+    """A hash of the store's shard files (names and sizes): what changes when the store does. Every write makes a
+    shard of a new name, so modification times are not needed, and a store copied elsewhere (a Space) keeps its
+    signature and the caches built for it."""
     data = os.path.join(store, DATA_DIR)
     names = sorted(n for n in os.listdir(data) if n.endswith(".parquet")) if os.path.isdir(data) else []
-    entries = []
-    for name in names:
-        stat = os.stat(os.path.join(data, name))
-        entries.append([name, stat.st_size, stat.st_mtime_ns])
+    entries = [[name, os.path.getsize(os.path.join(data, name))] for name in names]
     return hashlib.blake2b(json.dumps(entries).encode(), digest_size=12).hexdigest()
 
 

@@ -248,3 +248,62 @@ def test_the_app_builds_its_page(opened):
     ids = {block.elem_id for block in demo.blocks.values() if getattr(block, "elem_id", None)}
     assert {"query-clip", "query-track", "library-map", "map-click", "self-similarity", "result-0-player"} <= ids
     assert EmbeddingStore(opened.store).exists()
+
+
+# ------------------------------------------------------------------------------------------------ the Space
+
+
+def load_space_app():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("space_app", os.path.join(ROOT, "space", "app.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_space_runs_the_app_on_a_moved_store_with_its_prepared_caches(library, tmp_path, monkeypatch):
+    # Prepared where the music is, then uploaded: the store (with .myna/index) and the music in another folder.
+    local = tmp_path / "local"
+    shutil.copytree(library["store"], local / "store")
+    assert main(["app", "--store", str(local / "store"), "--prepare", "--layout", "pca"]) == 0
+    space = tmp_path / "space"
+    shutil.copytree(os.path.join(ROOT, "space"), space)
+    shutil.copytree(local / "store", space / "store")
+    shutil.copytree(os.path.join(library["root"], "music"), space / "music")
+    cache = space / "store" / ".myna" / "index" / CACHE_DIR
+    stamps = {name: os.stat(cache / name).st_mtime_ns for name in os.listdir(cache) if name.endswith(".npy")}
+
+    monkeypatch.setenv("MYNA_MODEL", library["model"])
+    app = load_space_app()
+    app.HERE = str(space)  # as if it ran from the Space's folder
+    opened = app.open_library()
+    assert len(opened) == 8 and opened.problems == [] and opened.query_problem is None
+    assert {name: os.stat(cache / name).st_mtime_ns for name in stamps} == stamps  # the caches came along
+    track = opened.track_id("rock/song1.wav")
+    assert opened.audio_path(track) == str(space / "music" / "rock" / "song1.wav")
+    assert opened.segment_clip(track, 3.072, 1.0).endswith("song1-from-3.07s.wav")
+    assert opened.search_clip(str(space / "music" / "rock" / "song1.wav"), k=1).results[0]["id"] == track
+    assert None not in opened.column("style").values  # metadata.csv found beside the moved music
+
+    monkeypatch.setenv("MYNA_STORE", "no-store")
+    empty = app.open_library()
+    assert len(empty) == 0 and "No store at" in empty.problems[0]
+
+
+def test_the_space_readme_has_the_front_matter_a_space_needs():
+    yaml = pytest.importorskip("yaml")
+    text = open(os.path.join(ROOT, "space", "README.md"), encoding="utf-8").read()
+    assert text.startswith("---\n")
+    front = yaml.safe_load(text.split("---\n")[1])
+    assert front["sdk"] == "gradio" and front["app_file"] == "app.py" and os.path.exists(os.path.join(ROOT, "space", "app.py"))
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        app_extra = tomllib.load(f)["project"]["optional-dependencies"]["app"]
+    from packaging.specifiers import SpecifierSet
+
+    gradio_pin = next(r for r in app_extra if r.startswith("gradio"))
+    assert SpecifierSet(gradio_pin[len("gradio") :]).contains(front["sdk_version"])  # the Gradio the app is pinned to
