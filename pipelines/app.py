@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
-MAX_RESULTS = 20  # result slots on the page (`--k` of them are shown)
+MAX_RESULTS = 20  # the most result slots a page may have (`--k`: each slot is a few components to build)
 CHOICES = 50  # names offered by a track picker at once; typing filters the library
 
 # Gradio's Plotly component has no click event: this hook forwards a click on a point of the map (its track id is
@@ -224,14 +224,14 @@ def create_app(library, k: int = 10):
     gr = _gradio()
     from .explore import LibraryError
 
-    k = max(1, min(k, MAX_RESULTS))
+    k = max(1, min(k, MAX_RESULTS))  # the page's result slots; the slider shows fewer
     columns = list(library.columns) or ["folder"]
     first_names = library.find("", CHOICES)
 
     with gr.Blocks(title="Myna library") as demo:
         gr.Markdown(header(library), elem_id="library-header")
-        gr.Markdown(problems_text(library), elem_id="library-problems", elem_classes=["myna-problem"],
-                    visible=bool(library.problems))  # fmt: skip
+        problems = gr.Markdown(problems_text(library), elem_id="library-problems", elem_classes=["myna-problem"],
+                               visible=bool(library.problems))  # fmt: skip
         with gr.Tabs():
             with gr.Tab("Search", id="search"):
                 with gr.Row():
@@ -244,11 +244,11 @@ def create_app(library, k: int = 10):
                             choices=first_names, value=None, label="… or a track of the library (type to filter)",
                             allow_custom_value=True, filterable=True, elem_id="query-track",
                         )  # fmt: skip
-                        count = gr.Slider(1, MAX_RESULTS, value=k, step=1, label="Results", elem_id="result-count")
+                        count = gr.Slider(1, k, value=k, step=1, label="Results", elem_id="result-count")
                         search_button = gr.Button("Search", variant="primary", elem_id="search-button")
                 message = gr.Markdown(elem_id="search-message")
                 slots = []
-                for i in range(MAX_RESULTS):
+                for i in range(k):
                     with gr.Group(visible=False) as group:
                         title = gr.Markdown(elem_id=f"result-{i}-title")
                         with gr.Row(equal_height=True):
@@ -368,7 +368,7 @@ def create_app(library, k: int = 10):
         clip.upload(search_by_clip, [clip, count], **search_options)
         clip.stop_recording(search_by_clip, [clip, count], **search_options)
         query_track.input(search_by_track, [query_track, count], **search_options)
-        search_button.click(search, [clip, query_track, count], **search_options)
+        search_button.click(search, [clip, query_track, count], api_name="search", **search_options)
         for picker in (query_track, track):
             picker.key_up(filter_names, None, picker, queue=False, show_progress="hidden", trigger_mode="always_last")
         colour.input(lambda name: map_figure(library, name), colour, library_map)
@@ -376,6 +376,12 @@ def create_app(library, k: int = 10):
             on_map_click, [clicked, count], [now_playing, nearest, map_message, query_track, track] + result_outputs,
         ).then(show_track, track, [track_message, track_player, similarity])
         track.input(show_track, track, [track_message, track_player, similarity])
+
+        def current_problems():  # the query model may still be loading when the page is first served
+            library.wait_for_model()
+            return gr.Markdown(problems_text(library), visible=bool(library.problems))
+
+        demo.load(current_problems, None, problems, show_progress="hidden")
     return demo
 
 
@@ -466,15 +472,29 @@ def app_command(argv: list[str]) -> int:
         if folder is not None and not os.path.isdir(folder) and not (option == "--index" and args.store):
             raise UsageError(f"{option} {folder}: no such folder.")
     if not args.prepare:
-        _gradio()  # before the slow part: say now that the extra is missing
+        import importlib.util
+
+        if importlib.util.find_spec("gradio") is None or importlib.util.find_spec("plotly") is None:
+            _gradio()  # says which extra is missing, before the slow part
 
     from .explore import LibraryExplorer
 
     library = LibraryExplorer.open(
-        index=args.index, store=args.store, model=args.model, metadata=args.metadata or (),
-        audio_root=args.audio_root, layout=args.layout, patch_mode=args.patch_mode, device=args.device,
-        load_query_model=not args.prepare, clip_seconds=args.clip_seconds,
+        index=args.index, store=args.store, metadata=args.metadata or (), audio_root=args.audio_root,
+        layout=args.layout, patch_mode=args.patch_mode, device=args.device, load_query_model=False,
+        clip_seconds=args.clip_seconds,
     )  # fmt: skip
+    if not args.prepare:  # torch, transformers and the weights load while Gradio starts: the page comes first
+        import threading
+
+        library.load_query_model(args.model, background=True)
+
+        def report():
+            library.wait_for_model()
+            if library.query_problem:
+                print(f"myna app: {library.query_problem}", file=sys.stderr)
+
+        threading.Thread(target=report, daemon=True).start()
     timelines = "timelines" if library.has_timelines else "no timelines"
     print(
         f"myna app: {len(library)} tracks, map by {library.layout_method.upper()}, {timelines}; opened in "

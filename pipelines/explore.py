@@ -20,13 +20,12 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from modeling_myna.audio_utils import AudioDecodeError, load_audio
 
 from .search import MynaIndex, build_index, normalize
 from .store import DATA_DIR, META_DIR, EmbeddingStore, select_patch_mode
@@ -186,6 +185,7 @@ class LibraryExplorer:
     _ids: dict[str, int] = field(default_factory=dict, repr=False)
     _clips: str | None = field(default=None, repr=False)
     _model: str | None = field(default=None, repr=False)  # what `index.model` was given (its cache key)
+    _loading: threading.Thread | None = field(default=None, repr=False)
     _path_ids: dict[str, int] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------------------------------------ opening
@@ -326,20 +326,30 @@ class LibraryExplorer:
             problems.append(f"`{cache}` is not writable: the map and timelines are computed at every start.")
         return library
 
-    def load_query_model(self, model: str | None = None) -> None:
+    def load_query_model(self, model: str | None = None, background: bool = False) -> None:
         """Loads the model that embeds queries (default: the index's); another model's weights turn clip search
-        off with `query_problem` saying why."""
+        off with `query_problem` saying why. `background`: in a thread, so that the page is served meanwhile (a
+        search waits for it: `wait_for_model`)."""
         if self.index is None:
             return
-        self.model_name = model or self.index.info["model"]
-        self._model = model
+        self.model_name, self._model = model or self.index.info["model"], model
+        if background:
+            self._loading = threading.Thread(target=self._load_query_model, name="myna-model", daemon=True)
+            self._loading.start()
+        else:
+            self._load_query_model()
+
+    def wait_for_model(self) -> None:
+        """Returns once the query model is loaded (or failed to: `query_problem`)."""
+        if self._loading is not None:
+            self._loading.join()
+
+    def _load_query_model(self) -> None:
         try:
-            self.index.model(model, self.device)
+            self.index.model(self._model, self.device)
             self.query_problem = None
         except ValueError as error:  # another model's fingerprint
-            self.query_problem = (
-                f"Search by a clip is off: this store was embedded with another model. {error}"
-            )
+            self.query_problem = f"Search by a clip is off: this store was embedded with another model. {error}"
             self.problems.append(self.query_problem)
         except OSError as error:  # a missing folder, an unknown Hub id, no network
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -424,9 +434,12 @@ class LibraryExplorer:
     def search_clip(self, source: Any, k: int = 10) -> SearchResult:
         """The `k` tracks nearest to an audio clip (a path, bytes, `{"array", "sampling_rate"}`), embedded as the
         store was; with segments and timelines when the store has them."""
+        from modeling_myna.audio_utils import AudioDecodeError, load_audio
+
         from .library import embed_chunks
 
         started = time.perf_counter()
+        self.wait_for_model()
         self._check_searchable(clip=True)
         inference, feature_extractor = self.index.model(self._model, self.device)
         name = os.path.basename(str(source)) if isinstance(source, (str, os.PathLike)) else "The clip"
@@ -513,6 +526,8 @@ class LibraryExplorer:
         out = os.path.join(folder, f"{stem}-from-{start:.2f}s.wav")
         if not os.path.exists(out):
             import soundfile as sf
+
+            from modeling_myna.audio_utils import AudioDecodeError, load_audio
 
             try:
                 audio, rate = load_audio(path, offset=start, duration=seconds)
