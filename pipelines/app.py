@@ -226,6 +226,7 @@ def create_app(library, k: int = 10):
 
     k = max(1, min(k, MAX_RESULTS))  # the page's result slots; the slider shows fewer
     columns = list(library.columns) or ["folder"]
+    colour_first = library.default_colour if library.columns else "folder"
     first_names = library.find("", CHOICES)
 
     with gr.Blocks(title="Myna library") as demo:
@@ -260,13 +261,13 @@ def create_app(library, k: int = 10):
                     slots.append(_Slot(group, title, player, timeline))
             with gr.Tab("Map", id="map"):
                 with gr.Row():
-                    colour = gr.Dropdown(choices=columns, value=columns[0], label="Colour by", elem_id="map-colour",
+                    colour = gr.Dropdown(choices=columns, value=colour_first, label="Colour by", elem_id="map-colour",
                                          scale=1)  # fmt: skip
                     gr.Markdown(
                         "Hover a point for its name; click it to play the track and search from it (the results "
                         "are below and in the Search tab). Drag to zoom, double-click to zoom out.", scale=3,
                     )  # fmt: skip
-                library_map = gr.Plot(map_figure(library, columns[0]), show_label=False, elem_id="library-map")
+                library_map = gr.Plot(map_figure(library, colour_first), show_label=False, elem_id="library-map")
                 clicked = gr.Textbox(visible="hidden", elem_id="map-click")
                 map_message = gr.Markdown(elem_id="map-message")
                 with gr.Row():

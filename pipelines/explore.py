@@ -424,6 +424,17 @@ class LibraryExplorer:
         chunks, starts = self.track_chunks(track)
         return chunks @ chunks.T, starts
 
+    @property
+    def default_colour(self) -> str:
+        """The map's first colouring: the folder, unless all tracks share one; then the first column of a few
+        labels (2 to `MAX_CATEGORIES` values, e.g. a CSV's genre or style)."""
+        def labels(column: Column) -> int:
+            return 0 if column.numeric else len({v for v in column.values if v is not None})
+
+        if "folder" in self.columns and labels(self.columns["folder"]) > 1:
+            return "folder"
+        return next((n for n, c in self.columns.items() if 2 <= labels(c) <= MAX_CATEGORIES), "folder")
+
     def column(self, name: str) -> Column:
         if name not in self.columns:
             raise LibraryError(f"no metadata column {name!r}; the library has {', '.join(self.columns)}.")

@@ -70,10 +70,13 @@ def test_names_map_and_metadata_columns(opened, library, tmp_path):
     assert columns["folder"].values == ["jazz"] * 4 + ["rock"] * 4 and not columns["folder"].numeric
     assert columns["duration (s)"].numeric and all(v == pytest.approx(12.388, abs=1e-3) for v in columns["duration (s)"].values)
     assert None not in columns["style"].values  # from the metadata.csv beside each folder's tracks
+    assert opened.default_colour == "folder"
 
     tags = tmp_path / "tags.csv"  # a CSV of its own: absolute paths, or names relative to the CSV
     tags.write_text(f"path,mood\n{library['paths'][0]},calm\n{os.path.relpath(library['paths'][1], tmp_path)},loud\n")
     tagged = LibraryExplorer.open(index=library["index"], metadata=[str(tags)], load_query_model=False)
+    tagged.columns["folder"].values = ["all"] * 8  # one folder: the map is coloured by a column of a few labels
+    assert tagged.default_colour == "mood"  # the first (the CSV given comes before those found)
     mood = tagged.column("mood").values
     assert mood[tagged.track_id("jazz/song0.wav")] == "calm" and mood[tagged.track_id("rock/song1.wav")] == "loud"
     assert sum(v is None for v in mood) == 6
