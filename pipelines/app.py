@@ -485,17 +485,6 @@ def app_command(argv: list[str]) -> int:
         layout=args.layout, patch_mode=args.patch_mode, device=args.device, load_query_model=False,
         clip_seconds=args.clip_seconds,
     )  # fmt: skip
-    if not args.prepare:  # torch, transformers and the weights load while Gradio starts: the page comes first
-        import threading
-
-        library.load_query_model(args.model, background=True)
-
-        def report():
-            library.wait_for_model()
-            if library.query_problem:
-                print(f"myna app: {library.query_problem}", file=sys.stderr)
-
-        threading.Thread(target=report, daemon=True).start()
     timelines = "timelines" if library.has_timelines else "no timelines"
     print(
         f"myna app: {len(library)} tracks, map by {library.layout_method.upper()}, {timelines}; opened in "
@@ -507,8 +496,15 @@ def app_command(argv: list[str]) -> int:
     if args.prepare:
         return 0
     port = args.port or _free_port(args.host)
+    # The page first: the query model (torch, transformers, the weights) loads once it is served, while the map
+    # and the library's own tracks already answer; a search by a clip waits for it.
+    library.expect_query_model()
+    demo = launch(library, args.host, port, args.k, block=False, quiet=True)
     print(f"myna app: serving on http://{args.host}:{port} (Ctrl+C to stop)", file=sys.stderr)
-    launch(library, args.host, port, args.k, quiet=True)
+    library.load_query_model(args.model)  # here, while Gradio's threads serve
+    if library.query_problem:
+        print(f"myna app: {library.query_problem}", file=sys.stderr)
+    demo.block_thread()
     return 0
 
 

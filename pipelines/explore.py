@@ -185,7 +185,7 @@ class LibraryExplorer:
     _ids: dict[str, int] = field(default_factory=dict, repr=False)
     _clips: str | None = field(default=None, repr=False)
     _model: str | None = field(default=None, repr=False)  # what `index.model` was given (its cache key)
-    _loading: threading.Thread | None = field(default=None, repr=False)
+    _model_ready: threading.Event = field(default_factory=lambda: _set_event(), repr=False)
     _path_ids: dict[str, int] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------------------------------------ opening
@@ -333,18 +333,27 @@ class LibraryExplorer:
         if self.index is None:
             return
         self.model_name, self._model = model or self.index.info["model"], model
+        self._model_ready.clear()
         if background:
-            self._loading = threading.Thread(target=self._load_query_model, name="myna-model", daemon=True)
-            self._loading.start()
+            threading.Thread(target=self._load_query_model, name="myna-model", daemon=True).start()
         else:
             self._load_query_model()
 
+    def expect_query_model(self) -> None:
+        """Searches by a clip wait from now on until `load_query_model` has run (the app serves its page first)."""
+        self._model_ready.clear()
+
     def wait_for_model(self) -> None:
-        """Returns once the query model is loaded (or failed to: `query_problem`)."""
-        if self._loading is not None:
-            self._loading.join()
+        """Returns once the query model is loaded (or failed to: `query_problem`), if a load is expected."""
+        self._model_ready.wait()
 
     def _load_query_model(self) -> None:
+        try:
+            self._try_loading_query_model()
+        finally:
+            self._model_ready.set()
+
+    def _try_loading_query_model(self) -> None:
         try:
             self.index.model(self._model, self.device)
             self.query_problem = None
@@ -605,6 +614,12 @@ class LibraryExplorer:
 
 
 # ------------------------------------------------------------------------------------------------ cache helpers
+
+
+def _set_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
 
 
 def _read_json(path: str) -> dict[str, Any]:

@@ -242,6 +242,46 @@ def test_app_command_prepares_and_refuses_mistakes(library, tmp_path, capsys):
     assert "between 1 and" in capsys.readouterr().err
 
 
+def test_myna_app_serves_its_page_and_answers_a_search(library, tmp_path):
+    pytest.importorskip("gradio")
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from gradio_client import Client, handle_file
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "myna_pipelines.cli", "app", "--index", library["index"], "--port", str(port),
+               "-k", "3"]  # fmt: skip
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.communicate()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    assert response.status == 200 and "Myna library" in response.read().decode()
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "myna app did not serve its page"
+                time.sleep(0.2)
+        clip, _ = cut_clip(library["paths"][2], str(tmp_path / "clip.wav"))
+        answer = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+            handle_file(clip), None, 3, api_name="/search"
+        )
+        assert "3 nearest tracks to **clip.wav**" in answer[0] and answer[2].startswith("**1. jazz/song2.wav**")
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=60)
+    assert f"serving on http://127.0.0.1:{port}" in err and "8 tracks, map by" in err
+
+
 def test_the_app_builds_its_page(opened):
     gr = pytest.importorskip("gradio")
     from myna_pipelines.app import create_app
