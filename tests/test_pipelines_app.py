@@ -275,7 +275,7 @@ def test_myna_app_serves_its_page_and_answers_a_search(library, tmp_path):
         answer = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
             handle_file(clip), None, 3, api_name="/search"
         )
-        assert "3 nearest tracks to **clip.wav**" in answer[0] and answer[2].startswith("**1. jazz/song2.wav**")
+        assert "3 nearest tracks to **clip.wav**" in answer[0] and "**1. jazz/song2.wav** · score" in str(answer)
     finally:
         server.send_signal(signal.SIGINT)
         _, err = server.communicate(timeout=60)
