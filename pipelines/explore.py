@@ -358,7 +358,7 @@ class LibraryExplorer:
             self.index.model(self._model, self.device)
             self.query_problem = None
         except ValueError as error:  # another model's fingerprint
-            self.query_problem = f"Search by a clip is off: this store was embedded with another model. {error}"
+            self.query_problem = f"Search by a clip is off, the store was embedded with another model: {error}"
             self.problems.append(self.query_problem)
         except OSError as error:  # a missing folder, an unknown Hub id, no network
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
