@@ -4,6 +4,7 @@
     myna embed set.flac --model myna-hybrid --pooling none --output timeline.parquet
     myna embed music/ --model myna-hybrid --output store/     # a resumable store (see library.py)
     myna index store/ --output index/ && myna search index/ query.mp3 -k 10
+    myna app --index index/                                   # a web page: search by example, the map (app.py)
     myna convert --checkpoint myna-hybrid.pth --variant hybrid --output myna-hybrid
     myna info myna-hybrid
 
@@ -401,6 +402,7 @@ COMMANDS = {
     "info": (info_command, "describe a Myna model folder: variant, parameters, patch modes"),
     "index": (lambda argv: _search().index_command(argv), "build a similarity index over a store from `myna embed`"),
     "search": (lambda argv: _search().search_command(argv), "find the tracks of an index nearest to audio files"),
+    "app": (lambda argv: _app().app_command(argv), "a web page on a library: search by example, the map, timelines"),
 }
 
 
@@ -408,6 +410,12 @@ def _search():
     from . import search
 
     return search
+
+
+def _app():
+    from . import app
+
+    return app
 
 
 def main(argv: list[str] | None = None) -> int:
