@@ -9,10 +9,15 @@
               every block, 99.5% of the encoder's multiply-adds. The kernels are oneDNN's where the CPU has VNNI or
               AMX (oneDNN uses AMX tiles on Xeon 4th generation and later), torch's default engine elsewhere
               (`x86`, with fbgemm's AVX2/AVX512 kernels; `qnnpack` on ARM): `int8_engine()`. On this project's
-              AVX512-VNNI machine oneDNN took 0.78x fbgemm's time and 0.66x x86's for a hybrid "both" batch.
+              AVX512-VNNI machine (no AMX) the three engines are within 3% on a quiet machine (3-minute track,
+              hybrid "both": oneDNN 0.81 s, fbgemm 0.82 s, x86 0.83 s, README); oneDNN is chosen for the CPUs
+              with AMX, whose tiles only it uses.
               What stays float32: the tokenizers (LayerNorm -> Linear -> LayerNorm on the raw power mel; their
               256 x 384 projections are 0.5% of the multiply-adds), the attention products (48 x 48 per head, 2%),
-              LayerNorms, GELU and residual sums.
+              LayerNorms, GELU and residual sums. torchao's current API (0.18,
+              `quantize_(model, Int8DynamicActivationInt8WeightConfig())`) is not used: in eager mode it took 1.85x
+              float32's time on the same batch (interleaved runs; its fast kernels come through `torch.compile`,
+              minutes of C++ compilation on a small CPU), against 0.57x for the oneDNN path in the same runs.
 
 A reduced precision is accepted when the mean cosine similarity of its chunk embeddings to float32's, on generated
 music (`myna_common.synthetic`), is at least `COSINE_BOUND`; `check_precision` measures it in a few seconds and
@@ -35,8 +40,9 @@ PROBE_BOUND = 1.0  # points (of 100) of probe score
 
 
 def int8_engine() -> str:
-    """The quantized engine the int8 path prepares its weights for: `"onednn"` on CPUs with VNNI or AMX (measured
-    faster than fbgemm there, `benchmarks/benchmark_embed_track.py`), torch's default engine elsewhere."""
+    """The quantized engine the int8 path prepares its weights for: `"onednn"` on CPUs with VNNI or AMX (AMX tiles
+    only through it; on VNNI alone it is level with fbgemm, `benchmarks/benchmark_embed_track.py`), torch's default
+    engine elsewhere."""
     try:
         fast_int8 = torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported()
     except AttributeError:  # older torch: no CPU feature queries
@@ -76,9 +82,11 @@ class MynaInferenceModel:
     Args:
         model: any Myna model (its `base_model`, the bare encoder, is used).
         precision: one of `PRECISIONS`.
+        engine: for int8, the quantized engine (`torch.backends.quantized.supported_engines`); default
+            `int8_engine()`.
     """
 
-    def __init__(self, model, precision: str = "float32"):
+    def __init__(self, model, precision: str = "float32", engine: str | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}.")
         encoder = model.base_model.eval()
@@ -95,7 +103,7 @@ class MynaInferenceModel:
                 "than float32; use --precision int8 or float32."
             )
         if precision == "int8":
-            encoder = quantize_int8(encoder)
+            encoder = quantize_int8(encoder, engine)
         self.encoder = encoder
 
     def _context(self):
