@@ -112,6 +112,22 @@ def open_sound_file(source, name: str | None = None) -> sf.SoundFile:
         ) from None
 
 
+def downmix(audio: np.ndarray, channel_axis: int) -> np.ndarray:
+    """The mean over `channel_axis` of 2-D audio, bit for bit `audio.mean(axis=channel_axis)`.
+
+    NumPy's mean over the short axis of interleaved `(samples, channels)` audio (what soundfile reads) runs a strided
+    reduction per sample: 0.12 s for three minutes of stereo, as long as decoding the FLAC. Summing whole channels
+    in the same order (NumPy adds up to 7 values one after the other) gives the same numbers in a few milliseconds.
+    """
+    channels = audio.shape[channel_axis]
+    if channel_axis != audio.ndim - 1 or channels >= 8 or not np.issubdtype(audio.dtype, np.floating):
+        return audio.mean(axis=channel_axis)  # contiguous channels are fast already; 8+ are summed pairwise
+    total = audio[:, 0].copy()
+    for channel in range(1, channels):
+        total += audio[:, channel]
+    return total / channels if channels > 1 else total
+
+
 def _read(source, name: str, offset: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:
     with open_sound_file(source, name) as sound_file:
         try:
@@ -122,7 +138,7 @@ def _read(source, name: str, offset: float = 0.0, duration: float | None = None)
             audio = sound_file.read(frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as error:
             raise AudioDecodeError(f"{name}: decoding failed part way ({error}); the file is corrupt.") from None
-        return audio.mean(axis=1), int(sound_file.samplerate)  # (samples,) mono
+        return downmix(audio, 1), int(sound_file.samplerate)  # (samples,) mono
 
 
 def load_audio(
@@ -154,7 +170,7 @@ def load_audio(
                 raise AudioDecodeError(f"{name}: the audio dict has an 'array' but no 'sampling_rate'.")
             audio, rate = np.asarray(source["array"], dtype=np.float32), int(source["sampling_rate"])
             if audio.ndim == 2:
-                audio = audio.mean(axis=int(np.argmin(audio.shape)))
+                audio = downmix(audio, int(np.argmin(audio.shape)))
             start = int(round(offset * rate))
             audio = audio[start : None if duration is None else start + int(round(duration * rate))]
         elif source.get("bytes"):
@@ -182,6 +198,7 @@ __all__ = [
     "AudioDecodeError",
     "decoder_samples",
     "describe",
+    "downmix",
     "is_audio_decoder",
     "load_audio",
     "looks_like_text",

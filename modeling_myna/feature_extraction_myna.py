@@ -15,6 +15,7 @@ import torch
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 from transformers.feature_extraction_utils import BatchFeature
 
+from .audio_utils import downmix
 from .configuration_myna import (
     HOP_LENGTH,
     N_FFT,
@@ -184,7 +185,7 @@ class MynaFeatureExtractor(SequenceFeatureExtractor):
                     f"{name} has shape {audio.shape}, which is no (channels, samples) layout with at most "
                     f"{MAX_CHANNELS} channels: pass a list of 1-D arrays for a batch of mono recordings."
                 )
-            audio = audio.mean(axis=channel_axis)
+            audio = downmix(audio, channel_axis)
         if not np.isfinite(audio).all():
             bad = int((~np.isfinite(audio)).sum())
             raise ValueError(f"{name} has {bad} NaN or infinite samples: clean or drop this recording.")

@@ -212,6 +212,13 @@ class MynaEmbeddings(nn.Module):
         return tokens + positions, ids_keep
 
 
+# The largest activation a no-grad CPU forward allocates in one pass (`MynaModel._inference_pieces`); larger batches
+# run in row pieces. glibc serves allocations above its mmap threshold (at most 32 MiB) with fresh pages, which every
+# forward then faults in again: a 3-minute hybrid "both" batch (116 x 48 tokens, 34 MB MLP activations) spent 15% of
+# its float32 time and 45% of its int8 time there. Below the threshold the allocator reuses its memory.
+CPU_INFERENCE_PIECE_BYTES = 24 * 2**20
+
+
 # Attention functions that take an additive `(batch, 1, N, N)` mask.
 MASKED_ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
 
@@ -500,21 +507,59 @@ class MynaModel(MynaPreTrainedModel):
                 f"input_values has {input_values.shape[2]} frames, fewer than one patch ({widest} frames) wide."
             )
 
+    def _inference_pieces(self, hidden_states: torch.Tensor) -> int:
+        """How many row pieces a no-grad CPU forward of `hidden_states` `(B, N, D)` runs in (1: one pass).
+
+        A pass over B sequences allocates activations of `B * N * intermediate_size` values; past
+        `CPU_INFERENCE_PIECE_BYTES` the batch goes through the encoder in equal row pieces instead. Each sequence is
+        encoded on its own either way, so the outputs are the same. Training, GPUs and traced graphs run one pass.
+        """
+        if (
+            hidden_states.device.type != "cpu"
+            or torch.is_grad_enabled()
+            or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting()
+        ):
+            return 1
+        batch_size, num_tokens, hidden_size = hidden_states.shape
+        widest = max(self.config.intermediate_size, 3 * hidden_size)
+        activation_bytes = batch_size * num_tokens * widest * hidden_states.element_size()
+        return max(1, min(batch_size, -(-activation_bytes // CPU_INFERENCE_PIECE_BYTES)))
+
+    def _encoder_output(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The encoder's last hidden states (no per-layer outputs), in row pieces for large CPU inference batches."""
+        pieces = self._inference_pieces(hidden_states)
+        if pieces == 1:
+            return self.encoder(hidden_states)[0]
+        return torch.cat([self.encoder(piece)[0] for piece in hidden_states.tensor_split(pieces)])
+
     def _encode(
         self, tokens: list[torch.Tensor], output_attentions: bool, output_hidden_states: bool
     ) -> tuple[torch.Tensor, torch.Tensor, tuple | None, tuple | None]:
         """Runs the shared encoder over each tokenizer's `(B, N_i, D)` tokens.
 
         Returns `last_hidden_state` `(B, sum N_i, D)`, the pooled `(B, len(tokens) * D)` and the per-layer states
-        and attentions. Per-layer outputs are always the autograd graph's own tensors: with two tokenizers they come
-        from one pass over the concatenated sequence under a block-diagonal mask (the same maths as separate
-        passes). Without them, equal token counts go through as one `(2B, N, D)` batch (48 and 48 for a 96-frame
-        hybrid chunk), in larger matrix products and with any attention kernel.
+        and attentions. Each tokenizer's tokens attend only to themselves, so every layout below is the same maths:
+
+        - without per-layer outputs and with equal token counts (48 and 48 for a 96-frame hybrid chunk), the sets go
+          through as one `(n * B, N, D)` batch with no mask: the cost of separate passes, in fewer, larger matrix
+          products, with any attention kernel;
+        - without per-layer outputs and with unequal counts, one pass per tokenizer;
+        - with per-layer outputs (`hidden_states`, `attentions`), one pass over the concatenated sequence
+          `[square ; vertical]` under a block-diagonal mask, so that each layer's output is one tensor
+          `(B, sum N_i, D)` as for a single tokenizer. Slower (attention over `sum N_i` tokens, a mask, the eager
+          kernel for attentions), and asked for only when those outputs are.
+
+        Large no-grad CPU batches run in row pieces (`_inference_pieces`). Per-layer outputs are always the autograd
+        graph's own tensors.
         """
         if len(tokens) == 1:
-            hidden_states, all_hidden_states, all_attentions = self.encoder(
-                tokens[0], None, output_attentions, output_hidden_states
-            )
+            if output_attentions or output_hidden_states:
+                hidden_states, all_hidden_states, all_attentions = self.encoder(
+                    tokens[0], None, output_attentions, output_hidden_states
+                )
+            else:
+                hidden_states, all_hidden_states, all_attentions = self._encoder_output(tokens[0]), None, None
             last_hidden_state = self.layernorm(hidden_states)
             return last_hidden_state, last_hidden_state.mean(dim=1), all_hidden_states, all_attentions
 
@@ -527,12 +572,12 @@ class MynaModel(MynaPreTrainedModel):
             last_hidden_state = self.layernorm(hidden_states)
             segments = last_hidden_state.split(lengths, dim=1)
         elif all(length == lengths[0] for length in lengths):
-            hidden_states, _, _ = self.encoder(torch.cat(tokens, dim=0))
+            hidden_states = self._encoder_output(torch.cat(tokens, dim=0))
             # (n * B, N, D) -> n x (B, N, D); unflatten rather than chunk keeps a symbolic batch size exportable.
             segments = self.layernorm(hidden_states).unflatten(0, (len(tokens), -1)).unbind(0)
             last_hidden_state, all_hidden_states, all_attentions = torch.cat(segments, dim=1), None, None
         else:
-            segments = [self.layernorm(self.encoder(t)[0]) for t in tokens]
+            segments = [self.layernorm(self._encoder_output(t)) for t in tokens]
             last_hidden_state, all_hidden_states, all_attentions = torch.cat(segments, dim=1), None, None
         pooler_output = torch.cat([s.mean(dim=1) for s in segments], dim=-1)
         return last_hidden_state, pooler_output, all_hidden_states, all_attentions

@@ -4,8 +4,20 @@
     bfloat16  `torch.autocast("cpu", torch.bfloat16)` around the encoder, on CPUs with native bfloat16
               (AVX512-BF16 or AMX); elsewhere it is emulated and slower than float32, so it is refused.
     int8      dynamic quantization of the encoder's `nn.Linear` layers (`torch.ao.quantization.quantize_dynamic`):
-              int8 weights, activations quantized per batch on the fly. The tokenizers (LayerNorm -> Linear ->
-              LayerNorm on the raw power mel) stay float32: their input spans six orders of magnitude.
+              int8 weights (one scale per layer), activations quantized per batch on the fly to 7 bits (torch.ao's
+              `reduce_range`, which keeps AVX2's 16-bit pair sums from saturating): qkv, o_proj, fc1 and fc2 of
+              every block, 99.5% of the encoder's multiply-adds. The kernels are oneDNN's where the CPU has VNNI or
+              AMX (oneDNN uses AMX tiles on Xeon 4th generation and later), torch's default engine elsewhere
+              (`x86`, with fbgemm's AVX2/AVX512 kernels; `qnnpack` on ARM): `int8_engine()`. On this project's
+              AVX512-VNNI machine (no AMX) the three engines are within 3% on a quiet machine (3-minute track,
+              hybrid "both": oneDNN 0.81 s, fbgemm 0.82 s, x86 0.83 s, README); oneDNN is chosen for the CPUs
+              with AMX, whose tiles only it uses.
+              What stays float32: the tokenizers (LayerNorm -> Linear -> LayerNorm on the raw power mel; their
+              256 x 384 projections are 0.5% of the multiply-adds), the attention products (48 x 48 per head, 2%),
+              LayerNorms, GELU and residual sums. torchao's current API (0.18,
+              `quantize_(model, Int8DynamicActivationInt8WeightConfig())`) is not used: in eager mode it took 1.85x
+              float32's time on the same batch (interleaved runs; its fast kernels come through `torch.compile`,
+              minutes of C++ compilation on a small CPU), against 0.57x for the oneDNN path in the same runs.
 
 A reduced precision is accepted when the mean cosine similarity of its chunk embeddings to float32's, on generated
 music (`myna_common.synthetic`), is at least `COSINE_BOUND`; `check_precision` measures it in a few seconds and
@@ -27,6 +39,35 @@ COSINE_BOUND = 0.99  # mean cosine similarity to the float32 chunk embeddings
 PROBE_BOUND = 1.0  # points (of 100) of probe score
 
 
+def int8_engine() -> str:
+    """The quantized engine the int8 path prepares its weights for: `"onednn"` on CPUs with VNNI or AMX (AMX tiles
+    only through it; on VNNI alone it is level with fbgemm, `benchmarks/benchmark_embed_track.py`), torch's default
+    engine elsewhere."""
+    try:
+        fast_int8 = torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported()
+    except AttributeError:  # older torch: no CPU feature queries
+        fast_int8 = False
+    if fast_int8 and "onednn" in torch.backends.quantized.supported_engines:
+        return "onednn"
+    return torch.backends.quantized.engine
+
+
+def quantize_int8(encoder, engine: str | None = None):
+    """A copy of `encoder` (a `MynaModel`) whose encoder blocks' `nn.Linear` layers are dynamically quantized to
+    int8 for `engine` (default `int8_engine()`). The packed weights carry their engine, so the global
+    `torch.backends.quantized.engine` is set only while they are packed, and restored."""
+    encoder = copy.deepcopy(encoder)
+    previous = torch.backends.quantized.engine
+    try:
+        torch.backends.quantized.engine = engine or int8_engine()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao's deprecation notice: see the module docstring
+            torch.ao.quantization.quantize_dynamic(encoder.encoder, {torch.nn.Linear}, torch.qint8, inplace=True)
+    finally:
+        torch.backends.quantized.engine = previous
+    return encoder
+
+
 def bfloat16_supported() -> bool:
     """Whether this CPU computes bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX)."""
     try:
@@ -41,9 +82,11 @@ class MynaInferenceModel:
     Args:
         model: any Myna model (its `base_model`, the bare encoder, is used).
         precision: one of `PRECISIONS`.
+        engine: for int8, the quantized engine (`torch.backends.quantized.supported_engines`); default
+            `int8_engine()`.
     """
 
-    def __init__(self, model, precision: str = "float32"):
+    def __init__(self, model, precision: str = "float32", engine: str | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}.")
         encoder = model.base_model.eval()
@@ -60,10 +103,7 @@ class MynaInferenceModel:
                 "than float32; use --precision int8 or float32."
             )
         if precision == "int8":
-            encoder = copy.deepcopy(encoder)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.ao's deprecation notice; the API is what torch ships
-                torch.ao.quantization.quantize_dynamic(encoder.encoder, {torch.nn.Linear}, torch.qint8, inplace=True)
+            encoder = quantize_int8(encoder, engine)
         self.encoder = encoder
 
     def _context(self):
@@ -152,7 +192,9 @@ __all__ = [
     "MynaInferenceModel",
     "bfloat16_supported",
     "check_precision",
+    "int8_engine",
     "mean_cosine",
     "measure_precision",
     "probe_score",
+    "quantize_int8",
 ]

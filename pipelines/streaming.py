@@ -37,6 +37,7 @@ from modeling_myna.audio_utils import (
     AudioDecodeError,
     decoder_samples,
     describe,
+    downmix,
     is_audio_decoder,
     open_sound_file,
 )
@@ -126,7 +127,7 @@ def _file_blocks(source: Any, name: str) -> tuple[Iterator[np.ndarray], int]:
                     raise AudioDecodeError(message) from None
                 if len(block):
                     # The same downmix as `load_audio`: the mean over channels.
-                    yield _check_finite(block.mean(axis=1), name)
+                    yield _check_finite(downmix(block, 1), name)
                 if len(block) < READ_BLOCK_FRAMES:
                     return
 

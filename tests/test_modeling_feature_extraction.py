@@ -6,7 +6,7 @@ import soundfile as sf
 import torch
 
 from modeling_myna import MynaConfig, MynaFeatureExtractor
-from modeling_myna.audio_utils import AudioDecodeError, load_audio
+from modeling_myna.audio_utils import AudioDecodeError, downmix, load_audio
 from transformers import AutoFeatureExtractor
 
 
@@ -192,6 +192,16 @@ def test_load_audio_reads_files_bytes_and_dicts(tmp_path, extension):
     np.testing.assert_array_equal(from_dict, audio)
     decoded, rate = load_audio({"array": audio, "sampling_rate": 22_050, "path": "x.wav"})
     assert rate == 22_050 and np.array_equal(decoded, audio)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6, 8])
+def test_downmix_is_numpys_mean_bit_for_bit(channels):
+    rng = np.random.default_rng(channels)
+    interleaved = (0.3 * rng.standard_normal((10_001, channels))).astype(np.float32)  # soundfile's layout
+    np.testing.assert_array_equal(downmix(interleaved, 1), interleaved.mean(axis=1))
+    planar = np.ascontiguousarray(interleaved.T)
+    np.testing.assert_array_equal(downmix(planar, 0), planar.mean(axis=0))
+    assert downmix(interleaved, 1).dtype == np.float32
 
 
 def test_load_audio_errors_name_the_input(tmp_path):

@@ -209,6 +209,64 @@ def test_hybrid_modes(frames):
     assert not torch.equal(square.pooler_output, vertical.pooler_output)
 
 
+def _encoder_calls(model: MynaModel) -> list[tuple[int, ...]]:
+    """Records the input shape of every encoder pass of `model`."""
+    calls = []
+    model.encoder.register_forward_pre_hook(lambda module, args: calls.append(tuple(args[0].shape)))
+    return calls
+
+
+@pytest.mark.parametrize("frames", [96, 98])
+def test_both_equals_the_separate_passes_in_every_layout(frames):
+    # "both" is the square and the vertical encodings side by side, whichever layout runs it: one (2B, N, D) batch
+    # without a mask (96 frames: 48 and 48 tokens), one pass per tokenizer (98 frames: 48 and 49), or the joint
+    # [square ; vertical] sequence under a block-diagonal mask when per-layer outputs are asked for.
+    model = tiny_model("hybrid", seed=3)
+    inputs = spectrogram(batch=5, frames=frames, seed=4)
+    calls = _encoder_calls(model)
+    with torch.no_grad():
+        square = model(inputs, patch_mode="square")
+        vertical = model(inputs, patch_mode="vertical")
+        calls.clear()
+        both = model(inputs, patch_mode="both")
+        fast_calls = list(calls)
+        joint = model(inputs, patch_mode="both", output_hidden_states=True)
+    num_vertical = frames // 2
+    assert fast_calls == ([(10, 48, 32)] if frames == 96 else [(5, 48, 32), (5, num_vertical, 32)])
+    assert calls[-1] == (5, 48 + num_vertical, 32)  # the joint sequence, for the per-layer outputs
+    expected_pooled = torch.cat([square.pooler_output, vertical.pooler_output], -1)
+    expected_tokens = torch.cat([square.last_hidden_state, vertical.last_hidden_state], 1)
+    for output in (both, joint):
+        torch.testing.assert_close(output.pooler_output, expected_pooled, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(output.last_hidden_state, expected_tokens, rtol=1e-5, atol=1e-5)
+    assert both.pooler_output.shape == (5, 64) and both.hidden_states is None
+    # The two tokenizers really differ, so the equality above is not that of two copies.
+    assert (square.pooler_output - vertical.pooler_output).abs().max() > 1e-2
+
+
+def test_large_cpu_inference_batches_run_in_pieces_with_the_same_outputs(monkeypatch):
+    import modeling_myna.modeling_myna as modeling
+
+    model = tiny_model("hybrid", seed=5)
+    inputs = spectrogram(batch=7, seed=6)
+    with torch.no_grad():
+        whole = model(inputs, patch_mode="both")
+    # Each pass may hold 3 sequences' widest activation (48 tokens x 96 qkv values x 4 bytes each).
+    monkeypatch.setattr(modeling, "CPU_INFERENCE_PIECE_BYTES", 3 * 48 * 96 * 4)
+    calls = _encoder_calls(model)
+    with torch.no_grad():
+        pieces = model(inputs, patch_mode="both")
+        square = model(inputs, patch_mode="square")
+    assert [c[0] for c in calls] == [3, 3, 3, 3, 2] + [3, 2, 2]  # 14 rows in 5 pieces, then 7 rows in 3
+    torch.testing.assert_close(pieces.pooler_output, whole.pooler_output, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pieces.last_hidden_state, whole.last_hidden_state, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(square.pooler_output, whole.pooler_output[:, :32], rtol=1e-5, atol=1e-5)
+    # With gradients (training), one pass whatever the size: autograd keeps every activation anyway.
+    calls.clear()
+    model(inputs, patch_mode="both").pooler_output.sum().backward()
+    assert calls == [(14, 48, 32)]
+
+
 # --- masking -------------------------------------------------------------------------------------------------------
 
 

@@ -65,3 +65,37 @@ def test_probe_score_separates_separable_classes():
     embeddings = np.eye(4)[labels] * 3 + rng.standard_normal((200, 4))
     assert probe_score(embeddings, labels) > 90
     assert probe_score(rng.standard_normal((200, 4)), labels) < 50
+
+
+def test_int8_engine_is_onednn_where_the_cpu_has_vnni_or_amx(monkeypatch):
+    import myna_pipelines.precision as precision
+
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert precision.int8_engine() == "onednn"
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: False)
+    assert precision.int8_engine() == torch.backends.quantized.engine  # the fallback: torch's default engine
+
+
+@pytest.mark.parametrize("engine", ["onednn", "fbgemm"])
+def test_int8_quantizes_every_encoder_linear_and_leaves_the_model_alone(tiny, engine):
+    if engine not in torch.backends.quantized.supported_engines:
+        pytest.skip(f"this torch has no {engine} engine")
+    from myna_pipelines.precision import quantize_int8
+
+    model, _ = tiny
+    global_engine = torch.backends.quantized.engine
+    quantized = quantize_int8(model, engine)
+    assert torch.backends.quantized.engine == global_engine
+    int8_linear = torch.ao.nn.quantized.dynamic.Linear
+    encoder_linears = [type(m) for m in quantized.encoder.modules() if isinstance(m, torch.nn.Linear | int8_linear)]
+    # qkv, o_proj, fc1 and fc2 of every block, none left in float32
+    assert encoder_linears == [int8_linear] * 4 * model.config.num_hidden_layers
+    # The tokenizers stay float32, and the model passed in is not touched.
+    assert not any(isinstance(m, int8_linear) for m in quantized.embeddings.modules())
+    assert not any(isinstance(m, int8_linear) for m in model.modules())
+    chunks = torch.rand(4, 128, 96) * 1e4
+    with torch.inference_mode():
+        expected = model(chunks, patch_mode="both").pooler_output
+        got = quantized(chunks, patch_mode="both").pooler_output
+    assert torch.nn.functional.cosine_similarity(got, expected).mean() >= COSINE_BOUND
