@@ -264,3 +264,52 @@ def test_gradient_checkpointing_trains_to_the_same_weights(tmp_path):
     checkpointed = load_file(tmp_path / "checkpointed" / "model" / "model.safetensors")
     for key, value in plain.items():
         torch.testing.assert_close(checkpointed[key], value)
+
+
+def test_help_and_the_cache_key_of_a_folder_sweep(capsys):
+    with pytest.raises(SystemExit) as stop:
+        ablate.main(["--help"])
+    assert stop.value.code == 0 and "95% interval" in capsys.readouterr().out
+    point = ablate.sweep_points(ablate.AblationArguments(variants="base", batch_sizes="8"))[0]
+    # --num_clips only counts for the generated corpus; passed for a folder it would change the spectrogram cache key.
+    folder = ablate.pretrain_argv(point, ablate.AblationArguments(dataset="folder", data_dir="/music"), "run")
+    synthetic = ablate.pretrain_argv(point, ablate.AblationArguments(num_clips=32), "run")
+    assert "--num_clips" not in folder and synthetic[synthetic.index("--num_clips") + 1] == "32"
+
+
+def test_the_curve_probes_every_checkpoint_of_one_pretraining(tmp_path, monkeypatch):
+    """--curve exports each kept checkpoint as a model (the last one equals pretrain.py's export), probes it, and
+    tables quality against the run's CPU-seconds at that checkpoint; a rerun probes nothing again."""
+    from safetensors.torch import load_file
+
+    from myna_evaluation import probe
+    from myna_training import pretrain
+
+    run = tmp_path / "run"
+    pretrain.main(TINY.split() + [
+        "--variant", "hybrid", "--output_dir", str(run), "--num_clips", "16", "--per_device_batch_size", "8",
+        "--max_steps", "4", "--warmup_steps", "1", "--checkpointing_steps", "2", "--checkpoints_total_limit", "0",
+        "--probe_clips", "0",
+    ])
+    probed, real_probe = [], probe.main
+    monkeypatch.setattr(probe, "main", lambda argv: probed.append(argv) or real_probe(argv))
+    argv = [
+        "--curve", str(run), "--output_dir", str(tmp_path / "curve"), "--tasks", "synthetic-key",
+        "--synthetic_sizes", "20,10,10", "--synthetic_duration", "4",
+    ]
+    report = ablate.main(argv)
+    assert [r["steps"] for r in report["runs"]] == [2, 4] and [r["examples"] for r in report["runs"]] == [16, 32]
+    assert 0 < report["runs"][0]["cpu_seconds"] < report["runs"][1]["cpu_seconds"]
+    assert report["runs"][0]["variant"] == "hybrid" and report["runs"][0]["batch_size"] == 8
+    assert 0.0 <= report["runs"][1]["tasks"]["synthetic-key"]["test"] <= 1.0
+    exported = load_file(tmp_path / "curve" / "curve" / "step-4" / "model" / "model.safetensors")
+    for key, value in load_file(run / "model" / "model.safetensors").items():
+        torch.testing.assert_close(exported[key], value)
+    table = (tmp_path / "curve" / "curve.md").read_text()
+    assert "| 16 | 1 | 2 |" in table and "folder" not in table and "generated corpus" in table
+    assert (tmp_path / "curve" / "curve.png").stat().st_size > 1000
+    assert len(probed) == 2
+    again = ablate.main(argv + ["--curve_steps", "4"])
+    assert len(probed) == 2 and [r["steps"] for r in again["runs"]] == [4]
+    with pytest.raises(ValueError, match="no checkpoints at steps 3"):
+        ablate.main(argv + ["--curve_steps", "3"])

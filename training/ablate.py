@@ -37,7 +37,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -113,7 +113,7 @@ class AblationArguments:
         metadata={"help": "Training examples each run sees (steps x batch); a comma list runs every point at each."},
     )
     seeds: str = field(
-        default="0,1,2", metadata={"help": "Comma list of seeds; every point runs once per seed (mean, 95% interval)."}
+        default="0,1,2", metadata={"help": "Comma list of seeds; every point runs once per seed (mean, 95%% interval)."}
     )
     dataset: str = field(
         default="synthetic",
@@ -141,6 +141,16 @@ class AblationArguments:
     keep_checkpoints: bool = field(default=False, metadata={"help": "Keep each run's checkpoints (large)."})
     plot_policies: str | None = field(
         default=None, metadata={"help": "Only draw one PNG per masking policy into this folder, then exit."}
+    )
+    curve: str | None = field(
+        default=None,
+        metadata={
+            "help": "Instead of a sweep: probe the checkpoints of one pre-training (its --output_dir; keep them with "
+            "--checkpoints_total_limit) on --tasks, for quality against its CPU-seconds (curve.md, curve.png)."
+        },
+    )
+    curve_steps: str = field(
+        default="", metadata={"help": "With --curve: a comma list of checkpoint steps to probe (default: every one)."}
     )
 
 
@@ -269,7 +279,8 @@ def pretrain_argv(point: dict, args: AblationArguments, output_dir: str, seed: i
         "--cache_dir", args.cache_dir or os.path.join(args.output_dir, "cache"),  # spectrograms once per sweep
         "--dataset", args.dataset,
         *(["--data_dir", args.data_dir] if args.data_dir else []),
-        "--num_clips", str(args.num_clips),
+        # Only the generated corpus has a number of clips; passed for a folder, it would change the cache key.
+        *(["--num_clips", str(args.num_clips)] if args.dataset == "synthetic" else []),
         "--variant", point["variant"],
         *_size_flags(point["model_size"]),
         *(["--chunk_frames", str(point["crop_frames"])] if point["crop_frames"] else []),
@@ -595,7 +606,7 @@ def _draw_panels(points_by_series, columns, baselines, x_of, xlabel, path, log_x
             ax.set_xticks(range(len(categorical)), categorical, rotation=40, ha="right", fontsize=7)
             ax.set_xlim(-0.5, len(categorical) - 0.5)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test metric x100 (mean, 95% interval)", fontsize=8)
+    axes[0][0].set_ylabel("test metric x100 (mean, 95%% interval)", fontsize=8)
     handles, labels = axes[0][-1].get_legend_handles_labels()
     if labels:
         axes[0][-1].legend(fontsize=6, loc="lower right")
@@ -734,6 +745,113 @@ def plot_policies(output_dir: str, seed: int = 0, mask_ratio: float = 0.9) -> li
     return written
 
 
+PROGRESS_STATE = "custom_checkpoint_0.pkl"  # TrainingProgress, the first object pretrain.py registers
+
+
+def export_checkpoint(checkpoint_dir: str, model_dir: str) -> dict:
+    """Writes the model of one pre-training checkpoint as a `from_pretrained` folder (the encoder, its projection and
+    the feature extractor, as pretrain.py exports at the end) and returns the run's progress at that checkpoint:
+    `{"step", "examples_seen", "cpu_seconds", ...}`."""
+    from dataclasses import fields
+
+    from safetensors.torch import load_file
+
+    from modeling_myna import MynaConfig, MynaFeatureExtractor, MynaForContrastivePretraining
+    from myna_training.arguments import ModelArguments
+    from myna_training.run_folder import RUN_FILE
+
+    identity_path = os.path.join(checkpoint_dir, RUN_FILE)
+    if not os.path.exists(identity_path):
+        raise ValueError(f"{checkpoint_dir} has no {RUN_FILE}: not a checkpoint written by pretrain.py.")
+    settings = _read_json(identity_path)["settings"]
+    if settings.get("init_from"):
+        config = MynaConfig.from_pretrained(settings["init_from"])
+    else:
+        names = {f.name for f in fields(ModelArguments)}
+        config = ModelArguments(**{k: v for k, v in settings.items() if k in names}).to_config()
+    model = MynaForContrastivePretraining(config)
+    model.load_state_dict(load_file(os.path.join(checkpoint_dir, "model.safetensors")))
+    model.save_pretrained(model_dir)
+    MynaFeatureExtractor.from_config(config).save_pretrained(model_dir)
+    return dict(torch.load(os.path.join(checkpoint_dir, PROGRESS_STATE), weights_only=False))
+
+
+def curve_point(settings: dict) -> dict:
+    """The sweep point a pre-training's settings describe (for the table's and plots' columns)."""
+    schedule = settings.get("mask_ratio_schedule", "constant")
+    if schedule != "constant":
+        schedule += f":{settings['mask_ratio_start']:g}"
+    width, depth = settings.get("hidden_size"), settings.get("num_hidden_layers")
+    return {
+        "variant": settings["variant"],
+        "model_size": f"{width}x{depth}" if width and depth else settings["model_size"],
+        "crop_frames": settings.get("chunk_frames"), "mask_ratio": settings["mask_ratio"], "mask_schedule": schedule,
+        "masking_policy": settings["masking_policy"], "batch_size": settings["per_device_batch_size"], "recipe": "",
+    }
+
+
+def probe_curve(args: AblationArguments) -> dict:
+    """Probes every kept checkpoint (or those of `--curve_steps`) of the pre-training in `args.curve` on the tasks, and
+    writes the quality-vs-CPU-seconds table and plot. Each checkpoint's probes are kept: a rerun probes only new ones."""
+    from myna_evaluation import probe
+    from myna_training.pretrain import list_checkpoints
+
+    checkpoints = list_checkpoints(args.curve)
+    wanted = set(_values(args.curve_steps, int))
+    if wanted:
+        checkpoints = [c for c in checkpoints if int(c.rsplit("-", 1)[1]) in wanted]
+    if not checkpoints:
+        raise ValueError(
+            f"--curve {args.curve}: no checkpoints{' at steps ' + args.curve_steps if wanted else ''} under "
+            f"{args.curve}/checkpoints; pre-train with --checkpointing_steps N and --checkpoints_total_limit 0."
+        )
+    baselines = load_baselines(args.baselines)
+    settings = _read_json(os.path.join(checkpoints[-1], "run.json"))["settings"]
+    args = replace(args, dataset=settings["dataset"], data_dir=settings.get("data_dir"))  # for the table's caption
+    results, started = [], time.perf_counter()
+    for checkpoint in checkpoints:
+        step = int(checkpoint.rsplit("-", 1)[1])
+        run_dir = os.path.join(args.output_dir, "curve", f"step-{step}")
+        result_path = os.path.join(run_dir, RESULT_FILE)
+        if os.path.exists(result_path):
+            results.append(_read_json(result_path))
+            continue
+        print(f"\n=== checkpoint at step {step}: {checkpoint} ===", flush=True)
+        model_dir = os.path.join(run_dir, "model")
+        progress = export_checkpoint(checkpoint, model_dir)
+        settings = _read_json(os.path.join(checkpoint, "run.json"))["settings"]
+        seed = int(settings.get("seed", 0))
+        result = {
+            **curve_point(settings), "examples": progress["examples_seen"], "seed": seed, "run": f"step-{step}",
+            "steps": progress["step"], "cpu_seconds": round(progress["cpu_seconds"], 3), "tasks": {},
+        }
+        for task in task_list(args):
+            report = probe.main(probe_argv(args, model_dir, os.path.join(run_dir, "eval"), task, seed))
+            for name, entry in report["tasks"].items():
+                metric, value = primary_metric(entry["test_metrics"])
+                result["tasks"][name] = {
+                    "metric": metric, "test": value, "valid": entry["valid_score"],
+                    "patch_mode": entry["patch_mode"], "test_metrics": entry["test_metrics"],
+                }
+        shutil.rmtree(os.path.join(run_dir, "eval", "embeddings"), ignore_errors=True)
+        _write_json(result_path, result)
+        results.append(result)
+    points = aggregate(results)
+    table = render_markdown(points, args, time.perf_counter() - started, baselines)
+    plot = _draw_panels(
+        [("pre-training", points)], _columns(points), baselines, lambda p: p["cpu_seconds"]["mean"] / 60,
+        "pre-training CPU-minutes (measured)", os.path.join(args.output_dir, "curve.png"),
+    )
+    report = {"pretraining": args.curve, "points": points, "runs": results, "baselines": baselines, "plot": plot,
+              "table": table}
+    os.makedirs(args.output_dir, exist_ok=True)
+    _write_json(os.path.join(args.output_dir, "curve.json"), report)
+    with open(os.path.join(args.output_dir, "curve.md"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    print("\n" + table)
+    return report
+
+
 def run_state(point: dict, args: AblationArguments, seed: int) -> str:
     """What a run still needs: "done", "probes" (its pre-training finished) or "all"."""
     run_dir = os.path.join(args.runs_dir or os.path.join(args.output_dir, "runs"), run_name(point, seed))
@@ -764,6 +882,8 @@ def main(argv: list[str] | None = None) -> dict:
         paths = plot_policies(args.plot_policies, seed=seeds[0] if seeds else 0)
         print("\n".join(paths))
         return {"plots": paths}
+    if args.curve:
+        return probe_curve(args)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {args.seeds!r}: give one or more distinct seeds, e.g. 0,1,2.")
     if args.dataset == "folder" and not args.data_dir:
