@@ -153,7 +153,7 @@ class DataArguments:
         default=2,
         metadata={
             "help": "Crops per clip per step (the paper: 2). More views give each clip more positives from one read "
-            "of its spectrogram; a 90%-masked view is cheap."
+            "of its spectrogram; a 90%%-masked view is cheap."
         },
     )
     probe_clips: int = field(
