@@ -101,6 +101,25 @@ def test_cpu_smoke_preset_parses():
     assert data_args.dataset == "synthetic" and training_args.max_steps > 0 and model_args.to_config().hidden_size == 64
 
 
+def test_the_hour_presets_are_one_recipe_at_two_scales(tmp_path):
+    """cpu-hour.yaml (the recipe of the README's one-CPU-hour curve) and gpu-hour.yaml (the same, 16x the batch)."""
+    data = ["--dataset", "folder", "--data_dir", str(tmp_path)]
+    cpu = parse_arguments(["--config", str(CONFIGS / "cpu-hour.yaml"), *data])
+    gpu = parse_arguments(["--config", str(CONFIGS / "gpu-hour.yaml"), *data])
+    for model_args, data_args, _ in (cpu, gpu):
+        config = model_args.to_config()
+        assert config.patch_sizes == [[16, 16], [128, 2]] and (config.hidden_size, config.num_hidden_layers) == (
+            128, 3
+        )
+        assert config.mask_ratio == 0.9 and data_args.num_views == 2 and data_args.dataset == "folder"
+    cpu_training, gpu_training = cpu[2], gpu[2]
+    # 18k steps at the 0.195 CPU-s per step measured on one thread: about an hour.
+    assert cpu_training.per_device_batch_size == 128 and 3000 < 0.195 * cpu_training.max_steps < 4200
+    assert gpu_training.per_device_batch_size == 16 * cpu_training.per_device_batch_size
+    assert gpu_training.mixed_precision == "bf16" and cpu_training.mixed_precision in (None, "no")
+    assert cpu_training.checkpointing_steps > 0 and cpu_training.checkpoints_total_limit >= 12  # the curve's points
+
+
 def test_data_settings_are_checked_before_any_work():
     with pytest.raises(ValueError, match="spectrogram_placement='disk': choose one of"):
         parse_arguments(["--spectrogram_placement", "disk"])

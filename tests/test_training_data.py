@@ -325,6 +325,11 @@ def test_batch_plan_is_a_pure_function_of_seed_and_micro_batch():
     assert not torch.equal(a(0)[1], BatchPlan(num_frames, 8, 96, seed=2)(0)[1])
     index, first, second = a(3)
     assert sorted(index.tolist()) == sorted(set(index.tolist())) and torch.all(first <= num_frames[index] - 96)
+    # More views per clip (--num_views): the first two are the two-view plan's, every start in range.
+    index3, *starts = BatchPlan(num_frames, 8, 96, seed=1, num_views=3)(3)
+    assert len(starts) == 3 and torch.equal(index3, index)
+    assert torch.equal(starts[0], first) and torch.equal(starts[1], second)
+    assert torch.all(starts[2] <= num_frames[index] - 96) and not torch.equal(starts[2], second)
 
 
 def test_out_of_core_reading_keeps_host_memory_flat(tmp_path):

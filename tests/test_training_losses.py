@@ -86,6 +86,42 @@ def test_sogclr_state_update_and_loss_match_hand_computation():
     torch.testing.assert_close(loss_fn.u[0, untouched], u_before[untouched])
 
 
+def test_more_views_per_clip_give_every_anchor_its_other_views_as_positives():
+    """--num_views 3: InfoNCE averages NT-Xent over an anchor's 2 positives (SupCon's outside form); SogCLR's
+    negatives are the other clips' views, its state the mean of the 3 views' estimates; 2 views are unchanged."""
+    generator = torch.Generator().manual_seed(1)
+    views = [torch.randn(4, 6, generator=generator) for _ in range(3)]
+    z = F.normalize(torch.cat(views).double(), dim=1)
+    n, batch, temperature, gamma = 12, 4, 0.1, 0.9
+    clip = [i % batch for i in range(n)]
+    expected, u_views, per_anchor = 0.0, [], []
+    index = torch.tensor([3, 0, 5, 1])
+    u_before = torch.linspace(1.0, 2.0, 6)
+    for i in range(n):
+        positives = [k for k in range(n) if k != i and clip[k] == clip[i]]
+        negatives = [k for k in range(n) if clip[k] != clip[i]]
+        denominator = sum(math.exp(float(z[i] @ z[k]) / temperature) for k in range(n) if k != i)
+        expected += sum(-float(z[i] @ z[p]) / temperature + math.log(denominator) for p in positives) / 2
+        exps = [math.exp(float(z[i] @ z[k]) / temperature) for k in negatives]
+        u = (1 - gamma) * float(u_before[index[clip[i]]]) + gamma * sum(exps) / len(negatives)
+        u_views.append(u)
+        weighted = sum(e / u * float(z[i] @ z[k]) for e, k in zip(exps, negatives)) / len(negatives)
+        per_anchor.append(-sum(float(z[i] @ z[p]) for p in positives) / 2 + weighted)
+    assert InfoNCELoss(temperature)(*views).item() == pytest.approx(expected / n, rel=1e-5)
+    loss_fn = SogCLRLoss(dataset_size=6, temperature=temperature, gamma=gamma)
+    loss_fn.u[0] = u_before
+    loss = loss_fn(*views, index=index)
+    assert loss.item() == pytest.approx(sum(per_anchor) / (batch * 3 / 2), rel=1e-5)
+    new_state = [sum(u_views[j + v * batch] for v in range(3)) / 3 for j in range(batch)]
+    torch.testing.assert_close(loss_fn.u[0, index], torch.tensor(new_state, dtype=torch.float32), rtol=1e-5, atol=0)
+    # Two views: the same numbers as the two-view formula above.
+    assert InfoNCELoss(temperature)(*views[:2]).item() == pytest.approx(
+        direct_nt_xent(*views[:2], temperature), rel=1e-5
+    )
+    with pytest.raises(ValueError, match="two or more views"):
+        InfoNCELoss(temperature)(views[0])
+
+
 def test_sogclr_gradient_is_the_u_weighted_contrastive_gradient():
     # d loss / d s_ik = (-[k = p(i)] + exp(s_ik / T) / u_i / |negatives|) / B, u_i as updated this step: the gradient
     # of T log mean_k exp(s_ik / T) - s_ip (libauc's GCL) with the batch mean replaced by u_i, summed over the views.

@@ -39,6 +39,13 @@ class ModelArguments:
     num_attention_heads: int | None = field(default=None, metadata={"help": "Overrides the heads of model_size."})
     intermediate_size: int | None = field(default=None, metadata={"help": "Overrides the MLP width."})
     projection_dim: int = field(default=128, metadata={"help": "Width of the contrastive projection."})
+    chunk_frames: int | None = field(
+        default=None,
+        metadata={
+            "help": "Crop length in mel frames: each view's and each embedded chunk's length (default 96, 3 s, the "
+            "paper's; a multiple of the patch width)."
+        },
+    )
     mask_ratio: float = field(default=0.9, metadata={"help": "Fraction of patch tokens dropped per view (paper: 0.9)."})
     masking_policy: str = field(
         default="uniform",
@@ -105,6 +112,7 @@ class ModelArguments:
             masking_policy_kwargs=policy_options,
             mask_ratio_schedule=self.mask_ratio_schedule,
             mask_ratio_start=self.mask_ratio_start,
+            **({"chunk_frames": self.chunk_frames} if self.chunk_frames is not None else {}),
             **size,
         )
 
@@ -161,6 +169,13 @@ class DataArguments:
     max_crop_distance: int | None = field(
         default=None, metadata={"help": "Largest distance in frames between the starts of the two crops."}
     )
+    num_views: int = field(
+        default=2,
+        metadata={
+            "help": "Crops per clip per step (the paper: 2). More views give each clip more positives from one read "
+            "of its spectrogram; a 90%%-masked view is cheap."
+        },
+    )
     probe_clips: int = field(
         default=240, metadata={"help": "Held-out generated clips for the closing linear probe (0: no probe)."}
     )
@@ -186,6 +201,10 @@ class DataArguments:
             raise ValueError(f"spectrogram_placement={self.spectrogram_placement!r}: choose one of {placements}.")
         if self.segment_seconds is not None and self.segment_seconds < 0:
             raise ValueError(f"segment_seconds={self.segment_seconds}: use a length in seconds, or 0 for whole files.")
+        if self.num_views < 2:
+            raise ValueError(f"num_views={self.num_views}: a contrastive pair needs at least 2 views per clip.")
+        if self.num_views > 2 and self.streaming:
+            raise ValueError(f"num_views={self.num_views} with --streaming: a stream gives 2 views; cache the set.")
 
 
 @dataclass

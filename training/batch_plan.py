@@ -1,34 +1,41 @@
 """Which crops each pre-training step uses, and getting them there ahead of the step. `BatchPlan` draws the clips and
-the two crop starts of every micro-batch as a pure function of `(seed, micro-batch)` for the whole global batch
-(`epoch_order`, `crop_generator`, `random_crop_starts`), so that every placement of the spectrograms and any number
-of processes train on exactly the same crops. `CropPrefetcher` reads the upcoming micro-batches' crops from an
-out-of-core bank in a background thread, into pinned buffers that it copies to the device on a side stream. Banks
-are known here only by what they offer (`host_offsets`, `crops`), so `spectrogram_store` builds on this module and
-not the reverse.
+the crop starts (two views per clip, or `num_views`) of every micro-batch as a pure function of `(seed, micro-batch)`
+for the whole global batch (`epoch_order`, `crop_generator`, `random_crop_starts`), so that every placement of the
+spectrograms and any number of processes train on exactly the same crops. `CropPrefetcher` reads the upcoming
+micro-batches' crops from an out-of-core bank in a background thread, into pinned buffers that it copies to the
+device on a side stream. Banks are known here only by what they offer (`host_offsets`, `crops`), so
+`spectrogram_store` builds on this module and not the reverse.
 """
 
 import torch
 
 
 def random_crop_starts(
-    num_frames: torch.Tensor, crop_frames: int, generator: torch.Generator, max_distance: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two independent uniform crop starts per clip, `(B,)` each, in `[0, num_frames - crop_frames]`.
+    num_frames: torch.Tensor,
+    crop_frames: int,
+    generator: torch.Generator,
+    max_distance: int | None = None,
+    num_views: int = 2,
+) -> tuple[torch.Tensor, ...]:
+    """`num_views` (two by default) independent uniform crop starts per clip, `(B,)` each, in
+    `[0, num_frames - crop_frames]`.
 
-    With `max_distance`, the second start is drawn uniformly among the valid starts within `max_distance` frames
-    of the first (the reference code's option).
+    With `max_distance`, every start after the first is drawn uniformly among the valid starts within `max_distance`
+    frames of the first (the reference code's option). The first two views are the same draws whatever `num_views`.
     """
+    if num_views < 2:
+        raise ValueError(f"num_views={num_views}: a contrastive pair needs at least two views per clip.")
     device = num_frames.device
     room = (num_frames - crop_frames + 1).clamp(min=1).to(torch.float64)  # valid start positions per clip
-    uniform = torch.rand((2, num_frames.shape[0]), generator=generator, device=device, dtype=torch.float64)
+    uniform = torch.rand((num_views, num_frames.shape[0]), generator=generator, device=device, dtype=torch.float64)
     first = (uniform[0] * room).long()
     if max_distance is None:
-        second = (uniform[1] * room).long()
+        others = [(u * room).long() for u in uniform[1:]]
     else:
         low = (first - max_distance).clamp(min=0)
         high = torch.minimum(first + max_distance, room.long() - 1)
-        second = low + (uniform[1] * (high - low + 1).to(torch.float64)).long()
-    return first, second
+        others = [low + (u * (high - low + 1).to(torch.float64)).long() for u in uniform[1:]]
+    return (first, *others)
 
 
 def epoch_order(num_clips: int, seed: int, epoch: int) -> torch.Tensor:
@@ -70,8 +77,17 @@ class BatchPlan:
     and any number of processes follow the same plan, so they train on exactly the same crops.
     """
 
-    def __init__(self, num_frames: torch.Tensor, global_batch: int, crop_frames: int, seed: int, max_distance=None):
+    def __init__(
+        self,
+        num_frames: torch.Tensor,
+        global_batch: int,
+        crop_frames: int,
+        seed: int,
+        max_distance=None,
+        num_views: int = 2,
+    ):
         self.num_frames = num_frames.cpu()
+        self.num_views = num_views
         self.global_batch = global_batch
         self.crop_frames = crop_frames
         self.seed = seed
@@ -79,16 +95,18 @@ class BatchPlan:
         self.batches_per_epoch = len(self.num_frames) // global_batch
         self._order, self._order_epoch = None, None
 
-    def __call__(self, micro_batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`(index, first, second)`, `(global_batch,)` CPU tensors: clip indices and the starts of their two views."""
+    def __call__(self, micro_batch: int) -> tuple[torch.Tensor, ...]:
+        """`(index, first, second, ...)`, `(global_batch,)` CPU tensors: clip indices and the starts of their
+        `num_views` views."""
         epoch, position = divmod(micro_batch, self.batches_per_epoch)
         if self._order_epoch != epoch:
             self._order, self._order_epoch = epoch_order(len(self.num_frames), self.seed, epoch), epoch
         index = self._order[position * self.global_batch : (position + 1) * self.global_batch]
-        first, second = random_crop_starts(
-            self.num_frames[index], self.crop_frames, crop_generator(self.seed, micro_batch), self.max_distance
+        starts = random_crop_starts(
+            self.num_frames[index], self.crop_frames, crop_generator(self.seed, micro_batch), self.max_distance,
+            self.num_views,
         )
-        return index, first, second
+        return (index, *starts)
 
 
 class CropPrefetcher:
@@ -97,10 +115,11 @@ class CropPrefetcher:
     The thread follows `plan` from micro-batch `start`, reads this process's rows of each batch (`rows`, a slice of
     the global batch) from the store's file into pinned host buffers and, on a GPU, starts their copy to the
     device on a side stream, so that disk reads and host-to-device copies overlap the training step. `next()` returns
-    `(view1, view2, index)` in order; the consumer's stream waits for the copy on the device, not on the host.
+    `(view1, view2, ..., index)` (the plan's `num_views` views) in order; the consumer's stream waits for the copy
+    on the device, not on the host.
 
-    Staged copies (a GPU) cycle through `depth + 2` slots of two host buffers: `depth` batches queued, one being
-    used, one being filled. A slot is refilled only after the copy out of it has finished (its event). The three
+    Staged copies (a GPU) cycle through `depth + 2` slots of `num_views` host buffers: `depth` batches queued, one
+    being used, one being filled. A slot is refilled only after the copy out of it has finished (its event). The three
     device-specific steps are methods (`_new_buffer`, `_start_copy`, `_wait_copy`), so that this logic is tested on
     a CPU with the copy stubbed (tests/test_training_data.py).
     """
@@ -120,8 +139,10 @@ class CropPrefetcher:
         self.queue = queue.Queue(maxsize=depth)
         local = len(range(*rows.indices(plan.global_batch)))
         shape = (local * plan.crop_frames, bank.num_mel_bins)
-        # Two views per batch; `depth` batches queued, one being filled and one being used.
-        self.buffers = [[self._new_buffer(shape) for _ in range(2)] for _ in range(depth + 2 if self.staged else 0)]
+        # `num_views` views per batch; `depth` batches queued, one being filled and one being used.
+        self.buffers = [
+            [self._new_buffer(shape) for _ in range(plan.num_views)] for _ in range(depth + 2 if self.staged else 0)
+        ]
         self.copied = [None] * max(len(self.buffers), 1)  # the event after which a buffer may be refilled
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
         self._stop = threading.Event()
@@ -158,16 +179,16 @@ class CropPrefetcher:
                 torch.cuda.set_device(self.device)
             slot = 0
             while not self._stop.is_set():
-                index, first, second = self.plan(micro_batch)
-                index, first, second = index[self.rows], first[self.rows], second[self.rows]
+                index, *starts = self.plan(micro_batch)
+                index, starts = index[self.rows], [s[self.rows] for s in starts]
                 offsets = self.bank.host_offsets[index]
                 if self.copied[slot] is not None:
                     self.copied[slot].synchronize()  # the last copy out of this buffer is done
-                buffers = self.buffers[slot] if self.staged else (None, None)
-                views = [self.bank.crops(offsets + s, self.plan.crop_frames, out=b) for s, b in zip((first, second), buffers)]
+                buffers = self.buffers[slot] if self.staged else [None] * len(starts)
+                views = [self.bank.crops(offsets + s, self.plan.crop_frames, out=b) for s, b in zip(starts, buffers)]
                 if self.check_finite is not None:  # on the host copy, in this thread: no device sync in the step
-                    for view, starts in zip(views, (first, second)):
-                        check_finite_crops(view, index, starts, self.check_finite)
+                    for view, view_starts in zip(views, starts):
+                        check_finite_crops(view, index, view_starts, self.check_finite)
                 event = None
                 if self.staged:
                     views, event = self._start_copy(views)
@@ -188,16 +209,16 @@ class CropPrefetcher:
             except queue.Full:
                 continue
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def next(self) -> tuple[torch.Tensor, ...]:
         item = self.queue.get()
         if isinstance(item, ValueError):  # a damaged store or a non-finite crop: already one clear line
             raise item
         if isinstance(item, BaseException):
             raise RuntimeError(f"reading crops from the spectrogram store failed: {item}") from item
-        (view1, view2), index, event = item
+        views, index, event = item
         if event is not None:
-            self._wait_copy([view1, view2], event)
-        return view1, view2, index
+            self._wait_copy(views, event)
+        return (*views, index)
 
     def close(self) -> None:
         self._stop.set()

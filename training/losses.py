@@ -1,6 +1,7 @@
 """Contrastive losses for Myna pre-training: InfoNCE / NT-Xent (the paper) and SogCLR (the reference code).
 
-Both take the two projected views of a (local) batch, `z1` and `z2` of shape `(B, D)`, compare them by cosine
+Both take the two projected views of a (local) batch, `z1` and `z2` of shape `(B, D)` (or more views, `--num_views`),
+compare them by cosine
 similarity, and treat every other view in the *global* batch as a negative. Under several processes, features are
 all-gathered; the gather's backward sums the gradients of every rank and hands each rank the slice of its own shard,
 so that N processes with batch B compute exactly the loss and the gradients of one process with batch N * B (rows
@@ -15,8 +16,8 @@ pass its logits or the state through bfloat16.
   `exp(sim / T)`, keyed by dataset index; the gradient weights the negatives by `exp(sim / T) / u`, which makes
   small batches behave like large ones.
 
-Both are called as `loss_fn(z1, z2, index=..., tokenizer=...)`, directly or as
-`MynaForContrastivePretraining(views=[v1, v2], loss_fn=loss_fn, index=...)`.
+Both are called as `loss_fn(z1, z2, index=..., tokenizer=...)` (`loss_fn(z1, z2, z3, ...)` for more views),
+directly or as `MynaForContrastivePretraining(views=[v1, v2], loss_fn=loss_fn, index=...)`.
 """
 
 import torch
@@ -87,30 +88,40 @@ class _GlobalContrastiveLoss(nn.Module):
             return self._rank, self._world_size
         return distributed_rank_and_world_size()
 
-    def similarities(self, z1: torch.Tensor, z2: torch.Tensor):
+    def similarities(self, *views: torch.Tensor):
         """
-        Returns `similarity` `(2B, 2NB)`, float32: cosine similarities of the local anchors `[z1; z2]` to the global
-        views `[Z1; Z2]` (self-similarity set to -inf), not divided by the temperature; `positives` `(2B,)`, the
-        column of each anchor's other view; and `(rank, world_size)`. Computed with autocast off.
+        Returns `similarity` `(V B, V N B)`, float32: cosine similarities of the local anchors `[z1; z2; ...]` (the
+        `V` views, two in the paper) to the global views `[Z1; Z2; ...]` (self-similarity set to -inf), not divided
+        by the temperature; `positives` `(V B, V - 1)`, the columns of each anchor's other views of the same clip
+        (for two views: the other view); and `(rank, world_size)`. Computed with autocast off.
         """
-        if z1.shape != z2.shape or z1.dim() != 2:
+        z1 = views[0] if views else None
+        if len(views) < 2 or any(z.shape != z1.shape for z in views) or z1.dim() != 2:
             raise ValueError(
-                f"expected two views of shape (batch, dim), got {tuple(z1.shape)} and {tuple(z2.shape)}: pass the "
+                f"expected two or more views of shape (batch, dim), got {[tuple(z.shape) for z in views]}: pass the "
                 "projections of the same clips in the same order."
             )
+        num_views = len(views)
         rank, world_size = self.rank_and_world_size()
         batch_size = z1.shape[0]
         with float32_outside_autocast(z1.device):
-            z1, z2 = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
-            global_views = torch.cat([gather_features(z1, rank, world_size), gather_features(z2, rank, world_size)])
-            anchors = torch.cat([z1, z2])  # (2B, D)
-            similarity = anchors @ global_views.T  # (2B, 2NB)
+            normalized = [F.normalize(z.float(), dim=-1) for z in views]
+            global_views = torch.cat([gather_features(z, rank, world_size) for z in normalized])
+            anchors = torch.cat(normalized)  # (V B, D)
+            similarity = anchors @ global_views.T  # (V B, V N B)
 
         global_batch = batch_size * world_size
         local = torch.arange(batch_size, device=z1.device) + rank * batch_size  # labels offset by rank
-        self_columns = torch.cat([local, local + global_batch])
-        positives = torch.cat([local + global_batch, local])
-        rows = torch.arange(2 * batch_size, device=z1.device)
+        self_columns = torch.cat([local + v * global_batch for v in range(num_views)])
+        # Anchor of view v, clip i: its positives are clip i in views v+1, v+2, ... (mod V).
+        positives = torch.stack(
+            [
+                torch.cat([local + ((v + shift) % num_views) * global_batch for v in range(num_views)])
+                for shift in range(1, num_views)
+            ],
+            dim=1,
+        )
+        rows = torch.arange(num_views * batch_size, device=z1.device)
         similarity[rows, self_columns] = float("-inf")  # a view is not its own negative
         return similarity, positives, (rank, world_size)
 
@@ -120,17 +131,19 @@ class InfoNCELoss(_GlobalContrastiveLoss):
 
     For anchor `i` with other view `p(i)`: `-log(exp(s_ip / T) / sum_{k != i} exp(s_ik / T))`, `s` the cosine
     similarity, averaged over the anchors; float32 with autocast off. Stateless: `index` and `tokenizer` are accepted
-    and ignored.
+    and ignored. With `V > 2` views per clip (`--num_views`), each anchor has `V - 1` positives and the term above is
+    averaged over them (SupCon's "outside" form, Khosla et al. 2020, with the clip as the class); `V = 2` is NT-Xent.
 
     Args:
         temperature (`float`, defaults to 0.1): the paper's value.
         rank, world_size (`int`, *optional*): read from `torch.distributed` when not given.
     """
 
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor, index=None, tokenizer: int = 0) -> torch.Tensor:
-        similarity, positives, _ = self.similarities(z1, z2)
+    def forward(self, *views: torch.Tensor, index=None, tokenizer: int = 0) -> torch.Tensor:
+        similarity, positives, _ = self.similarities(*views)
         with float32_outside_autocast(similarity.device):
-            return F.cross_entropy(similarity / self.temperature, positives)
+            logits = similarity / self.temperature
+            return torch.stack([F.cross_entropy(logits, column) for column in positives.T]).mean()
 
 
 class SogCLRLoss(_GlobalContrastiveLoss):
@@ -166,6 +179,10 @@ class SogCLRLoss(_GlobalContrastiveLoss):
     the same gradients after DDP's averaging). iSogCLR (individual temperatures) and the cosine gamma schedule, both
     off in the reference's defaults, are not implemented.
 
+    With `V > 2` views per clip (`--num_views`, not in libauc): the negatives of an anchor are every view of the other
+    clips (`n = V G - V`), its positive term is the mean similarity to its `V - 1` other views, the state is the mean
+    of the `V` views' estimates, and the sum over anchors is divided by `G V / 2`, so that `V = 2` is the above.
+
     Args:
         dataset_size (`int`): number of examples; `index` must lie in `[0, dataset_size)`.
         temperature (`float`, defaults to 0.1).
@@ -199,7 +216,7 @@ class SogCLRLoss(_GlobalContrastiveLoss):
         """libauc's constant-schedule `adjust_gamma`: the first-visit check holds in epoch 0 only."""
         self.first_visit_check = epoch == 0
 
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor = None, tokenizer: int = 0):
+    def forward(self, *views: torch.Tensor, index: torch.Tensor = None, tokenizer: int = 0):
         if index is None:
             raise ValueError("SogCLRLoss needs `index`, the dataset index of every example of the batch.")
         if not 0 <= tokenizer < self.u.shape[0]:
@@ -207,6 +224,7 @@ class SogCLRLoss(_GlobalContrastiveLoss):
                 f"tokenizer={tokenizer} but this loss keeps state for {self.u.shape[0]} tokenizer(s): build it with "
                 "num_tokenizers=2 for a hybrid model."
             )
+        z1, num_views = views[0], len(views)
         index = index.to(self.u.device, torch.long)
         # The range check reads values back, which would stall an accelerator every step: done on CPU only (out of
         # range indices fail in the indexing kernel there).
@@ -216,35 +234,35 @@ class SogCLRLoss(_GlobalContrastiveLoss):
                 f"index must hold one dataset index in [0, {self.u.shape[1]}) per example, got shape "
                 f"{tuple(index.shape)} for a batch of {z1.shape[0]}."
             )
-        similarity, positives, (rank, world_size) = self.similarities(z1, z2)
+        similarity, positives, (rank, world_size) = self.similarities(*views)
         batch_size = z1.shape[0]
-        num_negatives = 2 * batch_size * world_size - 2
-        rows = torch.arange(2 * batch_size, device=similarity.device)
+        num_negatives = num_views * batch_size * world_size - num_views
+        rows = torch.arange(num_views * batch_size, device=similarity.device)
         negative_mask = torch.ones_like(similarity, dtype=torch.bool)
-        negative_mask[rows, positives] = False
+        negative_mask[rows[:, None], positives] = False
         negative_mask &= torch.isfinite(similarity)  # drops the self column
 
         with float32_outside_autocast(similarity.device):
             with torch.no_grad():
                 all_index = gather_no_grad(index, world_size)  # the global batch's indices, rank-major
-                exp_logits = torch.where(negative_mask, (similarity / self.temperature).exp(), 0.0)  # (2B, 2NB)
-                batch_estimate = exp_logits.sum(dim=1) / num_negatives  # g_i, (2B,)
+                exp_logits = torch.where(negative_mask, (similarity / self.temperature).exp(), 0.0)  # (VB, VNB)
+                batch_estimate = exp_logits.sum(dim=1) / num_negatives  # g_i, (VB,)
                 gamma = torch.tensor(self.gamma, device=similarity.device)
                 if self.first_visit_check:
                     # libauc: `u[index].sum() == 0` over the (global) batch; u >= 0, so: no example seen yet.
                     gamma = torch.where(self.u[tokenizer, all_index].sum() == 0, 1.0, gamma)
-                state = self.u[tokenizer, index].float().repeat(2)  # (2B,) both views of each example
+                state = self.u[tokenizer, index].float().repeat(num_views)  # (V B,) every view of each example
                 u_views = (1 - gamma) * state + gamma * batch_estimate
                 weights = exp_logits / u_views.clamp(min=self.eps)[:, None]
-                new_state = u_views.view(2, batch_size).mean(dim=0)  # (B,) mean of the two views' estimates
+                new_state = u_views.view(num_views, batch_size).mean(dim=0)  # (B,) mean of the views' estimates
                 all_state = gather_no_grad(new_state.to(self.u.dtype), world_size)
                 self.u[tokenizer, all_index] = all_state
 
-            positive_similarity = similarity[rows, positives]
+            positive_similarity = similarity.gather(1, positives).mean(dim=1)  # (V B,)
             safe_similarity = torch.where(negative_mask, similarity, 0.0)
-            per_anchor = -positive_similarity + (weights * safe_similarity).sum(dim=1) / num_negatives  # (2B,)
-            # libauc: (loss_view1 + loss_view2).mean() over the examples.
-            return per_anchor.sum() / batch_size
+            per_anchor = -positive_similarity + (weights * safe_similarity).sum(dim=1) / num_negatives  # (V B,)
+            # libauc: (loss_view1 + loss_view2).mean() over the examples; V views count as V / 2 pairs.
+            return per_anchor.sum() / (batch_size * num_views / 2)
 
 
 LOSSES = {"infonce": InfoNCELoss, "sogclr": SogCLRLoss}

@@ -94,12 +94,17 @@ class TrainingProgress:
         self.step = 0  # optimiser steps done
         self.micro_batches = 0  # micro-batches consumed; the data position, with the per-epoch order
         self.examples_seen = 0
+        self.cpu_seconds = 0.0  # process CPU time of the training loop, every session of the run
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "micro_batches": self.micro_batches, "examples_seen": self.examples_seen}
+        return {
+            "step": self.step, "micro_batches": self.micro_batches, "examples_seen": self.examples_seen,
+            "cpu_seconds": self.cpu_seconds,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.micro_batches, self.examples_seen = state["step"], state["micro_batches"], state["examples_seen"]
+        self.cpu_seconds = state.get("cpu_seconds", 0.0)  # checkpoints written before it was counted: unknown, 0
 
 
 def grid_size(config, patch_size: list[int]) -> tuple[int, int]:
@@ -446,7 +451,10 @@ def main(argv: list[str] | None = None) -> dict:
         num_clips, batches_per_epoch, plan = None, None, None
     else:
         num_clips = len(store)
-        plan = BatchPlan(store.num_frames, global_batch, crop_frames, training_args.seed, data_args.max_crop_distance)
+        plan = BatchPlan(
+            store.num_frames, global_batch, crop_frames, training_args.seed, data_args.max_crop_distance,
+            num_views=data_args.num_views,
+        )
         batches_per_epoch = plan.batches_per_epoch
         if batches_per_epoch == 0:
             raise ValueError(
@@ -534,6 +542,8 @@ def main(argv: list[str] | None = None) -> dict:
     losses = collections.deque(maxlen=max(10, training_args.logging_steps) * training_args.gradient_accumulation_steps)
     # This session's share of the run (a resumed run's totals include the sessions before).
     first_loss, start_time, start_step, start_examples = None, time.perf_counter(), progress.step, progress.examples_seen
+    # The compute a run costs, whatever else the machine runs: this process's CPU time (all its threads) in the loop.
+    start_cpu, cpu_before = time.process_time(), progress.cpu_seconds
     bar = progress_bar(  # a tqdm bar on a terminal, plain lines with the ETA in a log
         total=max_steps, initial=progress.step, disable=not accelerator.is_local_main_process, desc="pre-training",
         unit="step",
@@ -556,20 +566,19 @@ def main(argv: list[str] | None = None) -> dict:
             loss_fn.set_epoch(micro // batches_per_epoch if batches_per_epoch else data.epoch)
         view_shift = None  # (global batch,) second crop start minus first, for policies that pair the views' audio
         if prefetcher is not None:
-            view1, view2, index = prefetcher.next()
+            *views, index = prefetcher.next()
             if masking_policy.uses_view_shift:
-                _, first, second = plan(micro)  # the prefetcher's plan: the same draws
-                view_shift = second - first
+                _, *starts = plan(micro)  # the prefetcher's plan: the same draws
+                view_shift = starts[1] - starts[0]
         elif plan is not None:
             # Draws for the whole global batch, this process's slice used: the same for any number of processes.
-            global_index, first, second = plan(micro)
-            view_shift = second - first
-            index, first, second = global_index[local_rows], first[local_rows], second[local_rows]
+            global_index, *starts = plan(micro)
+            view_shift = starts[1] - starts[0]
+            index = global_index[local_rows]
             offsets = data.host_offsets[index]
-            view1 = data.crops(offsets + first, crop_frames)
-            view2 = data.crops(offsets + second, crop_frames)
+            views = [data.crops(offsets + start[local_rows], crop_frames) for start in starts]
         else:
-            view1, view2, index = data.next_batch(
+            *views, index = data.next_batch(
                 crop_frames, crop_generator(training_args.seed, micro), data_args.max_crop_distance
             )
             # A stream knows this process's crops only; the other rows' offsets never reach this process's masks.
@@ -583,14 +592,14 @@ def main(argv: list[str] | None = None) -> dict:
         noise = [
             masking_policy(
                 grid_size(config, p), num_kept_tokens(num_tokens(config, p), mask_ratio), global_batch,
-                generator=generator, device=accelerator.device, rows=local_rows, views=(view1, view2), patch_size=p,
-                view_shift_frames=view_shift if masking_policy.uses_view_shift else None,
+                generator=generator, device=accelerator.device, rows=local_rows, views=views, patch_size=p,
+                num_views=len(views), view_shift_frames=view_shift if masking_policy.uses_view_shift else None,
             )
             for p in patch_sizes
         ]
 
         with accelerator.accumulate(model):
-            loss = model(views=[view1, view2], noise=noise, mask_ratio=mask_ratio, loss_fn=loss_fn, index=index).loss
+            loss = model(views=views, noise=noise, mask_ratio=mask_ratio, loss_fn=loss_fn, index=index).loss
             accelerator.backward(loss)
             if accelerator.sync_gradients and training_args.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), training_args.max_grad_norm)
@@ -619,6 +628,7 @@ def main(argv: list[str] | None = None) -> dict:
                 step=progress.step,
             )
         if training_args.checkpointing_steps and progress.step % training_args.checkpointing_steps == 0:
+            progress.cpu_seconds = cpu_before + time.process_time() - start_cpu
             save_checkpoint(
                 accelerator, output_dir, progress.step, training_args.checkpoints_total_limit, identity, rank_state
             )
@@ -628,6 +638,7 @@ def main(argv: list[str] | None = None) -> dict:
     if verifier is not None:
         verifier.finish()  # a short run waits for the check: no model is exported from a damaged store
     train_seconds = time.perf_counter() - start_time
+    progress.cpu_seconds = cpu_before + time.process_time() - start_cpu
     if not list_checkpoints(output_dir) or not list_checkpoints(output_dir)[-1].endswith(f"-{progress.step}"):
         save_checkpoint(
             accelerator, output_dir, progress.step, training_args.checkpoints_total_limit, identity, rank_state
@@ -646,6 +657,10 @@ def main(argv: list[str] | None = None) -> dict:
         "session_steps": progress.step - start_step,  # this session's
         "session_examples": progress.examples_seen - start_examples,
         "train_seconds": train_seconds,
+        # Process CPU time of the training loop (main process): this session's, and the run's over every session.
+        "session_cpu_seconds": progress.cpu_seconds - cpu_before,
+        "cpu_seconds": progress.cpu_seconds,
+        "num_views": data_args.num_views,
         "num_clips": num_clips,
         "skipped": skipped.total,
         "skipped_detail": str(skipped),
@@ -732,7 +747,7 @@ def format_summary(summary: dict, config, probe_clips: int) -> str:
     rate = summary["session_examples"] / max(summary["train_seconds"], 1e-9)
     session = (
         f"{summary['session_steps']} steps, {summary['session_examples']} examples in {summary['train_seconds']:.1f} s "
-        f"({rate:.0f} examples/s)"
+        f"({rate:.0f} examples/s, {summary['session_cpu_seconds']:.1f} CPU-s)"
     )
     if summary["resumed_at_step"] is None:
         lines.append(f"training: {session}")
