@@ -313,3 +313,22 @@ def test_the_curve_probes_every_checkpoint_of_one_pretraining(tmp_path, monkeypa
     assert len(probed) == 2 and [r["steps"] for r in again["runs"]] == [4]
     with pytest.raises(ValueError, match="no checkpoints at steps 3"):
         ablate.main(argv + ["--curve_steps", "3"])
+
+
+def test_three_views_read_out_of_core_train_as_the_resident_bank_does(tmp_path):
+    # The prefetcher's slots hold `num_views` buffers: three views read from disk follow the same plan as the
+    # resident bank, so the two runs end with the same weights.
+    from safetensors.torch import load_file
+
+    from myna_training import pretrain
+
+    common = TINY.split() + [
+        "--num_views", "3", "--num_clips", "16", "--per_device_batch_size", "8", "--max_steps", "2",
+        "--warmup_steps", "1", "--checkpointing_steps", "0", "--probe_clips", "0", "--cache_dir", str(tmp_path / "cache"),
+    ]
+    for placement in ("resident", "out_of_core"):
+        pretrain.main(common + ["--spectrogram_placement", placement, "--output_dir", str(tmp_path / placement)])
+    resident = load_file(tmp_path / "resident" / "model" / "model.safetensors")
+    out_of_core = load_file(tmp_path / "out_of_core" / "model" / "model.safetensors")
+    for name in resident:
+        torch.testing.assert_close(out_of_core[name], resident[name], rtol=0, atol=1e-6, msg=name)
