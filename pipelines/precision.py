@@ -10,7 +10,7 @@
               AMX (oneDNN uses AMX tiles on Xeon 4th generation and later), torch's default engine elsewhere
               (`x86`, with fbgemm's AVX2/AVX512 kernels; `qnnpack` on ARM): `int8_engine()`. On this project's
               AVX512-VNNI machine (no AMX) the three engines are within 3% on a quiet machine (3-minute track,
-              hybrid "both": oneDNN 0.81 s, fbgemm 0.82 s, x86 0.83 s, README); oneDNN is chosen for the CPUs
+              hybrid "both": oneDNN 0.66 s, fbgemm 0.67 s, x86 0.66 s, README); oneDNN is chosen for the CPUs
               with AMX, whose tiles only it uses.
               What stays float32: the tokenizers (LayerNorm -> Linear -> LayerNorm on the raw power mel; their
               256 x 384 projections are 0.5% of the multiply-adds), the attention products (48 x 48 per head, 2%),
@@ -21,9 +21,9 @@
 
 Memory: on Linux with glibc, `MynaInferenceModel` on the CPU first calls `keep_freed_memory()`, which keeps freed
 blocks of up to 32 MiB in the process's heap instead of handing them back to the kernel. By default glibc maps large
-blocks afresh and returns the heap's free top, so every forward faults its activations' pages in again: on a 3-minute
-hybrid "both" batch that was 25% of the int8 encoder's time (GELU 3x, the quantized GEMMs 1.3x slower) and 5% of
-float32's (`benchmarks/benchmark_embed_track.py --implementations int8,int8:default-malloc`). The price is that the
+blocks afresh and returns the heap's free top, so every forward faults its activations' pages in again: profiled on a 3-minute hybrid "both" batch at int8, GELU took 3x
+and the quantized GEMMs 1.3x as long without it; end to end (decoding and the mel included) it is worth a few percent
+(`benchmarks/benchmark_embed_track.py`, with and without `--default_malloc`). The price is that the
 process keeps its peak heap until it exits; `MynaInferenceModel(..., keep_memory=False)` leaves malloc alone.
 
 A reduced precision is accepted when the mean cosine similarity of its chunk embeddings to float32's, on generated
