@@ -21,10 +21,11 @@
 
 Memory: on Linux with glibc, `MynaInferenceModel` on the CPU first calls `keep_freed_memory()`, which keeps freed
 blocks of up to 32 MiB in the process's heap instead of handing them back to the kernel. By default glibc maps large
-blocks afresh and returns the heap's free top, so every forward faults its activations' pages in again: profiled on a 3-minute hybrid "both" batch at int8, GELU took 3x
-and the quantized GEMMs 1.3x as long without it; end to end (decoding and the mel included) it is worth a few percent
-(`benchmarks/benchmark_embed_track.py`, with and without `--default_malloc`). The price is that the
-process keeps its peak heap until it exits; `MynaInferenceModel(..., keep_memory=False)` leaves malloc alone.
+blocks afresh and returns the heap's free top, so every forward faults its activations' pages in again: profiled on
+a 3-minute hybrid "both" batch at int8, GELU took 3x and the quantized GEMMs 1.3x as long without it; end to end
+(decoding and the mel included) it is worth a few percent (`benchmarks/benchmark_embed_track.py`, with and without
+`--default_malloc`). The price is that the process keeps its peak heap until it exits; `MynaInferenceModel(...,
+keep_memory=False)` leaves malloc alone.
 
 A reduced precision is accepted when the mean cosine similarity of its chunk embeddings to float32's, on generated
 music (`myna_common.synthetic`), is at least `COSINE_BOUND`; `check_precision` measures it in a few seconds and
