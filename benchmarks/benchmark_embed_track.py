@@ -13,7 +13,9 @@ as `myna embed` runs it minus the decoding worker: the same decoding, the FFT me
 bfloat16) or int8 (dynamic quantization; `int8@ENGINE` picks the quantized engine, default `int8_engine()`). Every
 path runs in this one process on the same file, the same chunks and the same batch (`--batch_size 0`: all chunks in
 one batch), with the same random weights (the plain model's, converted); runs are interleaved (plain, float32, ...,
-then again) and the best of `--repeats` is kept, after one warm-up round.
+then again) and the best of `--repeats` is kept, after one warm-up round. Every path runs with the same malloc
+settings: by default `keep_freed_memory()` (what `MynaInferenceModel` applies on a CPU) before anything is timed;
+`--default_malloc` leaves glibc's defaults, to measure what it gives.
 
 The 2-core machine this project measures on is shared, so the figures are reported only on a quiet machine: the
 1-minute load average before the run must not exceed the core count, nor, after it, the core count plus this
@@ -54,6 +56,11 @@ class BenchmarkArguments:
     repeats: int = field(default=4, metadata={"help": "Interleaved timed rounds after one warm-up; best kept."})
     threads: int = field(default=0, metadata={"help": "torch threads (0: torch's default)."})
     probe_clips: int = field(default=0, metadata={"help": "Generated 10 s clips for a style probe (0: skip it)."})
+    default_malloc: bool = field(
+        default=False,
+        metadata={"help": "Leave glibc's malloc as it is (`MynaInferenceModel(..., keep_memory=False)`), to measure "
+                  "what `keep_freed_memory()` gives every path; by default it is applied before any timing."},
+    )  # fmt: skip
     allow_busy: bool = field(
         default=False, metadata={"help": "Report even when the load is above the core count: a dry run, so headed."}
     )
@@ -93,7 +100,8 @@ def main() -> None:
     from modeling_myna import MynaFeatureExtractor
     from modeling_myna.audio_utils import load_audio
     from modeling_myna.convert_original_checkpoint import convert_checkpoint
-    from myna_pipelines.precision import MynaInferenceModel, bfloat16_supported, int8_engine, mean_cosine
+    from myna_pipelines.precision import MynaInferenceModel, bfloat16_supported, int8_engine, keep_freed_memory
+    from myna_pipelines.precision import mean_cosine
     from myna_pipelines.precision import measure_precision
     from tests.reference_vit import ReferenceMyna
 
@@ -101,6 +109,10 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    # Process-wide, so every path (the plain baseline too) runs with the same malloc.
+    malloc = "glibc malloc as it is" if args.default_malloc else (
+        "freed memory kept (keep_freed_memory)" if keep_freed_memory() else "malloc as it is (not glibc)"
+    )
     threads = torch.get_num_threads()
     torch.manual_seed(0)
     plain_model = ReferenceMyna((16, 16), patch_b=(128, 2)).eval()
@@ -122,7 +134,7 @@ def main() -> None:
             ]).numpy()  # fmt: skip
 
     def project_path(precision: str, engine: str | None):
-        inference = MynaInferenceModel(model, precision, engine=engine)
+        inference = MynaInferenceModel(model, precision, engine=engine, keep_memory=not args.default_malloc)
 
         def run() -> np.ndarray:
             audio, rate = load_audio(path)
@@ -170,7 +182,8 @@ def main() -> None:
         f"{args.seconds:.0f} s track (44.1 kHz stereo FLAC, {num_chunks} chunks), Myna-Hybrid both tokenizers, "
         f"batch {args.batch_size or num_chunks}, {threads} threads, best of {args.repeats} interleaved rounds; "
         f"load average {load_before:.2f} before, {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f} "
-        f"after on {os.cpu_count()} CPUs; CPU share {cpu_share:.0%}; float32 matmul peak measured {peak:.0f} GFLOP/s"
+        f"after on {os.cpu_count()} CPUs; CPU share {cpu_share:.0%}; float32 matmul peak measured {peak:.0f} GFLOP/s; "
+        f"{malloc}"
     )
     columns = ("path", "seconds", "audio s / s", "vs plain eager + nnAudio", "of peak", "mean chunk cosine to plain")
     print("| " + " | ".join(columns) + " | accuracy |")

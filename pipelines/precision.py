@@ -10,7 +10,7 @@
               AMX (oneDNN uses AMX tiles on Xeon 4th generation and later), torch's default engine elsewhere
               (`x86`, with fbgemm's AVX2/AVX512 kernels; `qnnpack` on ARM): `int8_engine()`. On this project's
               AVX512-VNNI machine (no AMX) the three engines are within 3% on a quiet machine (3-minute track,
-              hybrid "both": oneDNN 0.81 s, fbgemm 0.82 s, x86 0.83 s, README); oneDNN is chosen for the CPUs
+              hybrid "both": oneDNN 0.66 s, fbgemm 0.67 s, x86 0.66 s, README); oneDNN is chosen for the CPUs
               with AMX, whose tiles only it uses.
               What stays float32: the tokenizers (LayerNorm -> Linear -> LayerNorm on the raw power mel; their
               256 x 384 projections are 0.5% of the multiply-adds), the attention products (48 x 48 per head, 2%),
@@ -18,6 +18,14 @@
               `quantize_(model, Int8DynamicActivationInt8WeightConfig())`) is not used: in eager mode it took 1.85x
               float32's time on the same batch (interleaved runs; its fast kernels come through `torch.compile`,
               minutes of C++ compilation on a small CPU), against 0.57x for the oneDNN path in the same runs.
+
+Memory: on Linux with glibc, `MynaInferenceModel` on the CPU first calls `keep_freed_memory()`, which keeps freed
+blocks of up to 32 MiB in the process's heap instead of handing them back to the kernel. By default glibc maps large
+blocks afresh and returns the heap's free top, so every forward faults its activations' pages in again: profiled on
+a 3-minute hybrid "both" batch at int8, GELU took 3x and the quantized GEMMs 1.3x as long without it; end to end
+(decoding and the mel included) it is worth a few percent (`benchmarks/benchmark_embed_track.py`, with and without
+`--default_malloc`). The price is that the process keeps its peak heap until it exits; `MynaInferenceModel(...,
+keep_memory=False)` leaves malloc alone.
 
 A reduced precision is accepted when the mean cosine similarity of its chunk embeddings to float32's, on generated
 music (`myna_common.synthetic`), is at least `COSINE_BOUND`; `check_precision` measures it in a few seconds and
@@ -27,6 +35,9 @@ refuses the path otherwise. The benchmark also reports the change of a probe sco
 
 import contextlib
 import copy
+import ctypes
+import ctypes.util
+import platform
 import warnings
 from typing import Any
 
@@ -68,6 +79,33 @@ def quantize_int8(encoder, engine: str | None = None):
     return encoder
 
 
+# glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit systems.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MAX_MMAP_THRESHOLD = 32 * 2**20
+_TRIM_THRESHOLD = 2**30
+_freed_memory_kept = False
+
+
+def keep_freed_memory() -> bool:
+    """Has glibc's malloc keep freed blocks for reuse: blocks of up to 32 MiB come from the heap (`M_MMAP_THRESHOLD`
+    at its maximum, instead of glibc's threshold that starts at 128 KiB) and the heap's free top is returned to the
+    kernel only above 1 GiB (`M_TRIM_THRESHOLD`). Repeated forwards then reuse their activations' pages instead of
+    faulting fresh ones in. Process-wide and once; returns whether it applies (Linux with glibc)."""
+    global _freed_memory_kept
+    if _freed_memory_kept:
+        return True
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        applied = libc.mallopt(_M_MMAP_THRESHOLD, _MAX_MMAP_THRESHOLD) == 1
+        applied = libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1 and applied
+    except (OSError, AttributeError):
+        return False
+    _freed_memory_kept = applied
+    return applied
+
+
 def bfloat16_supported() -> bool:
     """Whether this CPU computes bfloat16 natively (oneDNN's check: AVX512-BF16 or AMX)."""
     try:
@@ -84,9 +122,13 @@ class MynaInferenceModel:
         precision: one of `PRECISIONS`.
         engine: for int8, the quantized engine (`torch.backends.quantized.supported_engines`); default
             `int8_engine()`.
+        keep_memory: on the CPU, call `keep_freed_memory()` (glibc keeps freed blocks for the next forward;
+            the module docstring gives the gain and the price).
     """
 
-    def __init__(self, model, precision: str = "float32", engine: str | None = None):
+    def __init__(
+        self, model, precision: str = "float32", engine: str | None = None, keep_memory: bool = True
+    ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}.")
         encoder = model.base_model.eval()
@@ -105,6 +147,8 @@ class MynaInferenceModel:
         if precision == "int8":
             encoder = quantize_int8(encoder, engine)
         self.encoder = encoder
+        if keep_memory and self.device.type == "cpu":
+            keep_freed_memory()
 
     def _context(self):
         if self.precision == "bfloat16":
@@ -193,6 +237,7 @@ __all__ = [
     "bfloat16_supported",
     "check_precision",
     "int8_engine",
+    "keep_freed_memory",
     "mean_cosine",
     "measure_precision",
     "probe_score",

@@ -6,6 +6,7 @@ import soundfile as sf
 import torch
 
 from modeling_myna import MynaConfig, MynaFeatureExtractor
+from modeling_myna import audio_utils
 from modeling_myna.audio_utils import AudioDecodeError, downmix, load_audio
 from transformers import AutoFeatureExtractor
 
@@ -202,6 +203,61 @@ def test_downmix_is_numpys_mean_bit_for_bit(channels):
     planar = np.ascontiguousarray(interleaved.T)
     np.testing.assert_array_equal(downmix(planar, 0), planar.mean(axis=0))
     assert downmix(interleaved, 1).dtype == np.float32
+
+
+@pytest.fixture
+def flac_in_pieces(tmp_path, monkeypatch):
+    """A 6 s stereo FLAC that `load_audio` decodes in 3 concurrent pieces (a minimum of 1 s instead of 30), and a
+    record of the pieces' spans."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "long.flac"
+    sf.write(path, (0.3 * rng.standard_normal((6 * 22_050, 2))).astype(np.float32), 22_050)
+    monkeypatch.setattr(audio_utils, "PARALLEL_DECODE_MIN_SECONDS", 1.0)
+    monkeypatch.setattr(audio_utils, "decode_threads", lambda: 3)
+    calls = []
+    read_in_pieces = audio_utils._read_in_pieces
+    monkeypatch.setattr(
+        audio_utils, "_read_in_pieces", lambda *args: calls.append(args[1:3]) or read_in_pieces(*args)
+    )
+    return path, calls
+
+
+def test_a_long_flac_decodes_in_pieces_to_the_same_samples(flac_in_pieces):
+    path, calls = flac_in_pieces
+    whole = sf.read(path, dtype="float32")[0].mean(axis=1)
+    for offset, duration, expected in [
+        (0.0, None, whole),
+        (1.3, 2.5, whole[28_665 : 28_665 + 55_125]),
+        (4.5, 10.0, whole[99_225:]),  # past the end: what is there
+    ]:
+        audio, rate = load_audio(str(path), offset=offset, duration=duration)
+        assert rate == 22_050
+        np.testing.assert_array_equal(audio, expected)  # bit for bit
+    assert calls == [(0, 132_300), (28_665, 55_125), (99_225, 33_075)]
+    _, rate = load_audio(path.read_bytes())  # bytes, and other formats, decode in one piece
+    sf.write(path.with_suffix(".wav"), sf.read(path)[0], 22_050)
+    load_audio(str(path.with_suffix(".wav")))
+    assert len(calls) == 3
+
+
+def test_decode_threads_follow_the_environment(monkeypatch):
+    monkeypatch.setenv("MYNA_DECODE_THREADS", "1")
+    assert audio_utils.decode_threads() == 1
+    monkeypatch.setenv("MYNA_DECODE_THREADS", "64")
+    assert audio_utils.decode_threads() == audio_utils.PARALLEL_DECODE_MAX_THREADS
+    monkeypatch.setenv("MYNA_DECODE_THREADS", "two")
+    with pytest.raises(ValueError, match="MYNA_DECODE_THREADS='two' is not a number"):
+        audio_utils.decode_threads()
+
+
+def test_a_short_piece_falls_back_to_one_read(flac_in_pieces, monkeypatch):
+    """A file whose header overstates its length: a piece ends early, and the file is read in one piece, as before."""
+    path, calls = flac_in_pieces
+    whole = sf.read(path, dtype="float32")[0].mean(axis=1)
+    monkeypatch.setattr(sf.SoundFile, "frames", property(lambda self: 7 * 22_050))
+    audio, _ = load_audio(str(path))
+    assert len(calls) == 1
+    np.testing.assert_array_equal(audio, whole)
 
 
 def test_load_audio_errors_name_the_input(tmp_path):

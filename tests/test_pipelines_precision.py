@@ -99,3 +99,20 @@ def test_int8_quantizes_every_encoder_linear_and_leaves_the_model_alone(tiny, en
         expected = model(chunks, patch_mode="both").pooler_output
         got = quantized(chunks, patch_mode="both").pooler_output
     assert torch.nn.functional.cosine_similarity(got, expected).mean() >= COSINE_BOUND
+
+
+def test_cpu_inference_keeps_freed_memory_unless_told_not_to(tiny, monkeypatch):
+    import platform
+
+    from myna_pipelines import precision
+
+    model, _ = tiny
+    calls = []
+    monkeypatch.setattr(precision, "keep_freed_memory", lambda: calls.append(1) or True)
+    MynaInferenceModel(model, "float32")
+    MynaInferenceModel(model, "float32", keep_memory=False)
+    assert calls == [1]
+    monkeypatch.undo()
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert precision.keep_freed_memory() is glibc
+    assert precision.keep_freed_memory() is glibc  # once per process; a second call changes nothing
