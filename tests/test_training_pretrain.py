@@ -461,6 +461,23 @@ def test_a_damaged_store_in_the_cache_stops_the_next_run_in_one_line(tmp_path, c
     )
 
 
+def test_a_store_of_an_earlier_format_in_the_cache_is_recomputed(tmp_path, capsys):
+    """An upgrade finds the cache's store written by an earlier version: the run says so and recomputes it, where a
+    damaged store of this version stops the run (above)."""
+    import json
+
+    cache = ["--cache_dir", str(tmp_path / "cache")]
+    pretrain.main(QUICK + cache + ["--output_dir", str(tmp_path / "first"), "--max_steps", "1"])
+    (store,) = [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("spectrograms-")]
+    meta = json.loads((store / "meta.json").read_text())
+    (store / "meta.json").write_text(json.dumps({**meta, "format": meta["format"] - 1}))
+    capsys.readouterr()
+    pretrain.main(QUICK + cache + ["--output_dir", str(tmp_path / "second"), "--max_steps", "1"])
+    out = capsys.readouterr().out
+    assert f"spectrograms: {store} was written by an earlier version (store format {meta['format'] - 1}, now " in out
+    assert json.loads((store / "meta.json").read_text()) == meta  # recomputed: the same spectrograms, this format
+
+
 # ------------------------------------------------------------------- runs resume only as planned (issue 19, item 2)
 
 

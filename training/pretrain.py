@@ -71,6 +71,7 @@ from myna_training.run_folder import (
 from myna_training.audio_sources import SkipReport, load_clips
 from myna_training.batch_plan import BatchPlan, CropPrefetcher, crop_generator, epoch_order
 from myna_training.spectrogram_store import (
+    STORE_FORMAT,
     DiskSpectrogramBank,
     SpectrogramStore,
     StoreVerifier,
@@ -79,6 +80,7 @@ from myna_training.spectrogram_store import (
     choose_placement,
     free_memory,
     gib,
+    stored_format,
 )
 from myna_training.spectrograms import cache_key, compute_spectrograms
 from myna_training.losses import InfoNCELoss, SogCLRLoss
@@ -159,6 +161,14 @@ def prepare_store(clips, key, data_args, feature_extractor, crop_frames, cache_d
     """The set's `SpectrogramStore` under `cache_dir`: opened when complete, else computed through the Arrow cache
     (bad clips skipped and counted), written, and the Arrow files removed. Checks the disk before computing."""
     directory = os.path.join(cache_dir, f"spectrograms-{key}")
+    found = stored_format(directory) if os.path.isdir(directory) else None
+    if found is not None and found < STORE_FORMAT and accelerator.is_main_process:
+        # The same spectrograms, written by an earlier version without this one's checks: a cache entry to redo.
+        accelerator.print(
+            f"spectrograms: {directory} was written by an earlier version (store format {found}, now "
+            f"{STORE_FORMAT}); recomputing it"
+        )
+        shutil.rmtree(directory)
     if os.path.isdir(directory):
         accelerator.print(f"spectrograms: reusing {directory}")
         return SpectrogramStore(directory)

@@ -208,6 +208,17 @@ def new_checksum():
     return xxhash.xxh3_128()
 
 
+def stored_format(directory: str) -> int | None:
+    """The format number a store's `meta.json` records; `None` when it cannot be read (`SpectrogramStore` then says
+    how it is damaged)."""
+    try:
+        with open(os.path.join(directory, "meta.json"), encoding="utf-8") as f:
+            found = json.load(f).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, int) else None
+
+
 class DamagedStoreError(ValueError):
     """A spectrogram store whose files do not match what its `meta.json` recorded when it was written."""
 
@@ -633,6 +644,7 @@ class StreamingSpectrograms:
 
 __all__ = [
     "PLACEMENTS",
+    "STORE_FORMAT",
     "DamagedStoreError",
     "DiskSpectrogramBank",
     "SpectrogramBank",
@@ -643,4 +655,5 @@ __all__ = [
     "choose_placement",
     "free_memory",
     "gather_crops",
+    "stored_format",
 ]
