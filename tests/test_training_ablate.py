@@ -279,7 +279,8 @@ def test_help_and_the_cache_key_of_a_folder_sweep(capsys):
 
 def test_the_curve_probes_every_checkpoint_of_one_pretraining(tmp_path, monkeypatch):
     """--curve exports each kept checkpoint as a model (the last one equals pretrain.py's export), probes it, and
-    tables quality against the run's CPU-seconds at that checkpoint; a rerun probes nothing again."""
+    tables quality against the run's CPU-seconds at that checkpoint; a rerun probes nothing again. Several seeds of
+    one recipe give each step's mean; two runs of one seed, or of two recipes, are refused."""
     from safetensors.torch import load_file
 
     from myna_evaluation import probe
@@ -302,7 +303,7 @@ def test_the_curve_probes_every_checkpoint_of_one_pretraining(tmp_path, monkeypa
     assert 0 < report["runs"][0]["cpu_seconds"] < report["runs"][1]["cpu_seconds"]
     assert report["runs"][0]["variant"] == "hybrid" and report["runs"][0]["batch_size"] == 8
     assert 0.0 <= report["runs"][1]["tasks"]["synthetic-key"]["test"] <= 1.0
-    exported = load_file(tmp_path / "curve" / "curve" / "step-4" / "model" / "model.safetensors")
+    exported = load_file(tmp_path / "curve" / "curve" / "seed0" / "step-4" / "model" / "model.safetensors")
     for key, value in load_file(run / "model" / "model.safetensors").items():
         torch.testing.assert_close(exported[key], value)
     table = (tmp_path / "curve" / "curve.md").read_text()
@@ -313,6 +314,25 @@ def test_the_curve_probes_every_checkpoint_of_one_pretraining(tmp_path, monkeypa
     assert len(probed) == 2 and [r["steps"] for r in again["runs"]] == [4]
     with pytest.raises(ValueError, match="no checkpoints at steps 3"):
         ablate.main(argv + ["--curve_steps", "3"])
+
+    # Seeds of one recipe: each step's row is their mean; seed 0's probes are reused.
+    pretrain_argv = TINY.split() + [
+        "--variant", "hybrid", "--num_clips", "16", "--per_device_batch_size", "8", "--max_steps", "4",
+        "--warmup_steps", "1", "--checkpointing_steps", "2", "--checkpoints_total_limit", "0", "--probe_clips", "0",
+    ]
+    pretrain.main(pretrain_argv + ["--output_dir", str(tmp_path / "seed1"), "--seed", "1"])
+    seeds = ablate.main(argv[:1] + [f"{run},{tmp_path / 'seed1'}"] + argv[2:])
+    assert len(probed) == 4 and [(r["steps"], r["seed"]) for r in seeds["runs"]] == [(2, 0), (2, 1), (4, 0), (4, 1)]
+    values = [r["tasks"]["synthetic-key"]["test_metrics"]["weighted_score"] for r in seeds["runs"][2:]]
+    last = seeds["points"][-1]
+    assert last["seeds"] == [0, 1] and last["steps"] == 4
+    assert last["tasks"]["synthetic-key"]["weighted_score"]["mean"] == pytest.approx(50 * sum(values))
+    assert "| 32 | 2 | 4 |" in (tmp_path / "curve" / "curve.md").read_text()
+    with pytest.raises(ValueError, match="both pre-trained with --seed 0"):
+        ablate.main(argv[:1] + [f"{run},{run}"] + argv[2:])
+    pretrain.main(pretrain_argv + ["--output_dir", str(tmp_path / "other"), "--seed", "2", "--mask_ratio", "0.5"])
+    with pytest.raises(ValueError, match=r"different recipes \(mask_ratio differ\)"):
+        ablate.main(argv[:1] + [f"{run},{tmp_path / 'other'}"] + argv[2:])
 
 
 def test_three_views_read_out_of_core_train_as_the_resident_bank_does(tmp_path):

@@ -146,7 +146,9 @@ class AblationArguments:
         default=None,
         metadata={
             "help": "Instead of a sweep: probe the checkpoints of one pre-training (its --output_dir; keep them with "
-            "--checkpoints_total_limit) on --tasks, for quality against its CPU-seconds (curve.md, curve.png)."
+            "--checkpoints_total_limit) on --tasks, for quality against its CPU-seconds (curve.md, curve.png). "
+            "Several, comma-separated: the same recipe with different --seed; each step's row is then their mean "
+            "and 95% interval."
         },
     )
     curve_steps: str = field(
@@ -790,37 +792,59 @@ def curve_point(settings: dict) -> dict:
     }
 
 
-def probe_curve(args: AblationArguments) -> dict:
-    """Probes every kept checkpoint (or those of `--curve_steps`) of the pre-training in `args.curve` on the tasks, and
-    writes the quality-vs-CPU-seconds table and plot. Each checkpoint's probes are kept: a rerun probes only new ones."""
-    from myna_evaluation import probe
+def curve_checkpoints(args: AblationArguments) -> list[tuple[int, str]]:
+    """`(seed, checkpoint folder)` of every checkpoint to probe, over the pre-trainings of `--curve`, which must be
+    one recipe with distinct seeds."""
     from myna_training.pretrain import list_checkpoints
 
-    checkpoints = list_checkpoints(args.curve)
     wanted = set(_values(args.curve_steps, int))
-    if wanted:
-        checkpoints = [c for c in checkpoints if int(c.rsplit("-", 1)[1]) in wanted]
-    if not checkpoints:
-        raise ValueError(
-            f"--curve {args.curve}: no checkpoints{' at steps ' + args.curve_steps if wanted else ''} under "
-            f"{args.curve}/checkpoints; pre-train with --checkpointing_steps N and --checkpoints_total_limit 0."
-        )
+    recipe, seeds, checkpoints = None, {}, []
+    for folder in _values(args.curve, str):
+        kept = [c for c in list_checkpoints(folder) if not wanted or int(c.rsplit("-", 1)[1]) in wanted]
+        if not kept:
+            raise ValueError(
+                f"--curve {folder}: no checkpoints{' at steps ' + args.curve_steps if wanted else ''} under "
+                f"{folder}/checkpoints; pre-train with --checkpointing_steps N and --checkpoints_total_limit 0."
+            )
+        settings = _read_json(os.path.join(kept[-1], "run.json"))["settings"]
+        seed, point = int(settings.get("seed", 0)), curve_point(settings)
+        if recipe is not None and point != recipe[1]:
+            differ = sorted(k for k in point if point[k] != recipe[1][k])
+            raise ValueError(
+                f"--curve: {folder} and {recipe[0]} are different recipes ({', '.join(differ)} differ); a curve "
+                "averages seeds of one recipe: probe each recipe with its own --curve and --output_dir."
+            )
+        if seed in seeds:
+            raise ValueError(
+                f"--curve: {folder} and {seeds[seed]} were both pre-trained with --seed {seed}; give each seed once."
+            )
+        recipe, seeds[seed] = recipe or (folder, point), folder
+        checkpoints += [(seed, checkpoint) for checkpoint in kept]
+    return checkpoints
+
+
+def probe_curve(args: AblationArguments) -> dict:
+    """Probes every kept checkpoint (or those of `--curve_steps`) of the pre-trainings in `args.curve` (one, or
+    seeds of one recipe) on the tasks, and writes the quality-vs-CPU-seconds table and plot. Each checkpoint's probes
+    are kept: a rerun probes only new ones."""
+    from myna_evaluation import probe
+
+    checkpoints = curve_checkpoints(args)
     baselines = load_baselines(args.baselines)
-    settings = _read_json(os.path.join(checkpoints[-1], "run.json"))["settings"]
+    settings = _read_json(os.path.join(checkpoints[-1][1], "run.json"))["settings"]
     args = replace(args, dataset=settings["dataset"], data_dir=settings.get("data_dir"))  # for the table's caption
     results, started = [], time.perf_counter()
-    for checkpoint in checkpoints:
+    for seed, checkpoint in checkpoints:
         step = int(checkpoint.rsplit("-", 1)[1])
-        run_dir = os.path.join(args.output_dir, "curve", f"step-{step}")
+        run_dir = os.path.join(args.output_dir, "curve", f"seed{seed}", f"step-{step}")
         result_path = os.path.join(run_dir, RESULT_FILE)
         if os.path.exists(result_path):
             results.append(_read_json(result_path))
             continue
-        print(f"\n=== checkpoint at step {step}: {checkpoint} ===", flush=True)
+        print(f"\n=== seed {seed}, checkpoint at step {step}: {checkpoint} ===", flush=True)
         model_dir = os.path.join(run_dir, "model")
         progress = export_checkpoint(checkpoint, model_dir)
         settings = _read_json(os.path.join(checkpoint, "run.json"))["settings"]
-        seed = int(settings.get("seed", 0))
         result = {
             **curve_point(settings), "examples": progress["examples_seen"], "seed": seed, "run": f"step-{step}",
             "steps": progress["step"], "cpu_seconds": round(progress["cpu_seconds"], 3), "tasks": {},
@@ -836,6 +860,7 @@ def probe_curve(args: AblationArguments) -> dict:
         shutil.rmtree(os.path.join(run_dir, "eval", "embeddings"), ignore_errors=True)
         _write_json(result_path, result)
         results.append(result)
+    results.sort(key=lambda r: (r["steps"], r["seed"]))  # rows by step, each step's seeds together
     points = aggregate(results)
     table = render_markdown(points, args, time.perf_counter() - started, baselines)
     plot = _draw_panels(
