@@ -148,7 +148,7 @@ class AblationArguments:
             "help": "Instead of a sweep: probe the checkpoints of one pre-training (its --output_dir; keep them with "
             "--checkpoints_total_limit) on --tasks, for quality against its CPU-seconds (curve.md, curve.png). "
             "Several, comma-separated: the same recipe with different --seed; each step's row is then their mean "
-            "and 95% interval."
+            "and 95%% interval."
         },
     )
     curve_steps: str = field(
