@@ -272,9 +272,9 @@ def test_myna_app_serves_its_page_and_answers_a_search(library, tmp_path):
                 assert time.monotonic() < deadline, "myna app did not serve its page"
                 time.sleep(0.2)
         clip, _ = cut_clip(library["paths"][2], str(tmp_path / "clip.wav"))
-        answer = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
-            handle_file(clip), None, 3, api_name="/search"
-        )
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        answer = client.predict(handle_file(clip), None, 3, api_name="/search")
+        client.close()  # its heartbeat stream would hold the server's graceful shutdown open until it is collected
         assert "3 nearest tracks to **clip.wav**" in answer[0] and "**1. jazz/song2.wav** · score" in str(answer)
     finally:
         server.send_signal(signal.SIGINT)
