@@ -608,7 +608,7 @@ def _draw_panels(points_by_series, columns, baselines, x_of, xlabel, path, log_x
             ax.set_xticks(range(len(categorical)), categorical, rotation=40, ha="right", fontsize=7)
             ax.set_xlim(-0.5, len(categorical) - 0.5)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test metric x100 (mean, 95%% interval)", fontsize=8)
+    axes[0][0].set_ylabel("test metric x100 (mean, 95% interval)", fontsize=8)
     handles, labels = axes[0][-1].get_legend_handles_labels()
     if labels:
         axes[0][-1].legend(fontsize=6, loc="lower right")
