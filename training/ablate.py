@@ -30,6 +30,13 @@ A killed sweep continues where it stopped: every finished stage of a run is reus
 each task's probes), and an overall ETA is printed before every run.
 """
 
+if __name__ == "__main__":
+    from myna_common.progress import quiet_library_bars
+
+    # In a log: no "Loading weights" bars from the exported checkpoints, datasets' bars every 30 s. Before anything
+    # imports tqdm, which reads TQDM_MININTERVAL once.
+    quiet_library_bars(datasets=False)
+
 import itertools
 import json
 import math
