@@ -30,6 +30,13 @@ A killed sweep continues where it stopped: every finished stage of a run is reus
 each task's probes), and an overall ETA is printed before every run.
 """
 
+if __name__ == "__main__":
+    from myna_common.progress import quiet_library_bars
+
+    # In a log: no "Loading weights" bars from the exported checkpoints, datasets' bars every 30 s. Before anything
+    # imports tqdm, which reads TQDM_MININTERVAL once.
+    quiet_library_bars(datasets=False)
+
 import itertools
 import json
 import math
@@ -608,7 +615,7 @@ def _draw_panels(points_by_series, columns, baselines, x_of, xlabel, path, log_x
             ax.set_xticks(range(len(categorical)), categorical, rotation=40, ha="right", fontsize=7)
             ax.set_xlim(-0.5, len(categorical) - 0.5)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test metric x100 (mean, 95%% interval)", fontsize=8)
+    axes[0][0].set_ylabel("test metric x100 (mean, 95% interval)", fontsize=8)
     handles, labels = axes[0][-1].get_legend_handles_labels()
     if labels:
         axes[0][-1].legend(fontsize=6, loc="lower right")
