@@ -279,7 +279,8 @@ def test_myna_app_serves_its_page_and_answers_a_search(library, tmp_path):
     finally:
         server.send_signal(signal.SIGINT)
         _, err = server.communicate(timeout=60)
-    assert f"serving on http://127.0.0.1:{port}" in err and "8 tracks, map by" in err
+    assert f"serving on http://127.0.0.1:{port}" in err and "8 tracks, map by" in err and "myna app: stopped" in err
+    assert server.returncode == 0
 
 
 def test_the_app_builds_its_page(opened):
