@@ -505,11 +505,8 @@ def app_command(argv: list[str]) -> int:
     if library.query_problem:
         print(f"myna app: {library.query_problem}", file=sys.stderr)
     demo.block_thread()  # returns on Ctrl+C, once Gradio has closed its server
-    # Then leave at once. A worker thread of the web stack still waiting must not keep the process, and its port,
-    # alive after Ctrl+C (a full test run saw that now and then); everything the app writes was written when it opened.
     print("myna app: stopped", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(0)
+    return 0
 
 
 def _free_port(host: str) -> int:

@@ -259,7 +259,12 @@ def test_myna_app_serves_its_page_and_answers_a_search(library, tmp_path):
     command = [sys.executable, "-m", "myna_pipelines.cli", "app", "--index", library["index"], "--port", str(port),
                "-k", "3"]  # fmt: skip
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A run started in the background (a shell's `&`, as CI scripts do) ignores SIGINT, and children inherit that:
+    # the server gets the terminal's default, so that SIGINT stops it as Ctrl+C does.
+    server = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
