@@ -37,6 +37,7 @@ import contextlib
 import copy
 import ctypes
 import ctypes.util
+import functools
 import platform
 import warnings
 from typing import Any
@@ -83,27 +84,22 @@ def quantize_int8(encoder, engine: str | None = None):
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MAX_MMAP_THRESHOLD = 32 * 2**20
 _TRIM_THRESHOLD = 2**30
-_freed_memory_kept = False
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Has glibc's malloc keep freed blocks for reuse: blocks of up to 32 MiB come from the heap (`M_MMAP_THRESHOLD`
     at its maximum, instead of glibc's threshold that starts at 128 KiB) and the heap's free top is returned to the
     kernel only above 1 GiB (`M_TRIM_THRESHOLD`). Repeated forwards then reuse their activations' pages instead of
     faulting fresh ones in. Process-wide and once; returns whether it applies (Linux with glibc)."""
-    global _freed_memory_kept
-    if _freed_memory_kept:
-        return True
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         applied = libc.mallopt(_M_MMAP_THRESHOLD, _MAX_MMAP_THRESHOLD) == 1
-        applied = libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1 and applied
+        return libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1 and applied
     except (OSError, AttributeError):
         return False
-    _freed_memory_kept = applied
-    return applied
 
 
 def bfloat16_supported() -> bool:
