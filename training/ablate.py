@@ -51,6 +51,8 @@ import torch
 from transformers import HfArgumentParser
 
 from modeling_myna.configuration_myna import MASK_RATIO_SCHEDULES, MASKING_POLICIES, MODEL_SIZES, VARIANTS
+from myna_common.atomic import write_json
+from myna_training.export import PROGRESS_STATE, export_checkpoint  # noqa: F401 (the runner's names before)
 
 
 # The factors of a point, in table order; `examples` (the budget) crosses every point instead of being varied around
@@ -355,10 +357,7 @@ def _read_json(path: str):
 
 
 def _write_json(path: str, value) -> None:
-    partial = path + ".tmp"
-    with open(partial, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-    os.replace(partial, path)
+    write_json(path, value)
 
 
 def _pretrain(point: dict, seed: int, args: AblationArguments, run_dir: str) -> dict:
@@ -752,37 +751,6 @@ def plot_policies(output_dir: str, seed: int = 0, mask_ratio: float = 0.9) -> li
         plt.close(figure)
         written.append(path)
     return written
-
-
-PROGRESS_STATE = "custom_checkpoint_0.pkl"  # TrainingProgress, the first object pretrain.py registers
-
-
-def export_checkpoint(checkpoint_dir: str, model_dir: str) -> dict:
-    """Writes the model of one pre-training checkpoint as a `from_pretrained` folder (the encoder, its projection and
-    the feature extractor, as pretrain.py exports at the end) and returns the run's progress at that checkpoint:
-    `{"step", "examples_seen", "cpu_seconds", ...}`."""
-    from dataclasses import fields
-
-    from safetensors.torch import load_file
-
-    from modeling_myna import MynaConfig, MynaFeatureExtractor, MynaForContrastivePretraining
-    from myna_training.arguments import ModelArguments
-    from myna_training.run_folder import RUN_FILE
-
-    identity_path = os.path.join(checkpoint_dir, RUN_FILE)
-    if not os.path.exists(identity_path):
-        raise ValueError(f"{checkpoint_dir} has no {RUN_FILE}: not a checkpoint written by pretrain.py.")
-    settings = _read_json(identity_path)["settings"]
-    if settings.get("init_from"):
-        config = MynaConfig.from_pretrained(settings["init_from"])
-    else:
-        names = {f.name for f in fields(ModelArguments)}
-        config = ModelArguments(**{k: v for k, v in settings.items() if k in names}).to_config()
-    model = MynaForContrastivePretraining(config)
-    model.load_state_dict(load_file(os.path.join(checkpoint_dir, "model.safetensors")))
-    model.save_pretrained(model_dir)
-    MynaFeatureExtractor.from_config(config).save_pretrained(model_dir)
-    return dict(torch.load(os.path.join(checkpoint_dir, PROGRESS_STATE), weights_only=False))
 
 
 def curve_point(settings: dict) -> dict:

@@ -45,13 +45,14 @@ from accelerate.utils import ProjectConfiguration, set_seed
 
 from transformers import get_scheduler
 
-from modeling_myna import MynaFeatureExtractor, MynaForContrastivePretraining, MynaModel, pool_chunks
+from modeling_myna import MynaFeatureExtractor, MynaModel, pool_chunks
 from modeling_myna.configuration_myna import HOP_LENGTH
 from modeling_myna.masking import mask_ratio_at, masking_policy_from_config
 from modeling_myna.modeling_myna import num_kept_tokens
 from myna_common.cli_support import check_model_name
 from myna_common.progress import progress_bar
 from myna_training.arguments import flat_config, parse_arguments, to_yaml
+from myna_training.export import build_model, save_export
 from myna_training.hub import push_folder_to_hub
 from myna_training.run_folder import (
     CACHE_DIR,
@@ -384,12 +385,8 @@ def main(argv: list[str] | None = None) -> dict:
     hyperparameters = flat_config(model_args, data_args, training_args)
 
     # Model and feature extractor: arguments -> MynaConfig -> modules.
-    if model_args.init_from:
-        model = MynaForContrastivePretraining.from_pretrained(model_args.init_from)
-        config = model.config
-    else:
-        config = model_args.to_config()
-        model = MynaForContrastivePretraining(config)
+    model = build_model(model_args)
+    config = model.config
     if training_args.gradient_checkpointing:
         model.activation_checkpointing_enable()
     feature_extractor = MynaFeatureExtractor.from_config(config)
@@ -690,7 +687,9 @@ def main(argv: list[str] | None = None) -> dict:
             "audioset": f"AudioSet music subset ({data_args.dataset_name}, {data_args.dataset_config}).",
             "audioset_csv": f"AudioSet music subset from {os.path.basename(data_args.segments_csv or '')}.",
         }[data_args.dataset]
-        unwrapped.save_pretrained(
+        save_export(
+            unwrapped,
+            feature_extractor,
             model_dir,
             model_card_kwargs={
                 "training_data": training_data + f" {skipped}.",
@@ -698,7 +697,6 @@ def main(argv: list[str] | None = None) -> dict:
                 "source": "pre-trained with `accelerate launch training/pretrain.py` (myna_training)",
             },
         )
-        feature_extractor.save_pretrained(model_dir)
         if training_args.push_to_hub:
             summary["hub_url"] = push_folder_to_hub(
                 model_dir,  # the export alone: checkpoints, logs and cache live beside it
