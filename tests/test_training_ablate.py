@@ -125,6 +125,126 @@ def test_a_killed_sweep_on_a_folder_reuses_every_finished_stage(tmp_path, monkey
     assert calls == {"pretrain": [], "probe": []} and again["runs"] == report["runs"]
 
 
+def _fake_stages(monkeypatch) -> dict:
+    """pretrain.py and probe.py replaced by instant stand-ins that write what the runner reads (a model folder, a
+    probe report), so that reuse can be tested in milliseconds; returns the calls they receive."""
+    from myna_evaluation import probe
+    from myna_training import pretrain
+
+    calls = {"pretrain": [], "probe": []}
+
+    def fake_pretrain(argv):
+        calls["pretrain"].append(argv)
+        model_dir = os.path.join(argv[argv.index("--output_dir") + 1], "model")
+        os.makedirs(model_dir, exist_ok=True)
+        return {"model_dir": model_dir, "run_id": "fake", "steps": 4, "examples_seen": 16, "cpu_seconds": 1.0,
+                "resumed_at_step": None, "last_loss": 1.0}
+
+    def fake_probe(argv):
+        task, output_dir = argv[argv.index("--tasks") + 1], argv[argv.index("--output_dir") + 1]
+        calls["probe"].append(task)
+        report = {"tasks": {task: {"test_metrics": {"accuracy": 0.5}, "valid_score": 0.5, "patch_mode": "square"}}}
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "results.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f)
+        return report
+
+    monkeypatch.setattr(pretrain, "main", fake_pretrain)
+    monkeypatch.setattr(probe, "main", fake_probe)
+    return calls
+
+
+def _one_run_argv(out, *extra):
+    return [
+        "--output_dir", str(out), "--mask_ratios", "0.9", "--masking_policies", "uniform", "--batch_sizes", "4",
+        "--variants", "base", "--examples_per_run", "16", "--seeds", "0", "--tasks", "synthetic-key",
+        "--num_clips", "16", *extra,
+    ]
+
+
+RUN = "base-small-r0.9-uniform-b4-e16-s0"
+
+
+def test_a_repeated_sweep_reuses_the_stages_it_recorded(tmp_path, monkeypatch):
+    calls = _fake_stages(monkeypatch)
+    report = ablate.main(_one_run_argv(tmp_path))
+    assert len(calls["pretrain"]) == 1 and calls["probe"] == ["synthetic-key"]
+    run = tmp_path / "runs" / RUN
+    pretrained = json.loads((run / "pretrain.json").read_text())["fingerprint"]
+    assert pretrained["--num_clips"] == 16 and pretrained["--pretrain_args"] == "" and pretrained["seed"] == 0
+    assert "--tasks" not in pretrained and {"myna-hf", "torch"} <= set(pretrained)  # probes are not the pre-training's
+    assert json.loads((run / "result.json").read_text())["fingerprint"]["--tasks"] == "synthetic-key"
+    assert json.loads((run / "eval" / "synthetic-key" / "fingerprint.json").read_text())["task"] == "synthetic-key"
+    calls["pretrain"].clear(), calls["probe"].clear()
+    again = ablate.main(_one_run_argv(tmp_path))
+    assert calls == {"pretrain": [], "probe": []} and again["runs"] == report["runs"]
+    assert "fingerprint" not in again["runs"][0]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "message"),
+    [
+        ((), ("--num_clips", "24"), "was made with --num_clips 16 and this sweep asks for --num_clips 24: "),
+        (("--dataset", "folder", "--data_dir", "a"), ("--dataset", "folder", "--data_dir", "b"),
+         r"was made with --data_dir \S+/a and this sweep asks for --data_dir \S+/b: "),
+        ((), ("--pretrain_args", "--loss infonce"),
+         "was made with --pretrain_args '' and this sweep asks for --pretrain_args '--loss infonce': use another "
+         "--output_dir/--runs_dir, or delete that run"),
+    ],
+    ids=["num_clips", "data_dir", "loss"],
+)
+def test_a_sweep_of_other_data_or_loss_into_one_folder_is_refused_not_reused(
+    tmp_path, monkeypatch, capsys, first, second, message
+):
+    """The run's folder name leaves out the data and the flags: the second sweep must not report the first's
+    results as its own. It is refused in one line, before any run (seed 1, a new run, goes first)."""
+    from myna_common.cli_support import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    calls = _fake_stages(monkeypatch)
+    ablate.main(_one_run_argv(tmp_path / "sweep", *first))
+    result = (tmp_path / "sweep" / "runs" / RUN / "result.json").read_text()
+    calls["pretrain"].clear(), calls["probe"].clear()
+    argv = _one_run_argv(tmp_path / "sweep", *second, "--seeds", "1,0")
+    with pytest.raises(ValueError, match=rf"runs/{RUN} {message}"):
+        ablate.main(argv)
+    assert calls == {"pretrain": [], "probe": []}
+    assert (tmp_path / "sweep" / "runs" / RUN / "result.json").read_text() == result
+    capsys.readouterr()
+    assert run_cli(ablate.main, "ablate.py", argv) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"ablate.py: error: {tmp_path / 'sweep' / 'runs' / RUN} was made with ") and len(err) == 2
+
+
+def test_new_tasks_or_probe_settings_reuse_the_pretraining_and_probe_again(tmp_path, monkeypatch):
+    calls = _fake_stages(monkeypatch)
+    ablate.main(_one_run_argv(tmp_path))
+    calls["pretrain"].clear(), calls["probe"].clear()
+    report = ablate.main(_one_run_argv(tmp_path, "--tasks", "synthetic-key,synthetic-style"))
+    assert calls == {"pretrain": [], "probe": ["synthetic-style"]}  # the key task's probes are this sweep's too
+    assert set(report["runs"][0]["tasks"]) == {"synthetic-key", "synthetic-style"}
+    calls["probe"].clear()
+    ablate.main(_one_run_argv(tmp_path, "--tasks", "synthetic-key,synthetic-style", "--synthetic_sizes", "20,10,10"))
+    assert calls == {"pretrain": [], "probe": ["synthetic-key", "synthetic-style"]}
+    calls["probe"].clear()
+    ablate.main(_one_run_argv(tmp_path))  # the first sweep again: its key probes were replaced, so probed again
+    assert calls == {"pretrain": [], "probe": ["synthetic-key"]}
+
+
+def test_a_run_finished_before_stages_recorded_their_settings_is_refused(tmp_path, monkeypatch):
+    calls = _fake_stages(monkeypatch)
+    ablate.main(_one_run_argv(tmp_path))
+    run = tmp_path / "runs" / RUN
+    for name in ("pretrain.json", "result.json"):
+        record = json.loads((run / name).read_text())
+        del record["fingerprint"]
+        (run / name).write_text(json.dumps(record))
+    calls["pretrain"].clear(), calls["probe"].clear()
+    with pytest.raises(ValueError, match="was made before runs recorded their settings.*delete that run"):
+        ablate.main(_one_run_argv(tmp_path))
+    assert calls == {"pretrain": [], "probe": []}
+
+
 def _fake_run(seed, key, auc, cpu, **point):
     base = {
         "variant": "base", "model_size": "small", "crop_frames": None, "mask_ratio": 0.9, "mask_schedule": "constant",
