@@ -5,14 +5,14 @@ A run's folder is named after its point and seed (`sweep.run_name`); the name le
 extra flags, so two sweeps into one `--output_dir` (or one `--runs_dir`) that differ only in those share the folder.
 Each finished stage therefore records every setting that changes its result, and is reused only for the same:
 
-    pre-training   pretrain.json              the data (--dataset, --data_dir, --num_clips of the generated corpus),
-                                              --pretrain_args, the point's --recipes flags, the point, the seed,
-                                              and the versions of myna-hf and torch (major.minor)
-    a task's probes  eval/<task>/fingerprint.json  the pre-training's, the task, --synthetic_sizes,
-                                              --synthetic_duration, --probe_args, --full_grid
-    the run        result.json                the pre-training's, --tasks and the same probe settings
-    a curve step   curve/seed<N>/step-<S>/result.json  the pre-training's run id (its run.json) and the step,
-                                              --tasks, the probe settings and the versions
+    pre-training     pretrain.json                  the data (--dataset, --data_dir, --num_clips of the generated
+                                                    corpus), --pretrain_args, the point's --recipes flags, the point,
+                                                    the seed, the versions of myna-hf and torch (major.minor)
+    a task's probes  eval/<task>/fingerprint.json   the pre-training's, the task, --synthetic_sizes,
+                                                    --synthetic_duration, --probe_args, --full_grid
+    the run          result.json                    the pre-training's, --tasks and the same probe settings
+    a curve step     curve/seed<N>/step-<S>/result.json   the checkpoint's pre-training (its run.json's run id) and
+                                                    step, --tasks, the probe settings and the versions
 
 The pre-training's fingerprint leaves the probes out, so a new task list reuses the pre-training. Reuse per stage
 (`stages.py`, `curve.py`): a finished pre-training made with other settings is refused, in one line naming what
@@ -71,7 +71,7 @@ def pretraining(point: dict, args: AblationArguments, seed: int) -> dict:
 
 
 def _tasks(tasks: list[str]) -> str:
-    # custom:<task.yaml> by its absolute path: the same file from any working folder, another file under one name never.
+    # custom:<task.yaml> by its absolute path: one file from any working folder, never two files under one name.
     return ",".join(f"custom:{os.path.abspath(t[7:])}" if t.startswith("custom:") else t for t in tasks)
 
 
