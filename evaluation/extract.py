@@ -7,8 +7,19 @@ other transformers audio models (bonus) through their own feature extractor on r
 duration, mean-pooling `last_hidden_state`. A hybrid Myna model is embedded once in `"both"` mode; its square and
 vertical embeddings are the two halves (`split_patch_modes`).
 
+What is pooled (`ExtractionSettings.layers`, `.pooling`; MARBLE's probing chooses the layer on validation):
+- `layers="last"` (the paper's): one `(D,)` embedding per chunk, the pooled output of the last block after the final
+  LayerNorm (Myna's `pooler_output`). `layers="all"`: `(num_layers, D)` per chunk from ONE forward with
+  `output_hidden_states=True`: index 0 is the embedding layer's output (tokens plus positions, before any block),
+  1..N-1 the blocks' outputs, and the last index the `"last"` embedding itself, so that a choice over all layers
+  includes the paper's.
+- `pooling="mean"`: the mean over the chunk's time steps (Myna: its tokens); `"meanstd"`: that mean and the
+  population standard deviation, concatenated `[mean ; std]` (for a hybrid, per patch mode:
+  `[square mean ; square std ; vertical mean ; vertical std]`, so the two halves are still the two modes).
+
 The cache key hashes the model (config and weight files), the split, the audio (source, ids, paths; not the
-labels, so tasks over the same clips share embeddings) and the chunking. Shards of
+labels, so tasks over the same clips share embeddings), the chunking, and the layers and pooling when they are not
+the defaults (so a default cache written before those options existed, the same bytes, is still found). Shards of
 `tracks_per_shard` tracks are written as they finish, so an interrupted extraction resumes where it stopped. Audio
 that does not decode is skipped and counted, never fatal.
 """
@@ -40,6 +51,8 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
 )
 CACHE_VERSION = 1
+LAYER_CHOICES = ("last", "all")  # what is extracted; a list of layer indices extracts "all" and the probe picks
+POOLINGS = ("mean", "meanstd")
 
 
 @dataclass
@@ -52,24 +65,53 @@ class ExtractionSettings:
     device: str = "cpu"
     cache_dir: str | None = None
     progress: bool = True
+    layers: str = "last"  # "last": (num_chunks, D); "all": (num_chunks, num_layers, D), from one forward
+    pooling: str = "mean"  # "mean" or "meanstd" over each chunk's time steps
+
+
+def check_extraction_protocol(layers: str, pooling: str) -> None:
+    if layers not in LAYER_CHOICES:
+        raise ValueError(f"layers={layers!r}: expected one of {list(LAYER_CHOICES)}.")
+    if pooling not in POOLINGS:
+        raise ValueError(f"--pooling {pooling}: expected one of {', '.join(POOLINGS)}.")
+
+
+def pool_tokens(
+    states: torch.Tensor, lengths: list[int], pooling: str, means: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Pools `(B, sum(lengths), D)` states over time, per segment (a hybrid's square tokens, then its vertical ones).
+
+    Returns `(B, len(lengths) * D)` means, or for `"meanstd"` `(B, len(lengths) * 2 * D)` as
+    `[mean_1 ; std_1 ; mean_2 ; std_2 ...]` (population std, as the hand-crafted statistics). `means`, when given,
+    are the segments' means already computed (`pooler_output`), used as they are so that the mean part is the same
+    bytes as the model's own pooled output.
+    """
+    segments = states.split(lengths, dim=1)
+    if means is None:
+        mean_parts = [segment.mean(dim=1) for segment in segments]
+    else:
+        mean_parts = list(means.split(states.shape[-1], dim=-1))
+    if pooling == "mean":
+        return torch.cat(mean_parts, dim=-1)
+    return torch.cat([t for m, s in zip(mean_parts, segments) for t in (m, s.std(dim=1, correction=0))], dim=-1)
 
 
 @dataclass
 class SplitEmbeddings:
     """Chunk embeddings of one split. `track_index[i]` is the row in `track_ids`/`labels` of chunk `i`."""
 
-    embeddings: np.ndarray  # (num_chunks, D) float32
+    embeddings: np.ndarray  # (num_chunks, D) float32, or (num_chunks, num_layers, D) for layers="all"
     track_index: np.ndarray  # (num_chunks,) int64
     track_ids: list[str]
     labels: list
     skipped: list[str] = field(default_factory=list)
 
     def track_means(self) -> np.ndarray:
-        """`(num_tracks, D)` mean chunk embedding per track."""
-        sums = np.zeros((len(self.track_ids), self.embeddings.shape[1]), dtype=np.float64)
+        """`(num_tracks, D)` (or `(num_tracks, num_layers, D)`) mean chunk embedding per track."""
+        sums = np.zeros((len(self.track_ids), *self.embeddings.shape[1:]), dtype=np.float64)
         np.add.at(sums, self.track_index, self.embeddings)
         counts = np.bincount(self.track_index, minlength=len(self.track_ids)).clip(min=1)
-        return (sums / counts[:, None]).astype(np.float32)
+        return (sums / counts.reshape(-1, *[1] * (sums.ndim - 1))).astype(np.float32)
 
 
 def file_sha256(path: str, block: int = 1 << 20) -> str:
@@ -141,12 +183,38 @@ class EmbeddingExtractor:
             return self.model.config.available_patch_modes
         return [self.patch_mode or "default"]
 
+    @property
+    def num_layers(self) -> int:
+        """How many embeddings `layers="all"` gives per chunk: the embedding layer and one per block."""
+        return getattr(self.model.config, "num_hidden_layers", 0) + 1
+
     def default_hop(self) -> int:
         return max(1, self.chunk_frames // 2)
 
+    def _token_lengths(self, input_values: torch.Tensor | None, num_tokens: int) -> list[int]:
+        """Tokens per tokenizer in a forward of `input_values` `(B, n_mels, frames)`: one entry, two for `"both"`."""
+        if not (self.is_myna and self.patch_mode == "both"):
+            return [num_tokens]
+        grids = [t.grid_size(*input_values.shape[1:]) for t in self.model.embeddings.patch_embeddings]
+        return [height * width for height, width in grids]
+
+    def _pool(self, output, input_values: torch.Tensor | None, layers: str, pooling: str, means: torch.Tensor):
+        """`(B, W)` for `"last"`, `(B, num_layers, W)` for `"all"` (see the module docstring)."""
+        lengths = self._token_lengths(input_values, output.last_hidden_state.shape[1])
+        last = pool_tokens(output.last_hidden_state, lengths, pooling, means)
+        if layers == "last":
+            return last
+        # hidden_states[-1] is the last block before the final LayerNorm: the "last" embedding stands in its place.
+        return torch.stack([*(pool_tokens(h, lengths, pooling) for h in output.hidden_states[:-1]), last], dim=1)
+
     @torch.no_grad()
-    def embed(self, audios: list[np.ndarray], hop_frames: int) -> list[np.ndarray]:
-        """One `(num_chunks, D)` float32 array per recording (mono, at `self.sampling_rate`)."""
+    def embed(
+        self, audios: list[np.ndarray], hop_frames: int, layers: str = "last", pooling: str = "mean"
+    ) -> list[np.ndarray]:
+        """One `(num_chunks, D)` float32 array per recording (mono, at `self.sampling_rate`); `(num_chunks,
+        num_layers, D)` for `layers="all"`. `D` doubles for `pooling="meanstd"`."""
+        check_extraction_protocol(layers, pooling)
+        default = layers == "last" and pooling == "mean"
         if self.is_myna:
             features = self.feature_extractor(
                 audios,
@@ -156,10 +224,15 @@ class EmbeddingExtractor:
                 device=self.device,
             )
             chunks, audio_index = features["input_values"], features["audio_index"].cpu()
-            pooled = [
-                self.model(batch.to(self.device), patch_mode=self.patch_mode).pooler_output.float().cpu()
-                for batch in chunks.split(self.batch_size)
-            ]
+            pooled = []
+            for batch in chunks.split(self.batch_size):
+                batch = batch.to(self.device)
+                per_layer = {"output_hidden_states": True} if layers == "all" else {}
+                output = self.model(batch, patch_mode=self.patch_mode, **per_layer)
+                if default:  # the paper's embedding, exactly as before these options
+                    pooled.append(output.pooler_output.float().cpu())
+                else:
+                    pooled.append(self._pool(output, batch, layers, pooling, output.pooler_output).float().cpu())
         else:
             # Myna frames (HOP_LENGTH samples at SAMPLING_RATE) to samples at this model's rate.
             window = self.chunk_frames * HOP_LENGTH * self.sampling_rate // SAMPLING_RATE
@@ -176,7 +249,12 @@ class EmbeddingExtractor:
                 inputs = self.feature_extractor(
                     windows[start : start + self.batch_size], sampling_rate=self.sampling_rate, return_tensors="pt"
                 ).to(self.device)
-                pooled.append(self.model(**inputs).last_hidden_state.mean(1).float().cpu())
+                if default:
+                    pooled.append(self.model(**inputs).last_hidden_state.mean(1).float().cpu())
+                    continue
+                output = self.model(**inputs, output_hidden_states=layers == "all")
+                means = output.last_hidden_state.mean(1)
+                pooled.append(self._pool(output, None, layers, pooling, means).float().cpu())
         embeddings = torch.cat(pooled).numpy()
         return [embeddings[(audio_index == i).numpy()] for i in range(len(audios))]
 
@@ -192,12 +270,25 @@ def load_extractor(model: str, device: str = "cpu", batch_size: int = 64):
 
 
 def split_patch_modes(embeddings: np.ndarray, hidden_size: int, modes: list[str]) -> dict[str, np.ndarray]:
-    """A hybrid model's `"both"` embeddings `[square ; vertical]` as one array per requested mode."""
-    halves = {"square": embeddings[:, :hidden_size], "vertical": embeddings[:, hidden_size:], "both": embeddings}
+    """A hybrid model's `"both"` embeddings `[square ; vertical]` (`(..., 2 * hidden_size)`, any leading axes: chunks,
+    layers) as one array per requested mode. With `"meanstd"` pooling each mode is `2 * D` wide: pass that."""
+    halves = {
+        "square": embeddings[..., :hidden_size],
+        "vertical": embeddings[..., hidden_size:],
+        "both": embeddings,
+    }
     return {mode: halves[mode] for mode in modes}
 
 
-def cache_key(extractor: EmbeddingExtractor, spec: TaskSpec, split: str, signature: str, hop_frames: int) -> str:
+def cache_key(
+    extractor: EmbeddingExtractor,
+    spec: TaskSpec,
+    split: str,
+    signature: str,
+    hop_frames: int,
+    layers: str = "last",
+    pooling: str = "mean",
+) -> str:
     description = {
         "version": CACHE_VERSION,
         "model": extractor.identity,
@@ -208,6 +299,11 @@ def cache_key(extractor: EmbeddingExtractor, spec: TaskSpec, split: str, signatu
         "chunk_frames": extractor.chunk_frames,
         "hop_frames": hop_frames,
     }
+    # Only when not the defaults: the default key is the one written before these options (the same embeddings).
+    if layers != "last":
+        description["layers"] = layers
+    if pooling != "mean":
+        description["pooling"] = pooling
     return hashlib.sha1(json.dumps(description, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -240,11 +336,13 @@ def extract_split(
     extractor: EmbeddingExtractor, spec: TaskSpec, dataset, split: str, settings: ExtractionSettings
 ) -> SplitEmbeddings:
     """Embeds every track of `dataset` (one split of a task), resuming from cached shards when there are some."""
+    check_extraction_protocol(settings.layers, settings.pooling)
     hop = (settings.train_hop_frames or extractor.default_hop()) if split == "train" else extractor.chunk_frames
     signature = dataset_signature(spec, dataset)
     cache = None
     if settings.cache_dir:
-        cache = os.path.join(settings.cache_dir, f"{split}-{cache_key(extractor, spec, split, signature, hop)}")
+        key = cache_key(extractor, spec, split, signature, hop, settings.layers, settings.pooling)
+        cache = os.path.join(settings.cache_dir, f"{split}-{key}")
         os.makedirs(cache, exist_ok=True)
         with open(os.path.join(cache, "settings.json"), "w", encoding="utf-8") as f:
             json.dump(
@@ -282,7 +380,7 @@ def extract_split(
                     shard_ok[position] = True
                 except (AudioDecodeError, ValueError) as error:
                     logger.warning("skipping %s/%s track %s: %s", spec.name, split, shard_ids[position], error)
-            per_track = extractor.embed(audios, hop) if audios else []
+            per_track = extractor.embed(audios, hop, settings.layers, settings.pooling) if audios else []
             good = np.flatnonzero(shard_ok)
             shard_embeddings = (np.concatenate(per_track) if per_track else np.zeros((0, 0), np.float32)).astype(
                 np.float32
@@ -327,8 +425,11 @@ __all__ = [
     "EmbeddingExtractor",
     "ExtractionSettings",
     "SplitEmbeddings",
+    "LAYER_CHOICES",
+    "POOLINGS",
     "extract_split",
     "load_extractor",
     "model_identity",
+    "pool_tokens",
     "split_patch_modes",
 ]

@@ -4,13 +4,17 @@
 They are what a user would otherwise reach for, computed with librosa, and go through the same chunking as a Myna
 checkpoint (Myna-Base's `chunk_frames` windows of the 16 kHz, hop-512 frame grid, half-chunk hops for training,
 none for validation and test), the same probe grid and the same selection on validation, so that one table
-compares them with Myna on any task:
+compares them with Myna on any task. Frame features:
 
-- `logmel`: per chunk, the mean and standard deviation over time of the 128-band log-mel spectrogram (Myna's own
-  front-end settings: n_fft 2048, hop 512) and of 20 MFCCs and their deltas: 336 values;
-- `chroma`: the mean and standard deviation of the 12-bin constant-Q chroma (`librosa.feature.chroma_cqt`, hop
-  512): 24 values;
-- `all`: the two concatenated (360 values).
+- `logmel`: the 128-band log-mel spectrogram (Myna's own front-end settings: n_fft 2048, hop 512), 20 MFCCs and
+  their deltas: 168 per frame;
+- `chroma`: the 12-bin constant-Q chroma (`librosa.feature.chroma_cqt`, hop 512): 12 per frame;
+- `all`: the two concatenated (180 per frame).
+
+Each chunk is pooled over its frames as a Myna chunk is over its tokens (probe.py's `--pooling`, for every row
+alike): `mean` (the default), the mean over time (168, 12, 180 values); `meanstd`, the mean and the standard
+deviation over time `[mean ; std]` (336, 24, 360: the vectors these baselines had before `--pooling` existed).
+Hand-crafted features have one "layer": `layers="all"` gives `(chunks, 1, F)`.
 
 Frame features are computed once per recording and pooled over each chunk's frames (running sums), so chunk `k`
 holds exactly the statistics of frames `[k * hop, k * hop + chunk_frames)`.
@@ -27,7 +31,7 @@ from modeling_myna.configuration_myna import HOP_LENGTH, N_FFT, N_MELS, SAMPLING
 PREFIX = "handcrafted:"
 FEATURE_SETS = ("logmel", "chroma", "all")
 N_MFCC = 20
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: pooling is chosen (`mean` alone by default); 1 was always [mean ; std]
 
 
 def is_handcrafted(model: str) -> bool:
@@ -54,16 +58,21 @@ def frame_features(audio: np.ndarray, kind: str, sampling_rate: int = SAMPLING_R
     return np.concatenate([b[:, :frames] for b in blocks]).T.astype(np.float64)
 
 
-def chunk_statistics(features: np.ndarray, chunk_frames: int, hop_frames: int) -> np.ndarray:
-    """`(chunks, 2F)` mean and standard deviation of each window of `chunk_frames` frames every `hop_frames`
-    (the windows of `Tensor.unfold`: the tail that fills no window is dropped)."""
+def chunk_statistics(features: np.ndarray, chunk_frames: int, hop_frames: int, pooling: str = "mean") -> np.ndarray:
+    """`(chunks, F)` mean (`pooling="mean"`), or `(chunks, 2F)` mean and standard deviation (`"meanstd"`), of each
+    window of `chunk_frames` frames every `hop_frames` (the windows of `Tensor.unfold`: the tail that fills no window
+    is dropped)."""
+    if pooling not in ("mean", "meanstd"):
+        raise ValueError(f"--pooling {pooling}: expected mean or meanstd.")
     count = (len(features) - chunk_frames) // hop_frames + 1
     if count < 1:
         raise ValueError(f"{len(features)} frames hold no {chunk_frames}-frame chunk: pad the audio to one chunk.")
     sums = np.vstack([np.zeros((1, features.shape[1])), np.cumsum(features, 0)])
-    squares = np.vstack([np.zeros((1, features.shape[1])), np.cumsum(features**2, 0)])
     starts = np.arange(count) * hop_frames
     mean = (sums[starts + chunk_frames] - sums[starts]) / chunk_frames
+    if pooling == "mean":
+        return mean.astype(np.float32)
+    squares = np.vstack([np.zeros((1, features.shape[1])), np.cumsum(features**2, 0)])
     variance = (squares[starts + chunk_frames] - squares[starts]) / chunk_frames - mean**2
     return np.concatenate([mean, np.sqrt(np.clip(variance, 0, None))], 1).astype(np.float32)
 
@@ -100,17 +109,25 @@ class HandcraftedExtractor:
     def patch_modes(self) -> list[str]:
         return ["default"]
 
+    num_layers = 1
+
     def default_hop(self) -> int:
         return max(1, self.chunk_frames // 2)
 
-    def embed(self, audios: list[np.ndarray], hop_frames: int) -> list[np.ndarray]:
-        """One `(num_chunks, D)` float32 array per recording (mono, 16 kHz)."""
+    def embed(
+        self, audios: list[np.ndarray], hop_frames: int, layers: str = "last", pooling: str = "mean"
+    ) -> list[np.ndarray]:
+        """One `(num_chunks, D)` float32 array per recording (mono, 16 kHz); `(num_chunks, 1, D)` for
+        `layers="all"`."""
+        if layers not in ("last", "all"):
+            raise ValueError(f"layers={layers!r}: expected 'last' or 'all'.")
         out = []
         for audio in audios:
             audio = np.asarray(audio, dtype=np.float32)
             if len(audio) < self.min_samples:
                 audio = np.pad(audio, (0, self.min_samples - len(audio)))
-            out.append(chunk_statistics(frame_features(audio, self.kind), self.chunk_frames, hop_frames))
+            stats = chunk_statistics(frame_features(audio, self.kind), self.chunk_frames, hop_frames, pooling)
+            out.append(stats[:, None] if layers == "all" else stats)
         return out
 
 

@@ -7,16 +7,19 @@
         --dataset_paths mtt=/data/mtt,gtzan=/data/gtzan,nsynth=/data/nsynth
 
 For each task: chunk embeddings of the three splits (cached, `extract.py`), the 216-probe grid trained as batched
-groups (`grid.py`) on every embedding the model offers (square, vertical and both for a hybrid), the configuration
-and embedding chosen by VALIDATION score, then one test evaluation through the `evaluate` metric modules. Writes
-`results.json` (every metric, chosen configuration, validation score, the whole grid), `table.md` (the paper's
-Table 1 layout with its published rows), a t-SNE PNG per classification task, and the best linear probe of each
-task (`<task>/linear_probe.pt`, for `export.py`).
+groups (`grid.py`) on every embedding the model offers (square, vertical and both for a hybrid; with `--layers
+all`, each of those at every layer, as MARBLE probes), the configuration and embedding chosen by VALIDATION score,
+then one test evaluation through the `evaluate` metric modules. Writes `results.json` (every metric, chosen
+configuration, embedding and layer, validation score, the whole grid, the probe protocol), `table.md` (a line naming
+the protocol, then the paper's Table 1 layout with its published rows), a t-SNE PNG per classification task, and
+the best linear probe of each task (`<task>/linear_probe.pt`, for `export.py`; only when it probes the model's own
+pooled output: the last layer, mean pooling).
 """
 
 import json
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -101,6 +104,25 @@ class ProbeArguments:
         default=10, metadata={"help": "Epochs without a better validation score before a probe stops."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of the probes' initial weights, batch order and dropout."})
+    layers: str = field(
+        default="last",
+        metadata={
+            "help": "last (the paper's): probe the pooled last layer (Myna: after the final LayerNorm). all: every "
+            "layer's pooled hidden states, extracted in one forward (Myna: 0 is the embedding layer, tokens plus "
+            "positions before any block; 1..N the N blocks, N the same embedding as last); the grid runs on each "
+            "and the layer (and a hybrid's patch mode) is chosen on VALIDATION, as MARBLE does. Or a comma list of "
+            "those indices (-1: the last). Hand-crafted features have one layer."
+        },
+    )
+    pooling: str = field(
+        default="mean",
+        metadata={
+            "help": "The statistic over time within a chunk, the same for every row. mean: Myna the mean of the "
+            "chunk's tokens (the paper's); hand-crafted features the mean of their frame features (logmel 168 "
+            "values, chroma 12, all 180). meanstd: the mean and the standard deviation over time, [mean ; std], "
+            "twice as wide (hand-crafted: 336, 24, 360, their vectors before this option)."
+        },
+    )
 
 
 @dataclass
@@ -149,7 +171,7 @@ import torch  # noqa: E402
 from myna_common.progress import format_seconds, progress_bar  # noqa: E402
 
 from myna_evaluation.extract import EmbeddingExtractor, ExtractionSettings, extract_split, split_patch_modes  # noqa: E402
-from myna_evaluation.extract import load_extractor  # noqa: E402
+from myna_evaluation.extract import POOLINGS, load_extractor  # noqa: E402
 from myna_evaluation.handcrafted import is_handcrafted  # noqa: E402
 from myna_evaluation.grid import (  # noqa: E402
     GridSettings,
@@ -160,7 +182,7 @@ from myna_evaluation.grid import (  # noqa: E402
     track_outputs,
     train_grid,
 )
-from myna_evaluation.report import column_notes, plot_tsne, render_table  # noqa: E402
+from myna_evaluation.report import column_notes, plot_tsne, protocol_line, render_table  # noqa: E402
 from myna_evaluation.scoring import SINGLE_LABEL, compute_metrics  # noqa: E402
 from myna_evaluation.task_families.marble import marble_probe_grid  # noqa: E402
 from myna_evaluation.tasks import SPLITS, SYNTHETIC_TASKS, load_synthetic_task, synthetic_splits  # noqa: E402
@@ -184,6 +206,36 @@ def _parse_mapping(text: str | None, what: str) -> dict[str, str]:
         key, value = item.split("=", 1)
         mapping[key.strip()] = value.strip()
     return mapping
+
+
+LAYERS_FORM = re.compile(r"last|all|-?\d+(,-?\d+)*")
+
+
+def check_protocol_arguments(probe_args: ProbeArguments) -> None:
+    """`--layers` and `--pooling` well formed (before any task or model loads)."""
+    if not LAYERS_FORM.fullmatch(probe_args.layers.replace(" ", "")):
+        raise ValueError(
+            f"--layers {probe_args.layers}: expected last, all, or a comma list of layer indices such as 4,8,12."
+        )
+    if probe_args.pooling not in POOLINGS:
+        raise ValueError(f"--pooling {probe_args.pooling}: expected one of {', '.join(POOLINGS)}.")
+
+
+def parse_layers(text: str, num_layers: int) -> list[int] | None:
+    """`--layers` as the sorted layer indices to probe, in `0..num_layers - 1`; `None` for `last` (the paper's)."""
+    text = text.replace(" ", "")
+    if text == "last":
+        return None
+    if text == "all":
+        return list(range(num_layers))
+    indices = [int(i) for i in text.split(",")]
+    outside = [i for i in indices if not -num_layers <= i < num_layers]
+    if outside:
+        raise ValueError(
+            f"--layers {text}: this model has layers 0..{num_layers - 1} (0 the embedding layer, {num_layers - 1} "
+            f"the last; -1 also names the last), not {', '.join(map(str, outside))}."
+        )
+    return sorted({i % num_layers for i in indices})
 
 
 def probe_data(splits: dict, mode_arrays: dict[str, np.ndarray], problem_type: str) -> ProbeData:
@@ -211,6 +263,31 @@ def split_outputs(data: ProbeData, result, split: str) -> np.ndarray:
     return track_outputs(result.state, x, track, len(y)).numpy()
 
 
+def probe_candidates(
+    spec, candidates: list[tuple], make_data, configs, settings: GridSettings, progress=True
+) -> tuple:
+    """The grid on each candidate embedding `(patch mode, layer)` (`make_data(candidate)` gives its `ProbeData`),
+    and the candidate whose best probe has the best VALIDATION score; ties go to the first in `candidates`. Test
+    scores play no part. Returns `(chosen candidate, its ProbeData, its results, {candidate: results})`; only the
+    chosen candidate's tensors are kept."""
+    grids, chosen, chosen_data, chosen_score = {}, None, None, None
+    for candidate in candidates:
+        mode, layer = candidate
+        data = make_data(candidate)
+        label = mode if layer is None else f"{mode}, layer {layer}"
+        bar = progress_bar(
+            total=len(configs), desc=f"{spec.name} probes ({label})", unit="probe", disable=not progress
+        )
+        grids[candidate] = train_grid(
+            data, spec.problem_type, spec.metric, spec.label_names, configs, settings, progress=bar
+        )
+        bar.close()
+        score = select_best(grids[candidate]).valid_score
+        if chosen is None or score > chosen_score:
+            chosen, chosen_data, chosen_score = candidate, data, score
+    return chosen, chosen_data, grids[chosen], grids
+
+
 def choose_and_test(spec, data: ProbeData, results: list) -> tuple:
     """The protocol's last step: the configuration with the best VALIDATION score, its full validation metrics, and
     its one test evaluation. Returns `(chosen result, validation metrics, test metrics)`."""
@@ -230,6 +307,7 @@ def evaluate_task(
 ) -> dict:
     """Extraction, grid, selection by validation, one test evaluation; returns the task's report entry."""
     started = time.perf_counter()
+    layers = parse_layers(probe_args.layers, extractor.num_layers)  # None: the last, the paper's
     train_hop = model_args.train_hop_frames
     if train_hop is None and probe_args.protocol == "marble":
         train_hop = extractor.chunk_frames  # MARBLE cuts training audio into non-overlapping windows
@@ -239,9 +317,17 @@ def evaluate_task(
         device=model_args.device,
         cache_dir=model_args.cache_dir or os.path.join(report_args.output_dir, "embeddings"),
         progress=report_args.progress,
+        layers="last" if layers is None else "all",
+        pooling=probe_args.pooling,
     )
     splits = {split: extract_split(extractor, spec, dataset[split], split, settings) for split in SPLITS}
     extracted = time.perf_counter()
+    shape = splits["train"].embeddings.shape
+    if layers is not None and (len(shape) != 3 or shape[1] != extractor.num_layers):
+        raise RuntimeError(
+            f"{model_args.model} gave embeddings of shape {shape[1:]} per chunk, not one per layer of its "
+            f"{extractor.num_layers}: --layers needs a model that returns hidden_states."
+        )
 
     modes = extractor.patch_modes
     if model_args.patch_modes:
@@ -251,32 +337,32 @@ def evaluate_task(
             raise ValueError(
                 f"patch modes {unknown} are not offered by {model_args.model}: it has {extractor.patch_modes}."
             )
-    if extractor.is_myna and len(extractor.model.config.patch_sizes) > 1:
-        per_split = {
-            s: split_patch_modes(splits[s].embeddings, extractor.model.config.hidden_size, modes) for s in SPLITS
-        }
-    else:
-        per_split = {s: {modes[0]: splits[s].embeddings} for s in SPLITS}
+    hybrid = extractor.is_myna and len(extractor.model.config.patch_sizes) > 1
+
+    def mode_arrays(mode: str, layer: int | None) -> dict[str, np.ndarray]:
+        """Each split's `(chunks, D)` embeddings of one patch mode at one layer (`None`: the only one extracted)."""
+        arrays = {}
+        for s in SPLITS:
+            x = splits[s].embeddings if layer is None else splits[s].embeddings[:, layer]
+            # A hybrid's "both" embedding is [square ; vertical], each half one mode's (mean, or [mean ; std]).
+            arrays[s] = split_patch_modes(x, x.shape[-1] // 2, [mode])[mode] if hybrid else x
+        return arrays
 
     configs = marble_probe_grid(probe_args.fast) if probe_args.protocol == "marble" else probe_grid(probe_args.fast)
     grid_settings = GridSettings(
         max_epochs=probe_args.max_epochs, patience=probe_args.patience, seed=probe_args.seed, device=model_args.device
     )
-    by_mode, best_by_mode = {}, {}
-    for mode in modes:
-        data = probe_data(splits, {s: per_split[s][mode] for s in SPLITS}, spec.problem_type)
-        bar = progress_bar(
-            total=len(configs), desc=f"{spec.name} probes ({mode})", unit="probe", disable=not report_args.progress
-        )
-        results = train_grid(
-            data, spec.problem_type, spec.metric, spec.label_names, configs, grid_settings, progress=bar
-        )
-        bar.close()
-        by_mode[mode] = (data, results)
-        best_by_mode[mode] = select_best(results)
-    # The embedding, like the configuration, is chosen on validation (the paper keeps the best of the three).
-    mode = max(modes, key=lambda m: (best_by_mode[m].valid_score, -modes.index(m)))
-    data, results = by_mode[mode]
+    # The embedding, like the configuration, is chosen on validation: the patch mode (the paper keeps the best of a
+    # hybrid's three) and, with --layers, the layer (MARBLE's protocol), over every (mode, layer) pair.
+    candidates = [(mode, layer) for mode in modes for layer in (layers or [None])]
+    (mode, layer), data, results, grids = probe_candidates(
+        spec,
+        candidates,
+        lambda candidate: probe_data(splits, mode_arrays(*candidate), spec.problem_type),
+        configs,
+        grid_settings,
+        progress=report_args.progress,
+    )
     chosen, valid_metrics, test_metrics = choose_and_test(spec, data, results)
     standardizer = Standardizer.fit(data.train_x)
 
@@ -284,7 +370,10 @@ def evaluate_task(
     os.makedirs(task_dir, exist_ok=True)
     linear_results = [r for r in results if r.config.hidden_size == 0]
     linear_path = None
-    if linear_results:  # MARBLE's grid has only MLPs: no linear probe to export
+    # export.py puts a probe on the model's own pooled output: the last layer, mean-pooled. Other probes stay in
+    # results.json only, so that no exported classifier reads another embedding than the one it was trained on.
+    exportable = layer in (None, extractor.num_layers - 1) and probe_args.pooling == "mean"
+    if linear_results and exportable:  # MARBLE's grid has only MLPs: no linear probe to export
         linear = select_best(linear_results)
         linear_path = os.path.join(task_dir, "linear_probe.pt")
         torch.save(
@@ -295,6 +384,8 @@ def evaluate_task(
                 "mean": standardizer.mean,
                 "std": standardizer.std,
                 "patch_mode": mode if extractor.is_myna else None,
+                "layer": layer,
+                "pooling": probe_args.pooling,
                 "task": spec.to_dict(),
                 "model_identity": extractor.identity,
             },
@@ -303,7 +394,7 @@ def evaluate_task(
     tsne_path = None
     if report_args.tsne and spec.problem_type == SINGLE_LABEL:
         test = splits["test"]
-        means = per_split["test"][mode]
+        means = data.test_x.numpy()
         track_means = np.zeros((len(test.track_ids), means.shape[1]))
         np.add.at(track_means, test.track_index, means)
         track_means /= np.bincount(test.track_index, minlength=len(test.track_ids)).clip(min=1)[:, None]
@@ -312,20 +403,29 @@ def evaluate_task(
             np.asarray(test.labels),
             spec.label_names,
             os.path.join(task_dir, "tsne_test.png"),
-            f"{spec.name}: test embeddings ({mode})",
+            f"{spec.name}: test embeddings ({mode if layer is None else f'{mode}, layer {layer}'})",
             seed=probe_args.seed,
             num_threads=model_args.num_threads,
         )
-    return {
+    best = {candidate: select_best(grid).valid_score for candidate, grid in grids.items()}
+    entry = {
         "task": spec.to_dict(),
         "patch_mode": mode,
+        "layer": "last" if layer is None else layer,
+        "pooling": probe_args.pooling,
         "chosen_config": asdict(chosen.config),
         "valid_score": chosen.valid_score,
         "best_epoch": chosen.best_epoch,
         "validation_metrics": valid_metrics,
         "test_metrics": test_metrics,
-        "best_valid_score_by_patch_mode": {m: r.valid_score for m, r in best_by_mode.items()},
-        "grid": {m: [r.to_dict() for r in by_mode[m][1]] for m in modes},
+        "best_valid_score_by_patch_mode": {m: max(v for (cm, _), v in best.items() if cm == m) for m in modes},
+        # --layers last: {mode: [probe, ...]}, as before --layers; otherwise {mode: {layer: [probe, ...]}}.
+        "grid": {
+            m: [r.to_dict() for r in grids[(m, None)]]
+            if layers is None
+            else {str(i): [r.to_dict() for r in grids[(m, i)]] for i in layers}
+            for m in modes
+        },
         "num_tracks": {s: len(splits[s].track_ids) for s in SPLITS},
         "num_chunks": {s: int(len(splits[s].track_index)) for s in SPLITS},
         "skipped_tracks": {s: splits[s].skipped for s in SPLITS},
@@ -333,6 +433,9 @@ def evaluate_task(
         "tsne": tsne_path,
         "seconds": {"extraction": extracted - started, "probes": time.perf_counter() - extracted},
     }
+    if layers is not None:
+        entry["best_valid_score_by_layer"] = {m: {str(i): best[(m, i)] for i in layers} for m in modes}
+    return entry
 
 
 def run(
@@ -347,6 +450,7 @@ def run(
         torch.set_num_threads(model_args.num_threads)
     if probe_args.protocol not in PROTOCOLS:
         raise ValueError(f"--protocol must be one of {list(PROTOCOLS)}, got {probe_args.protocol!r}.")
+    check_protocol_arguments(probe_args)
     tasks = [t.strip() for t in task_args.tasks.split(",") if t.strip()]
     tasks += [f"custom:{f.strip()}" for f in (task_args.task_files or "").split(",") if f.strip()]
     paths = _parse_mapping(task_args.dataset_paths, "--dataset_paths")
@@ -366,6 +470,9 @@ def run(
             path = paths.get(task, paths.get(task.split("-")[0]))
             loaded[task] = load_task(task, path, layout=task_args.layout, split_file=split_files.get(task))
     extractor = load_extractor(model_args.model, device=model_args.device, batch_size=model_args.extraction_batch_size)
+    layers = parse_layers(probe_args.layers, extractor.num_layers)  # a layer the model lacks fails here
+    grid = PROTOCOLS[probe_args.protocol][probe_args.fast]
+    line = protocol_line(grid, layers, extractor.num_layers, probe_args.pooling)
     model_name = model_args.model_name or os.path.basename(os.path.normpath(model_args.model))
     report = {
         "model": model_args.model if is_handcrafted(model_args.model) else os.path.abspath(model_args.model),
@@ -373,13 +480,19 @@ def run(
         "model_name": model_name,
         "arguments": {**asdict(model_args), **asdict(task_args), **asdict(probe_args), **asdict(report_args)},
         "protocol": PROTOCOLS[probe_args.protocol][probe_args.fast],
+        "probe_protocol": {
+            "layers": probe_args.layers,
+            "layers_probed": "last" if layers is None else layers,
+            "num_layers": extractor.num_layers,
+            "pooling": probe_args.pooling,
+            "line": line,
+        },
         "tasks": {},
     }
     table_inputs = {}
     # The overall ETA: each task's work taken as proportional to its clips (extraction, and probes that train on
     # their chunks), measured on the tasks done so far.
     work = {task: sum(len(dataset[s]) for s in SPLITS) for task, (_, dataset) in loaded.items()}
-    grid = PROTOCOLS[probe_args.protocol][probe_args.fast]
     print(f"probe.py: {len(loaded)} task(s) x {grid}; an ETA follows each task (--fast: 8 probes)", flush=True)
     started, done = time.perf_counter(), 0
     for position, (task, (spec, dataset)) in enumerate(loaded.items(), 1):
@@ -392,7 +505,7 @@ def run(
         eta = f", ETA {format_seconds(elapsed / done * left)}" if left and done else ""
         print(f"[{position}/{len(loaded)}] {spec.name} done in {format_seconds(sum(entry['seconds'].values()))} "
               f"({format_seconds(elapsed)} elapsed{eta})", flush=True)
-    table = render_table(model_name, table_inputs)
+    table = render_table(model_name, table_inputs, protocol=line)
     notes = column_notes(table_inputs)
     if notes:
         table += "\n\n" + notes
@@ -444,8 +557,9 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = run(model_args, task_args, probe_args, report_args)
     for name, entry in report["tasks"].items():
+        layer = "" if entry["layer"] == "last" else f" at layer {entry['layer']}"
         print(
-            f"{name}: {entry['patch_mode']} embedding, {entry['chosen_config']} "
+            f"{name}: {entry['patch_mode']} embedding{layer}, {entry['chosen_config']} "
             f"(validation {entry['valid_score']:.4f}); "
             f"test {entry['test_metrics']}"
         )

@@ -4,7 +4,8 @@ Table 1 of the paper (arXiv 2502.12511) gives, on test and x100: MTT ROC-AUC and
 weighted key score, EmoMusic R^2 of arousal and valence, and their average, where the metrics of one task are
 averaged first and then the four tasks (SPEC §5). Its published rows are printed alongside for comparison.
 MARBLE's clip-level tasks (MTG-Jamendo, NSynth, VocalSet) get their own block of columns and average, and any other
-task (generated, custom) one column per metric.
+task (generated, custom) one column per metric. A line above the table names the probe protocol that produced it
+(`protocol_line`: the layer or layers probed, the pooling over time, the grid).
 """
 
 import numpy as np
@@ -50,10 +51,35 @@ def marble_average(results: dict[str, tuple[TaskSpec, dict[str, float]]]) -> flo
     return float(np.mean([task_score(*results[n]) for n in names]))
 
 
+POOLING_NAMES = {"mean": "mean pooling", "meanstd": "mean+std pooling"}
+
+
+def protocol_line(grid: str, layers: list[int] | None, num_layers: int, pooling: str) -> str:
+    """The line above the table: the layer(s) probed (`layers=None`: the last, the paper's), the pooling over time
+    and the probe grid, e.g. "Probe protocol: layer chosen on validation (of 13), mean+std pooling; JukeMIR grid
+    (216 probes)."."""
+    if layers is None:
+        layer_text = "last layer"
+    elif num_layers == 1:
+        layer_text = "the features' only layer"  # hand-crafted features
+    elif len(layers) == 1:
+        layer_text = f"layer {layers[0]} (of {num_layers})"
+    elif sorted(layers) == list(range(num_layers)):
+        layer_text = f"layer chosen on validation (of {num_layers})"
+    else:
+        layer_text = f"layer chosen on validation among {', '.join(map(str, layers))} (of {num_layers})"
+    paper = " (the paper's)" if layers is None and pooling == "mean" else ""
+    return f"Probe protocol: {layer_text}, {POOLING_NAMES[pooling]}{paper}; {grid}."
+
+
 def render_table(
-    model_name: str, results: dict[str, tuple[TaskSpec, dict[str, float]]], with_paper: bool = True
+    model_name: str,
+    results: dict[str, tuple[TaskSpec, dict[str, float]]],
+    with_paper: bool = True,
+    protocol: str | None = None,
 ) -> str:
-    """Markdown table: one row for `model_name` (test metrics x100), then the paper's rows.
+    """Markdown table: one row for `model_name` (test metrics x100), then the paper's rows; `protocol`
+    ([`protocol_line`]), when given, is the line above it.
 
     `results` maps a task name to its spec and test metrics. Columns are Table 1's and its average, then (when a
     MARBLE task was run) one per metric of each MARBLE task run and "MARBLE avg." ([`marble_average`]), then one per
@@ -98,6 +124,8 @@ def render_table(
         blanks = len(marble_headers) + len(extra) + 1
         for name, numbers in PAPER_ROWS.items():
             lines.append("| " + " | ".join([name, *[cell(v) for v in numbers], *["–"] * blanks]) + " |")
+    if protocol:
+        lines = [protocol, ""] + lines
     return "\n".join(lines)
 
 
@@ -189,6 +217,7 @@ __all__ = [
     "marble_average",
     "class_styles",
     "plot_tsne",
+    "protocol_line",
     "render_table",
     "table1_average",
     "task_score",

@@ -1,6 +1,8 @@
 """Embedding extraction: chunking per split, equality with the model's own output, hybrid modes, the disk cache,
 resuming, and bad audio skipped and counted."""
 
+import hashlib
+import json
 import os
 
 import datasets
@@ -11,8 +13,10 @@ import torch
 
 from modeling_myna import MynaConfig, MynaFeatureExtractor, MynaModel
 from myna_evaluation.extract import (
+    CACHE_VERSION,
     EmbeddingExtractor,
     ExtractionSettings,
+    cache_key,
     extract_split,
     model_identity,
     split_patch_modes,
@@ -98,7 +102,9 @@ def test_cache_is_reused_and_an_interrupted_extraction_resumes(tmp_path, tiny_my
 
     calls = []
     original = extractor.embed
-    monkeypatch.setattr(extractor, "embed", lambda audios, hop: calls.append(len(audios)) or original(audios, hop))
+    monkeypatch.setattr(
+        extractor, "embed", lambda audios, hop, *protocol: calls.append(len(audios)) or original(audios, hop, *protocol)
+    )
     again = extract_split(extractor, SPEC, dataset, "test", settings)
     assert calls == []  # everything came from the cache
     np.testing.assert_array_equal(again.embeddings, first.embeddings)
@@ -242,3 +248,111 @@ def test_hub_dataset_revision_is_part_of_the_cache_signature(tmp_path, monkeypat
         signatures[path_or_id] = dataset_signature(spec, dataset["test"])
     assert requested == [("m-a-p/GTZAN", "v1"), ("m-a-p/GTZAN", "v2"), ("m-a-p/GTZAN", None)]
     assert len(set(signatures.values())) == 3  # same ids and audio, three snapshots, three cache entries
+
+
+def chunks_of(audio, hop_frames):
+    extract = MynaFeatureExtractor.from_config(MynaConfig(**TINY_MYNA))
+    return extract(audio, sampling_rate=16000, hop_frames=hop_frames, return_tensors="pt")["input_values"]
+
+
+def _features(model, audio):
+    return MynaFeatureExtractor.from_config(model.config)(audio, sampling_rate=16000, return_tensors="pt")
+
+
+def test_all_layers_come_from_one_forward_and_are_the_pooled_hidden_states(tiny_myna_folder):
+    """`layers="all"` on a 2-block model: 3 embeddings per chunk (0 the embedding layer, 1 the first block, 2 the
+    last block after the final LayerNorm, the `last` embedding), all from a single forward."""
+    extractor = EmbeddingExtractor(tiny_myna_folder, batch_size=64)
+    forwards = []
+    extractor.model.register_forward_hook(lambda module, args, output: forwards.append(1))
+    audio = tone(7.0)
+    (layers,) = extractor.embed([audio], hop_frames=48, layers="all")
+    assert len(forwards) == 1 and extractor.num_layers == 3
+    assert layers.shape == (len(chunks_of(audio, 48)), 3, 32) and layers.dtype == np.float32
+    (last,) = extractor.embed([audio], hop_frames=48)
+
+    model = MynaModel.from_pretrained(tiny_myna_folder).eval()
+    chunks = chunks_of(audio, 48)
+    with torch.no_grad():
+        output = model(chunks, output_hidden_states=True)
+    for index in (0, 1):
+        np.testing.assert_allclose(layers[:, index], output.hidden_states[index].mean(1).numpy(), atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(layers[:, 2], output.pooler_output.numpy(), atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(layers[:, 2], last, atol=1e-5, rtol=1e-4)
+    assert not np.allclose(layers[:, 0], layers[:, 2], atol=1e-2)  # three different embeddings, not one repeated
+
+
+def test_meanstd_doubles_the_width_and_its_second_half_is_the_token_std(tiny_myna_folder):
+    extractor = EmbeddingExtractor(tiny_myna_folder)
+    audio = tone(7.0, 330.0)
+    (mean,) = extractor.embed([audio], hop_frames=96)
+    (meanstd,) = extractor.embed([audio], hop_frames=96, pooling="meanstd")
+    assert meanstd.shape == (2, 64)
+    np.testing.assert_array_equal(meanstd[:, :32], mean)  # the mean half is the model's own pooled output
+    model = MynaModel.from_pretrained(tiny_myna_folder).eval()
+    with torch.no_grad():
+        tokens = model(_features(model, audio)["input_values"]).last_hidden_state  # (chunks, 48, 32)
+    np.testing.assert_allclose(meanstd[:, 32:], tokens.std(1, unbiased=False).numpy(), atol=1e-5, rtol=1e-4)
+    assert meanstd[:, 32:].min() > 0
+
+
+def test_hybrid_meanstd_at_every_layer_keeps_each_modes_half(tmp_path):
+    """A hybrid's layers come from one "both" forward; each half of a layer is that patch mode's [mean ; std],
+    equal to the mode's own forward."""
+    torch.manual_seed(0)
+    path = tmp_path / "hybrid"
+    MynaModel(MynaConfig.from_variant("hybrid", **TINY_MYNA)).save_pretrained(str(path))
+    extractor = EmbeddingExtractor(str(path))
+    audio = tone(4.0)
+    (layers,) = extractor.embed([audio], hop_frames=96, layers="all", pooling="meanstd")
+    assert layers.shape == (1, 3, 128)
+    modes = split_patch_modes(layers, 64, ["square", "vertical"])
+    model = MynaModel.from_pretrained(str(path)).eval()
+    features = _features(model, audio)["input_values"]
+    for mode in ("square", "vertical"):
+        with torch.no_grad():
+            output = model(features, patch_mode=mode, output_hidden_states=True)
+        states = [*output.hidden_states[:-1], output.last_hidden_state]
+        for index, hidden in enumerate(states):
+            expected = torch.cat([hidden.mean(1), hidden.std(1, unbiased=False)], -1).numpy()
+            np.testing.assert_allclose(modes[mode][:, index], expected, atol=1e-4, rtol=1e-3)
+
+
+def test_default_cache_key_is_unchanged_and_caches_of_other_protocols_never_mix(tmp_path, tiny_myna_folder, monkeypatch):
+    from myna_evaluation.tasks import dataset_signature
+
+    dataset = toy_dataset(tmp_path, with_bad=False)
+    extractor = EmbeddingExtractor(tiny_myna_folder)
+    signature = dataset_signature(SPEC, dataset)
+    # The key written before --layers and --pooling existed: a default cache from then is found (same embeddings).
+    before = {
+        "version": CACHE_VERSION, "model": extractor.identity, "source": SPEC.source, "split": "test",
+        "data": signature, "patch_mode": extractor.patch_mode, "chunk_frames": 96, "hop_frames": 96,
+    }  # fmt: skip
+    old_key = hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()[:20]
+    assert cache_key(extractor, SPEC, "test", signature, 96) == old_key
+
+    calls = []
+    original = extractor.embed
+    monkeypatch.setattr(
+        extractor, "embed", lambda audios, hop, *protocol: calls.append(protocol) or original(audios, hop, *protocol)
+    )
+    results = {}
+    for layers, pooling in (("last", "mean"), ("all", "mean"), ("last", "meanstd"), ("all", "meanstd")):
+        settings = ExtractionSettings(cache_dir=str(tmp_path / "cache"), progress=False, layers=layers, pooling=pooling)
+        results[layers, pooling] = extract_split(extractor, SPEC, dataset, "test", settings)
+    assert len(calls) == 4 and len(os.listdir(tmp_path / "cache")) == 4  # none reused another's cache
+    assert f"test-{old_key}" in os.listdir(tmp_path / "cache")
+    shapes = {key: r.embeddings.shape[1:] for key, r in results.items()}
+    assert shapes == {("last", "mean"): (32,), ("all", "mean"): (3, 32), ("last", "meanstd"): (64,),
+                      ("all", "meanstd"): (3, 64)}  # fmt: skip
+    # The defaults are the model's pooled output itself, bit for bit.
+    model = MynaModel.from_pretrained(tiny_myna_folder).eval()
+    audio, _ = sf.read(dataset[1]["audio"], dtype="float32")
+    with torch.no_grad():
+        direct = model(_features(model, audio)["input_values"]).pooler_output.numpy()
+    np.testing.assert_array_equal(results["last", "mean"].embeddings[results["last", "mean"].track_index == 1], direct)
+    assert results["all", "mean"].track_means().shape == (4, 3, 32)
+    again = extract_split(extractor, SPEC, dataset, "test", settings)  # all/meanstd again: from its own cache
+    assert len(calls) == 4
+    np.testing.assert_array_equal(again.embeddings, results["all", "meanstd"].embeddings)

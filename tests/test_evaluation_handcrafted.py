@@ -17,7 +17,7 @@ from myna_evaluation.handcrafted import FEATURE_SETS, HandcraftedExtractor, chun
 
 
 SR = 16_000
-WIDTHS = {"logmel": 336, "chroma": 24, "all": 360}
+WIDTHS = {"logmel": 168, "chroma": 12, "all": 180}  # per frame, and so per chunk with --pooling mean
 
 
 def sine(frequency: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:
@@ -38,6 +38,28 @@ def test_shapes_are_myna_chunks_and_values_are_finite(kind):
     assert [len(o) for o in out] == [int((chunks == i).sum()) for i in range(3)]
     assert all(o.shape[1] == WIDTHS[kind] and o.dtype == np.float32 and np.isfinite(o).all() for o in out)
     assert extractor.chunk_frames == myna.chunk_frames and extractor.patch_modes == ["default"]
+    (layers,) = extractor.embed(audios[:1], hop, layers="all")
+    assert extractor.num_layers == 1 and layers.shape == (len(out[0]), 1, WIDTHS[kind])  # one "layer"
+    np.testing.assert_array_equal(layers[:, 0], out[0])
+
+
+def test_pooling_is_the_statistic_over_time_as_for_myna():
+    """mean: the mean of the frame features over the chunk; meanstd: [mean ; std], the vector these baselines had
+    before --pooling existed (reconstructed here from the frame features)."""
+    from myna_evaluation.handcrafted import frame_features
+
+    extractor = HandcraftedExtractor("handcrafted:all")
+    audio = sine(440, 6.0) + sine(660, 6.0, 0.1) * np.linspace(0, 1, 6 * SR, dtype=np.float32)
+    (mean,) = extractor.embed([audio], 48)
+    (meanstd,) = extractor.embed([audio], 48, pooling="meanstd")
+    assert mean.shape[1] == 180 and meanstd.shape == (len(mean), 360)
+    np.testing.assert_array_equal(meanstd[:, :180], mean)
+    frames = frame_features(audio, "all")
+    for k in range(len(mean)):
+        window = frames[48 * k : 48 * k + extractor.chunk_frames]
+        np.testing.assert_allclose(mean[k], window.mean(0), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(meanstd[k, 180:], window.std(0), rtol=1e-3, atol=1e-2)
+    assert meanstd[:, 180:].max() > 1  # the spread is there to be had
 
 
 def test_chroma_of_a_sine_peaks_at_its_pitch_class():
@@ -52,7 +74,7 @@ def test_log_mel_moves_by_the_gain_in_decibels_and_mfcc_deltas_vanish_on_a_stead
     rng = np.random.default_rng(0)
     noise = (0.05 * rng.standard_normal(4 * SR)).astype(np.float32)
     extractor = HandcraftedExtractor("handcrafted:logmel")
-    quiet, loud = extractor.embed([noise, 10 * noise], extractor.chunk_frames)
+    quiet, loud = extractor.embed([noise, 10 * noise], extractor.chunk_frames, pooling="meanstd")
     np.testing.assert_allclose(loud[:, :128] - quiet[:, :128], 20.0, atol=1e-3)  # mean log-mel: +20 dB
     # Layout: means of [log-mel 128, MFCC 20, delta 20], then their standard deviations in the same order.
     np.testing.assert_allclose(loud[:, 168:296], quiet[:, 168:296], atol=1e-3)  # log-mel spread: unchanged
@@ -62,14 +84,17 @@ def test_log_mel_moves_by_the_gain_in_decibels_and_mfcc_deltas_vanish_on_a_stead
 
 def test_chunk_statistics_are_exact():
     features = np.arange(20, dtype=np.float64)[:, None] * np.array([[1.0, -2.0]])
-    stats = chunk_statistics(features, chunk_frames=4, hop_frames=3)
+    stats = chunk_statistics(features, chunk_frames=4, hop_frames=3, pooling="meanstd")
     assert stats.shape == (6, 4)  # windows at 0, 3, ..., 15
+    np.testing.assert_array_equal(chunk_statistics(features, chunk_frames=4, hop_frames=3), stats[:, :2])
     np.testing.assert_allclose(stats[:, 0], [1.5, 4.5, 7.5, 10.5, 13.5, 16.5])
     np.testing.assert_allclose(stats[:, 1], -2 * stats[:, 0])
     np.testing.assert_allclose(stats[:, 2], np.sqrt(1.25), rtol=1e-6)
     np.testing.assert_allclose(stats[:, 3], 2 * np.sqrt(1.25), rtol=1e-6)
     with pytest.raises(ValueError, match="hold no 8-frame chunk"):
         chunk_statistics(features[:5], chunk_frames=8, hop_frames=4)
+    with pytest.raises(ValueError, match="--pooling max: expected mean or meanstd"):
+        chunk_statistics(features, chunk_frames=4, hop_frames=3, pooling="max")
 
 
 def test_unknown_feature_set_is_named():

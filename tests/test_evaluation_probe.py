@@ -10,7 +10,7 @@ import torch
 
 from modeling_myna import MynaConfig, MynaModel
 from myna_evaluation.grid import GridSettings, ProbeData, probe_grid, train_grid
-from myna_evaluation.probe import choose_and_test, main, split_outputs
+from myna_evaluation.probe import choose_and_test, main, parse_layers, probe_candidates, split_outputs
 from myna_evaluation.scoring import SINGLE_LABEL, compute_metrics
 from myna_evaluation.tasks import TaskSpec
 
@@ -54,6 +54,45 @@ def test_selection_is_by_validation_even_when_test_disagrees():
     assert valid_metrics["accuracy"] > 0.7 and test_metrics["accuracy"] < 0.3
 
 
+def test_the_layer_is_chosen_on_validation_even_when_test_disagrees():
+    """Three layers over the same tracks and labels: 0 is noise; 1 follows the labels on train and validation and
+    their flip on test; 2 follows them weakly everywhere. Validation picks layer 1, which is the worst on test: a
+    choice by test score would report layer 2."""
+    generator = torch.Generator().manual_seed(0)
+    direction = torch.randn(8, generator=generator)
+    labels = {prefix: torch.randint(0, 2, (tracks,), generator=generator)
+              for prefix, tracks in (("train", 60), ("valid", 40), ("test", 40))}  # fmt: skip
+
+    def layer_data(strength: float, flip_test: bool) -> ProbeData:
+        tensors = {}
+        for prefix, y in labels.items():
+            sign = (1 - 2 * y if flip_test and prefix == "test" else 2 * y - 1).float().repeat_interleave(2)
+            noise = torch.randn(len(sign), 8, generator=generator)
+            tensors.update({f"{prefix}_x": noise + strength * sign[:, None] * direction,
+                            f"{prefix}_track": torch.arange(len(y)).repeat_interleave(2), f"{prefix}_y": y})  # fmt: skip
+        return ProbeData(**tensors)
+
+    layers = {0: layer_data(0.0, False), 1: layer_data(2.0, True), 2: layer_data(0.25, False)}
+    spec = TaskSpec("toy", SINGLE_LABEL, ("no", "yes"), "myna_accuracy", "accuracy", (("Toy", "accuracy"),))
+    settings = GridSettings(max_epochs=8, patience=8)
+    candidates = [("default", layer) for layer in layers]
+    chosen, data, results, grids = probe_candidates(
+        spec, candidates, lambda c: layers[c[1]], probe_grid(fast=True), settings, progress=False
+    )
+    best_valid = {c: max(r.valid_score for r in grid) for c, grid in grids.items()}
+    assert chosen == ("default", 1) and data is layers[1]
+    assert best_valid[chosen] == max(best_valid.values()) > 0.9
+    test_scores = {c: choose_and_test(spec, layers[c[1]], grid)[2]["accuracy"] for c, grid in grids.items()}
+    assert test_scores[chosen] < 0.2 and max(test_scores, key=test_scores.get) == ("default", 2)
+
+
+def test_layers_argument_names_what_the_model_has():
+    assert parse_layers("last", 13) is None and parse_layers("all", 3) == [0, 1, 2]
+    assert parse_layers("12, 4,-1", 13) == [4, 12]
+    with pytest.raises(ValueError, match=r"--layers 0,3: this model has layers 0\.\.2 .*not 3"):
+        parse_layers("0,3", 3)
+
+
 def test_the_command_on_a_generated_task_ends_with_the_table(tiny_myna_folder, tmp_path, capsys, monkeypatch):
     # Generated clips go to this test's folder, not the user's datasets cache.
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf"))
@@ -80,6 +119,7 @@ def test_the_command_on_a_generated_task_ends_with_the_table(tiny_myna_folder, t
         ]
     )
     printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-12] == "Probe protocol: last layer, mean pooling (the paper's); fast subset (8 probes)."
     assert printed[-10].startswith(
         "| Model | MTT AUC | MTT AP | GTZAN | GS | Emo A | Emo V | Avg. | Syn style | Avg. (run) |"
     )
@@ -98,6 +138,43 @@ def test_the_command_on_a_generated_task_ends_with_the_table(tiny_myna_folder, t
     assert entry["num_chunks"] == {"train": 40, "validation": 10, "test": 10}
     assert os.path.isfile(entry["tsne"]) and os.path.isfile(entry["linear_probe"])
     assert (output_dir / "table.md").read_text().strip() == report["table"]
+    assert report["table"].splitlines()[0] == printed[-12] == report["probe_protocol"]["line"]
+    assert entry["layer"] == "last" and entry["pooling"] == "mean" and "best_valid_score_by_layer" not in entry
+    assert report["probe_protocol"]["layers_probed"] == "last" and report["probe_protocol"]["pooling"] == "mean"
+    probe_file = torch.load(entry["linear_probe"], weights_only=True)
+    assert probe_file["layer"] is None and probe_file["pooling"] == "mean"
+
+
+def test_every_layer_with_mean_and_std_is_chosen_on_validation(tiny_myna_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    output_dir = tmp_path / "report"
+    # fmt: off
+    argv = ["--model", tiny_myna_folder, "--tasks", "synthetic-style", "--synthetic_sizes", "20,10,10",
+            "--synthetic_duration", "6", "--fast", "--max_epochs", "4", "--output_dir", str(output_dir),
+            "--progress", "false", "--num_threads", "1", "--tsne", "false", "--pooling", "meanstd"]
+    # fmt: on
+    report = main(argv + ["--layers", "all"])
+    line = "Probe protocol: layer chosen on validation (of 3), mean+std pooling; fast subset (8 probes)."
+    assert report["table"].splitlines()[0] == line == (output_dir / "table.md").read_text().splitlines()[0]
+    assert report["probe_protocol"] == {
+        "layers": "all", "layers_probed": [0, 1, 2], "num_layers": 3, "pooling": "meanstd", "line": line,
+    }  # fmt: skip
+    entry = report["tasks"]["synthetic-style"]
+    by_layer = entry["best_valid_score_by_layer"]["square"]
+    assert set(entry["grid"]["square"]) == set(by_layer) == {"0", "1", "2"}
+    every_probe = [r["valid_score"] for grid in entry["grid"]["square"].values() for r in grid]
+    assert entry["valid_score"] == max(every_probe) == by_layer[str(entry["layer"])] == max(by_layer.values())
+    assert entry["chosen_config"] in [r["config"] for r in entry["grid"]["square"][str(entry["layer"])]]
+    assert entry["pooling"] == "meanstd" and entry["linear_probe"] is None  # export.py takes last-layer means only
+    caches = sorted(os.listdir(output_dir / "embeddings"))
+    assert len(caches) == 3
+
+    # A list of layers is a subset of the same extraction: no new cache.
+    report = main(argv + ["--layers", "1,-1"])
+    entry = report["tasks"]["synthetic-style"]
+    assert set(entry["grid"]["square"]) == {"1", "2"} and entry["layer"] in (1, 2)
+    assert report["table"].startswith("Probe protocol: layer chosen on validation among 1, 2 (of 3), mean+std")
+    assert sorted(os.listdir(output_dir / "embeddings")) == caches
 
 
 def test_a_paper_task_without_data_fails_before_any_extraction(tiny_myna_folder, tmp_path):
@@ -208,6 +285,8 @@ def test_help_is_fast_and_says_what_each_option_does():
     assert "HEAVY []" in result.stdout
     text = " ".join(result.stdout.split())
     assert "--no_tsne Turn off --tsne." in text and "--model MODEL A model folder" in text
+    assert "--layers LAYERS last (the paper's)" in text and "chosen on VALIDATION" in text
+    assert "--pooling POOLING The statistic over time within a chunk, the same for every row" in text
     assert "--model MODEL A model folder AutoModel loads (a Myna checkpoint, or another audio model). (default" not in text
 
 

@@ -80,3 +80,23 @@ def test_every_class_of_a_tsne_gets_its_own_colour(num_classes):
     colours, markers = class_styles(num_classes)
     assert len({tuple(round(c, 3) for c in colour) for colour in colours}) == num_classes  # 24 keys: 24 colours
     assert len(set(zip(map(tuple, colours), markers))) == num_classes
+
+
+def test_the_line_above_the_table_names_the_protocol():
+    from myna_evaluation.report import protocol_line
+
+    grid = "JukeMIR grid (216 probes)"
+    assert protocol_line(grid, None, 13, "mean") == (
+        "Probe protocol: last layer, mean pooling (the paper's); JukeMIR grid (216 probes)."
+    )
+    assert protocol_line(grid, None, 13, "meanstd") == "Probe protocol: last layer, mean+std pooling; " + grid + "."
+    assert protocol_line(grid, list(range(13)), 13, "mean").startswith(
+        "Probe protocol: layer chosen on validation (of 13), mean pooling;"
+    )
+    assert "among 4, 8, 12 (of 13)" in protocol_line(grid, [4, 8, 12], 13, "mean")
+    assert "layer 6 (of 13), mean+std pooling;" in protocol_line(grid, [6], 13, "meanstd")
+    assert "the features' only layer, mean pooling;" in protocol_line(grid, [0], 1, "mean")  # hand-crafted
+    line = protocol_line(grid, None, 13, "mean")
+    results = paper_results(PAPER_ROWS["Myna-Base (paper)"])
+    lines = render_table("m", results, protocol=line).splitlines()
+    assert lines[:3] == [line, "", render_table("m", results).splitlines()[0]]
