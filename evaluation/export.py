@@ -95,9 +95,19 @@ def export_linear_probe(model_path: str, probe_path: str, output_dir: str) -> st
         raise ValueError(f"{probe_path} holds no linear probe (hidden width 0); only linear probes can be exported.")
     if not {"task", "config", "mean", "std"} <= set(probe):
         raise ValueError(f"{probe_path} lacks the task, configuration or standardisation of a probe.py probe.")
+    if probe.get("pooling", "mean") != "mean":
+        raise ValueError(
+            f"{probe_path} was trained on {probe['pooling']} pooling; the exported model pools by the mean only: "
+            "export a probe trained with probe.py's default --pooling mean."
+        )
     task = probe["task"]
     label_names = task["label_names"]
     config = MynaConfig.from_pretrained(model_path)
+    if probe.get("layer") not in (None, config.num_hidden_layers):
+        raise ValueError(
+            f"{probe_path} was trained on layer {probe['layer']} of {config.num_hidden_layers}; the exported model "
+            "gives its last layer: export a probe trained with probe.py's default --layers last."
+        )
     if probe.get("patch_mode"):
         config.default_patch_mode = probe["patch_mode"]
     weight, bias = fold_standardization(probe["state"], probe["mean"], probe["std"], probe["config"]["standardize"])

@@ -104,6 +104,20 @@ def test_hidden_layer_probes_are_refused(tmp_path):
         export_linear_probe(str(tmp_path), str(tmp_path / "probe.pt"), str(tmp_path / "out"))
 
 
+@pytest.mark.parametrize("protocol, message", [({"pooling": "meanstd"}, "meanstd pooling"), ({"layer": 1}, "layer 1 of")])
+def test_probes_of_another_embedding_than_the_models_are_refused(tmp_path, protocol, message):
+    from modeling_myna import MynaConfig
+
+    MynaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path)
+    probe = {
+        "state": {"w0": torch.zeros(4, 2), "b0": torch.zeros(1, 2)}, "task": {"label_names": ["a", "b"]},
+        "config": {"standardize": False}, "mean": torch.zeros(4), "std": torch.ones(4), **protocol,
+    }
+    torch.save(probe, tmp_path / "probe.pt")
+    with pytest.raises(ValueError, match=message):
+        export_linear_probe(str(tmp_path), str(tmp_path / "probe.pt"), str(tmp_path / "out"))
+
+
 class _RunsCodeWhenUnpickled:
     """A pickle payload that would create a file if unpickled: the shape of an arbitrary-code-execution attack."""
 
