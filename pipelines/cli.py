@@ -58,11 +58,11 @@ def unique_files(files: list[str]) -> tuple[list[str], list[str]]:
 def audio_seconds(path: str) -> float:
     """A file's duration from its header (0 when unreadable: decoding will say why). Opened as decoding opens it,
     so that a text file named .mp3 is recognised before libsndfile's decoders print their resync notes."""
-    from modeling_myna.audio_utils import open_sound_file
+    from modeling_myna.audio_utils import open_audio
 
     try:
-        with open_sound_file(path) as sound_file:
-            return sound_file.frames / sound_file.samplerate
+        with open_audio(path) as audio:
+            return audio.duration
     except Exception:  # noqa: BLE001  (unreadable: decoding says why)
         return 0.0
 
