@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from myna_common.atomic import atomic_path
 from myna_common.cli_support import (
     CommandParser,
     UsageError,
@@ -119,7 +120,8 @@ def _write_npz(path: str, results: list[tuple[str, Any]], skipped: list[str], po
         arrays["file_index"] = np.concatenate(
             [np.full(len(r["start_times"]), i, dtype=np.int64) for i, (_, r) in enumerate(results)]
         )
-    np.savez(path, **arrays)
+    with atomic_path(path, suffix=".npz") as partial:  # np.savez appends .npz to a name without it
+        np.savez(partial, **arrays)
 
 
 def _write_parquet(path: str, results: list[tuple[str, Any]], pooling: str) -> None:
@@ -141,7 +143,8 @@ def _write_parquet(path: str, results: list[tuple[str, Any]], pooling: str) -> N
         }
     # Fixed-size lists keep the (rows, width) shape: `np.stack(table["embedding"].to_numpy(zero_copy_only=False))`.
     columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), embeddings.shape[1])
-    pq.write_table(pa.table(columns), path)
+    with atomic_path(path) as partial:
+        pq.write_table(pa.table(columns), partial)
 
 
 def check_patch_mode(embedder, patch_mode: str | None) -> None:

@@ -15,6 +15,7 @@ pytest.importorskip("librosa")
 mido = pytest.importorskip("mido")
 pytest.importorskip("music21")
 
+from myna_common.atomic import temporary_name  # noqa: E402
 from myna_evaluation.dev_benchmark import build, scores, soundtracks  # noqa: E402
 from myna_evaluation.tasks import KEY_NAMES, SPLITS, column  # noqa: E402
 
@@ -269,7 +270,7 @@ def test_pretrain_stage_resumes_and_records_hours(tmp_path, monkeypatch):
     assert summary["packages"]["p1"]["dropped"] == {"jingle": 1}
     assert summary["packages"]["p2"]["dropped"] == {"duplicate": 1}
     assert abs(summary["hours"] - (40 + 35 + 31) / 3600) < 1e-3
-    assert not list(output.rglob("*.partial*"))
+    assert not list(output.rglob("*.tmp*"))
     info = sf.info(output / "pretrain/p1/music__a.flac")
     assert info.samplerate == SR and info.channels == 1
 
@@ -278,13 +279,14 @@ def test_pretrain_stage_resumes_and_records_hours(tmp_path, monkeypatch):
     again = build.run(build.BuildArguments(**args))["pretrain"]
     assert {k: v for k, v in again.items() if k != "settings"} == summary
     (output / "pretrain/p1/music__a.flac").unlink()
-    (output / "pretrain/p1/music__b.flac.partial.flac").write_bytes(b"half a file")
+    stale = temporary_name(str(output / "pretrain/p1/music__b.flac"), suffix=".flac")  # a killed run's
+    (output / "pretrain/p1" / os.path.basename(stale)).write_bytes(b"half a file")
     manifest = output / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"pretrain": {', '"pretrain-old": {'))
     build.run(build.BuildArguments(**args, keep_scratch=True))
     assert (output / "pretrain/p1/music__a.flac").is_file()
     assert os.path.getmtime(output / "pretrain/p1/music__b.flac") == stamp
-    assert not list(output.rglob("*.partial*"))
+    assert not list(output.rglob("*.tmp*"))
 
 
 def test_missing_renderer_and_unknown_collections_say_what_to_do(tmp_path, monkeypatch):
