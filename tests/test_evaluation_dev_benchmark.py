@@ -4,6 +4,7 @@ custom task family loads, and one FluidSynth render when FluidSynth is installed
 
 import os
 import shutil
+import subprocess
 import zipfile
 
 import numpy as np
@@ -298,3 +299,22 @@ def test_missing_renderer_and_unknown_collections_say_what_to_do(tmp_path, monke
     monkeypatch.setattr(build, "ensure_renderer", lambda install, soundfont: "font.sf2")
     with pytest.raises(ValueError, match=r"--collections bachh: not folders of music21's corpus; found .*bach, "):
         build.run(build.BuildArguments(output=str(tmp_path), stages="tasks", collections="bach,bachh", progress=False))
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs Debian's dpkg-deb")
+def test_a_package_is_unpacked_whole_or_not_at_all(tmp_path):
+    package = tmp_path / "package"
+    (package / "DEBIAN").mkdir(parents=True)
+    (package / "DEBIAN" / "control").write_text(
+        "Package: tune\nVersion: 1\nArchitecture: all\nMaintainer: a <a@b.c>\nDescription: a tune\n"
+    )
+    (package / "usr/share/music").mkdir(parents=True)
+    (package / "usr/share/music/a.ogg").write_bytes(b"OggS")
+    subprocess.run(["dpkg-deb", "--build", str(package), str(tmp_path / "tune.deb")], check=True, capture_output=True)
+    unpacked = tmp_path / "unpacked"
+    assert soundtracks.unpack_deb(str(tmp_path / "tune.deb"), str(unpacked / "tune")) == str(unpacked / "tune")
+    assert (unpacked / "tune/usr/share/music/a.ogg").read_bytes() == b"OggS"
+    (tmp_path / "broken.deb").write_bytes(b"half a download")
+    with pytest.raises(soundtracks.PackageError, match="dpkg -x .* failed"):
+        soundtracks.unpack_deb(str(tmp_path / "broken.deb"), str(unpacked / "broken"))
+    assert sorted(os.listdir(unpacked)) == ["tune"]  # no partial folder left
