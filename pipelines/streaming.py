@@ -3,8 +3,9 @@
 The feature extractor computes a whole track's spectrogram at once; for an hour of audio its STFT alone needs about
 a gigabyte. Here the track is decoded block by block, downmixed and resampled with a streaming soxr resampler (all
 three by one call, `modeling_myna.audio_utils.open_audio`), and cut into *segments*: stretches of samples whose
-centred STFT holds the frames of a few consecutive chunks. Each segment's chunks are identical (to float tolerance) to the feature extractor's chunks of the whole
-track, so memory depends on the segment size, never on the track length.
+centred STFT holds the frames of a few consecutive chunks. Each segment's chunks are identical (to float
+tolerance) to the feature extractor's chunks of the whole track, so memory depends on the segment size, never on
+the track length.
 
 Why the segments are exact. The front end's STFT (nnAudio's, computed by `torch.stft`) is centred: frame `t` is
 the window of `n_fft` samples starting at `t * hop - n_fft // 2`, and the track is reflect-padded by `n_fft // 2` at

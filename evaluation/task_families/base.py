@@ -1,10 +1,9 @@
-"""What every task loader shares: the paper's four (`paper`) and the families beside this module
-(`custom`, `marble`, `synthetic`). The `TaskSpec`, the three splits and the `DatasetDict` their rows are built into (`_build`),
-label helpers (`KEY_NAMES`, `normalize_key`, `standardize_targets`), the error of a missing or incomplete dataset
-folder, the reader of MARBLE's per-split JSONL layout, in which the paper's tasks and MARBLE's both come, and a
-user's split file (`_apply_split_file`).
-`tasks.py` and the families import from here and never from each other's back: `tasks.load_task` dispatches to the
-families, and `myna_evaluation.tasks` re-exports these names.
+"""What every task loader shares: the families beside this module (`paper`, `synthetic`, `custom`, `marble`).
+The `TaskSpec`, the three splits and the `DatasetDict` their rows are built into (`_build`), label helpers
+(`KEY_NAMES`, `normalize_key`, `standardize_targets`), the error of a missing or incomplete dataset folder, the
+reader of MARBLE's per-split JSONL layout, in which the paper's tasks and MARBLE's both come, and a user's split
+file (`_apply_split_file`). `tasks.py` and the families import from here and never from each other's back:
+`tasks.load_task` dispatches to the families, and `myna_evaluation.tasks` re-exports these names.
 """
 
 import glob
