@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_path
+
 
 PITCH_CLASSES = ["C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B"]  # mir_eval spelling (flats)
 KEYS = [f"{tonic} {mode}" for tonic in PITCH_CLASSES for mode in ("major", "minor")]
@@ -726,12 +728,12 @@ def _write_shard(path: str, indices: range, seed: int, duration: float, sampling
     """Writes rows `indices` to the Arrow stream file `path` (the format `datasets` memory-maps), batch by batch."""
     import pyarrow as pa
 
-    partial = f"{path}.{os.getpid()}.incomplete"
-    with pa.OSFile(partial, "wb") as sink, pa.ipc.new_stream(sink, dataset_features().arrow_schema) as writer:
-        for start in range(indices.start, indices.stop, batch_size):
-            batch = range(start, min(start + batch_size, indices.stop))
-            writer.write_table(_clips_table(batch, seed, duration, sampling_rate))
-    os.replace(partial, path)  # complete files only: an interrupted run leaves no half-written cache behind
+    # Complete files only: an interrupted run leaves no half-written cache behind.
+    with atomic_path(path) as partial, pa.OSFile(partial, "wb") as sink:
+        with pa.ipc.new_stream(sink, dataset_features().arrow_schema) as writer:
+            for start in range(indices.start, indices.stop, batch_size):
+                batch = range(start, min(start + batch_size, indices.stop))
+                writer.write_table(_clips_table(batch, seed, duration, sampling_rate))
     return path
 
 

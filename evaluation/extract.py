@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from myna_common.atomic import atomic_path, write_json
 from myna_common.progress import progress_bar
 
 from modeling_myna.audio_utils import AudioDecodeError, load_audio
@@ -344,20 +345,19 @@ def extract_split(
         key = cache_key(extractor, spec, split, signature, hop, settings.layers, settings.pooling)
         cache = os.path.join(settings.cache_dir, f"{split}-{key}")
         os.makedirs(cache, exist_ok=True)
-        with open(os.path.join(cache, "settings.json"), "w", encoding="utf-8") as f:
-            json.dump(
-                {
-                    "model_path": os.path.abspath(extractor.model_path),
-                    "model": extractor.identity,
-                    "task": spec.name,
-                    "split": split,
-                    "hop_frames": hop,
-                    "data": signature,
-                    "settings": asdict(settings),
-                },
-                f,
-                indent=2,
-            )
+        write_json(
+            os.path.join(cache, "settings.json"),
+            {
+                "model_path": os.path.abspath(extractor.model_path),
+                "model": extractor.identity,
+                "task": spec.name,
+                "split": split,
+                "hop_frames": hop,
+                "data": signature,
+                "settings": asdict(settings),
+            },
+            indent=2,
+        )
 
     num_tracks = len(dataset)
     shard_size = max(1, settings.tracks_per_shard)
@@ -391,11 +391,11 @@ def extract_split(
                 else np.zeros(0, np.int64)
             )
             if shard_path:
-                partial = shard_path + ".partial.npz"
-                np.savez(
-                    partial, embeddings=shard_embeddings, track_index=shard_index, ids=np.array(shard_ids), ok=shard_ok
-                )
-                os.replace(partial, shard_path)
+                with atomic_path(shard_path, suffix=".npz") as partial:  # np.savez appends .npz otherwise
+                    np.savez(
+                        partial, embeddings=shard_embeddings, track_index=shard_index, ids=np.array(shard_ids),
+                        ok=shard_ok,
+                    )  # fmt: skip
         shard_labels = column(dataset.select(range(start, stop)), "label")
         remap = {}
         for position, track_id in enumerate(shard_ids):

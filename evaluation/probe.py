@@ -168,6 +168,7 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from myna_common.atomic import atomic_path, write_json, write_text  # noqa: E402
 from myna_common.progress import format_seconds, progress_bar  # noqa: E402
 
 from myna_evaluation.extract import EmbeddingExtractor, ExtractionSettings, extract_split, split_patch_modes  # noqa: E402
@@ -376,21 +377,22 @@ def evaluate_task(
     if linear_results and exportable:  # MARBLE's grid has only MLPs: no linear probe to export
         linear = select_best(linear_results)
         linear_path = os.path.join(task_dir, "linear_probe.pt")
-        torch.save(
-            {
-                "state": linear.state,
-                "config": asdict(linear.config),
-                "valid_score": linear.valid_score,
-                "mean": standardizer.mean,
-                "std": standardizer.std,
-                "patch_mode": mode if extractor.is_myna else None,
-                "layer": layer,
-                "pooling": probe_args.pooling,
-                "task": spec.to_dict(),
-                "model_identity": extractor.identity,
-            },
-            linear_path,
-        )
+        with atomic_path(linear_path) as partial:
+            torch.save(
+                {
+                    "state": linear.state,
+                    "config": asdict(linear.config),
+                    "valid_score": linear.valid_score,
+                    "mean": standardizer.mean,
+                    "std": standardizer.std,
+                    "patch_mode": mode if extractor.is_myna else None,
+                    "layer": layer,
+                    "pooling": probe_args.pooling,
+                    "task": spec.to_dict(),
+                    "model_identity": extractor.identity,
+                },
+                partial,
+            )
     tsne_path = None
     if report_args.tsne and spec.problem_type == SINGLE_LABEL:
         test = splits["test"]
@@ -510,10 +512,8 @@ def run(
     if notes:
         table += "\n\n" + notes
     report["table"] = table
-    with open(os.path.join(report_args.output_dir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(report_args.output_dir, "table.md"), "w", encoding="utf-8") as f:
-        f.write(table + "\n")
+    write_json(os.path.join(report_args.output_dir, "results.json"), report, indent=2)
+    write_text(os.path.join(report_args.output_dir, "table.md"), table + "\n")
     return report
 
 

@@ -3,6 +3,10 @@
 Decoding goes through soundfile (libsndfile: wav, flac, ogg/vorbis, mp3, aiff, ...), which needs no FFmpeg. Every
 failure is an `AudioDecodeError` naming the input and what to do, so that long jobs can skip and count bad items.
 
+Two doors: `load_audio` reads a whole source (or a stretch of it) into one array; `open_audio` opens any source for
+reading block by block (what the streaming pipelines use: one call, which probes decoder objects, unpacks dicts,
+opens files, resamples and checks every block, and raises the message a user reads).
+
 `datasets` audio comes in three shapes, all accepted: decoded dicts (`{"array", "sampling_rate"}`, the array a NumPy
 array or a list, as the project's own `synthetic_music_dataset` gives), undecoded dicts (`Audio(decode=False)`:
 `{"bytes", "path"}`, read here with soundfile) and the decoder objects a decoded `datasets.Audio()` column gives from
@@ -12,7 +16,10 @@ datasets 4 on (torchcodec's `AudioDecoder`). A decoded column needs torchcodec (
 
 import io
 import os
+import sys
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +28,10 @@ import soxr
 
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".opus")
+# Frames `open_audio` reads from a file per block (at the file's rate): ~1.7 s at 44.1 kHz, a few hundred kilobytes.
+# A multiple of 1152, the samples of an MPEG-1 layer III frame (two MPEG-2 frames): libsndfile 1.2 decodes some mono
+# MPEG-2 mp3s (11/22/24 kHz) differently when a read ends inside a frame; whole frames give the whole-file samples.
+READ_BLOCK_FRAMES = 64 * 1152
 
 
 class AudioDecodeError(ValueError):
@@ -113,6 +124,16 @@ def open_sound_file(source, name: str | None = None) -> sf.SoundFile:
         ) from None
 
 
+def _check_finite(audio: np.ndarray, name: str) -> np.ndarray:
+    if not np.isfinite(audio).all():
+        raise AudioDecodeError(f"{name}: holds NaN or infinite samples; the file is corrupt.")
+    return audio
+
+
+def _failed_part_way(name: str, error: Exception) -> AudioDecodeError:
+    return AudioDecodeError(f"{name}: decoding failed part way ({error}); the file is corrupt.")
+
+
 def downmix(audio: np.ndarray, channel_axis: int) -> np.ndarray:
     """The mean over `channel_axis` of 2-D audio, bit for bit `audio.mean(axis=channel_axis)`.
 
@@ -198,7 +219,7 @@ def _read(source, name: str, offset: float = 0.0, duration: float | None = None)
             if audio is None:
                 audio = sound_file.read(frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as error:
-            raise AudioDecodeError(f"{name}: decoding failed part way ({error}); the file is corrupt.") from None
+            raise _failed_part_way(name, error) from None
         return downmix(audio, 1), int(sound_file.samplerate)  # (samples,) mono
 
 
@@ -245,19 +266,169 @@ def load_audio(
 
     if audio.size == 0:
         raise AudioDecodeError(f"{name}: decoded to zero samples; the recording is empty.")
-    if not np.isfinite(audio).all():
-        raise AudioDecodeError(f"{name}: holds NaN or infinite samples; the file is corrupt.")
+    _check_finite(audio, name)
     if sampling_rate is not None and rate != sampling_rate:
         audio = soxr.resample(audio, rate, sampling_rate, quality="HQ").astype(np.float32)
         rate = sampling_rate
     return audio, rate
 
 
+# ------------------------------------------------------------------------------------------------ block by block
+
+
+@dataclass
+class AudioStream:
+    """A source opened by `open_audio`: mono float32 `blocks` at `sampling_rate`, decoded (and resampled) as they
+    are read, each checked. Iterating gives the blocks; `with` closes the file when not all of it is read.
+
+    Attributes:
+        name: the source as error messages name it.
+        sampling_rate: the rate of the blocks.
+        duration: the source's length in seconds, known before decoding (a file's header).
+        blocks: `(samples,)` float32 arrays.
+    """
+
+    name: str
+    sampling_rate: int
+    duration: float
+    blocks: Iterator[np.ndarray]
+    _close: Callable[[], None] | None = None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self.blocks
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+    def __enter__(self) -> "AudioStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _is_tensor(source: Any) -> bool:
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported; this module does not need it
+    return torch is not None and isinstance(source, torch.Tensor)
+
+
+def _array_mono(audio: Any) -> np.ndarray:
+    """A 1-D or `(channels, samples)` array as mono float32, as `load_audio` reads a decoded dict."""
+    audio = np.asarray(audio.detach().cpu().numpy() if _is_tensor(audio) else audio, dtype=np.float32)
+    return _check_finite(downmix(audio, int(np.argmin(audio.shape))) if audio.ndim == 2 else audio, "audio")
+
+
+def _file_blocks(sound_file: sf.SoundFile, name: str, block_frames: int) -> Iterator[np.ndarray]:
+    with sound_file:
+        while True:
+            try:
+                block = sound_file.read(block_frames, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as error:
+                raise _failed_part_way(name, error) from None
+            if len(block):
+                yield _check_finite(downmix(block, 1), name)  # the same downmix as `load_audio`
+            if len(block) < block_frames:
+                return
+
+
+def _resampled(blocks: Iterator[np.ndarray], rate: int, target: int) -> Iterator[np.ndarray]:
+    # soxr's streaming resampler gives the same samples as its one-shot `resample` over the whole track.
+    resampler = soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
+    for block in blocks:
+        resampled = resampler.resample_chunk(block, last=False)
+        if len(resampled):
+            yield resampled
+    tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+    if len(tail):
+        yield tail
+
+
+def open_audio(
+    source: Any,
+    sampling_rate: int | None = None,
+    source_rate: int | None = None,
+    block_frames: int | None = None,
+    to_mono: Callable[[Any], np.ndarray] | None = None,
+) -> AudioStream:
+    """Opens `source` for reading block by block: the one call between the pipelines and decoding.
+
+    Args:
+        source: a path; encoded bytes; a file object; `datasets` audio: a dict (`{"array", "sampling_rate"}`, the
+            array a NumPy array or a list; `{"bytes", "path"}` or `{"path"}`) or a decoded `datasets.Audio()` item
+            (torchcodec's `AudioDecoder`); a `{"raw", "sampling_rate"}` dict; or a NumPy array / torch tensor
+            `(samples,)` or `(channels, samples)` together with `source_rate`.
+        sampling_rate: the rate of the blocks (resampled with soxr as they are read); the source's when `None`.
+        source_rate: the rate of a bare array; ignored for encoded audio, which knows its rate.
+        block_frames: frames read from a file per block (`READ_BLOCK_FRAMES`).
+        to_mono: turns an array into validated mono float32 (the feature extractor's `to_mono`); its `ValueError`
+            becomes an `AudioDecodeError`. Default: the channels are averaged, as `load_audio` does.
+
+    Raises:
+        AudioDecodeError: the source is missing, empty or undecodable (on opening), or holds NaN/inf samples or
+            stops decoding part way (as its blocks are read); the message names it and says what to do.
+        ValueError: an array without a sampling rate, or an input of an unsupported type.
+    """
+    name = describe(source)
+    block_frames = block_frames or READ_BLOCK_FRAMES
+    if is_audio_decoder(source):  # a decoded `datasets.Audio()` item (datasets >= 4)
+        source, source_rate = decoder_samples(source, name)
+    if isinstance(source, dict):
+        array = source.get("array", source.get("raw"))
+        if array is not None:
+            if source.get("sampling_rate") is None:
+                raise AudioDecodeError(f"{name}: the audio dict has an 'array' but no 'sampling_rate'.")
+            source, source_rate = array, int(source["sampling_rate"])
+            if isinstance(source, (list, tuple)):  # datasets' List(float32) arrays, e.g. synthetic_music_dataset
+                source = np.asarray(source, dtype=np.float32)
+        elif source.get("bytes"):
+            source = source["bytes"]
+        elif source.get("path"):
+            source = source["path"]
+        else:
+            raise AudioDecodeError(f"{name}: the audio dict has none of 'array', 'raw', 'bytes' or 'path'.")
+
+    close = None
+    if isinstance(source, np.ndarray) or _is_tensor(source):
+        if source_rate is None:
+            raise ValueError(
+                "got an audio array without its sampling rate: pass {'array': audio, 'sampling_rate': rate}, or "
+                "sampling_rate=rate to the call."
+            )
+        try:
+            mono = (to_mono or _array_mono)(source)
+        except ValueError as error:
+            raise AudioDecodeError(str(error)) from None
+        rate = int(source_rate)
+        blocks = (mono[start : start + block_frames] for start in range(0, len(mono), block_frames))
+        frames = len(mono)
+    elif isinstance(source, (str, os.PathLike, bytes, bytearray)) or hasattr(source, "read"):
+        sound_file = open_sound_file(source, name)
+        rate, frames, close = int(sound_file.samplerate), sound_file.frames, sound_file.close
+        blocks = _file_blocks(sound_file, name, block_frames)
+    else:
+        raise ValueError(
+            f"cannot read audio from a {type(source).__name__}: pass a file path, bytes, a NumPy array with its "
+            "sampling rate, or `datasets` audio (a decoded or `Audio(decode=False)` item; " + TORCHCODEC_HINT + ")."
+        )
+
+    if rate <= 0:
+        if close is not None:
+            close()
+        raise AudioDecodeError(f"{name}: sampling rate {rate} is not positive.")
+    duration = frames / rate
+    if sampling_rate is not None and rate != sampling_rate:
+        blocks, rate = _resampled(blocks, rate, sampling_rate), sampling_rate
+    return AudioStream(name, rate, duration, blocks, close)
+
+
 __all__ = [
     "AUDIO_EXTENSIONS",
     "PARALLEL_DECODE_FORMATS",
+    "READ_BLOCK_FRAMES",
     "TORCHCODEC_HINT",
     "AudioDecodeError",
+    "AudioStream",
     "decode_threads",
     "decoder_samples",
     "describe",
@@ -265,5 +436,6 @@ __all__ = [
     "is_audio_decoder",
     "load_audio",
     "looks_like_text",
+    "open_audio",
     "open_sound_file",
 ]

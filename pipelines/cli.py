@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from myna_common.atomic import atomic_path
 from myna_common.cli_support import (
     CommandParser,
     UsageError,
@@ -58,11 +59,11 @@ def unique_files(files: list[str]) -> tuple[list[str], list[str]]:
 def audio_seconds(path: str) -> float:
     """A file's duration from its header (0 when unreadable: decoding will say why). Opened as decoding opens it,
     so that a text file named .mp3 is recognised before libsndfile's decoders print their resync notes."""
-    from modeling_myna.audio_utils import open_sound_file
+    from modeling_myna.audio_utils import open_audio
 
     try:
-        with open_sound_file(path) as sound_file:
-            return sound_file.frames / sound_file.samplerate
+        with open_audio(path) as audio:
+            return audio.duration
     except Exception:  # noqa: BLE001  (unreadable: decoding says why)
         return 0.0
 
@@ -119,7 +120,8 @@ def _write_npz(path: str, results: list[tuple[str, Any]], skipped: list[str], po
         arrays["file_index"] = np.concatenate(
             [np.full(len(r["start_times"]), i, dtype=np.int64) for i, (_, r) in enumerate(results)]
         )
-    np.savez(path, **arrays)
+    with atomic_path(path, suffix=".npz") as partial:  # np.savez appends .npz to a name without it
+        np.savez(partial, **arrays)
 
 
 def _write_parquet(path: str, results: list[tuple[str, Any]], pooling: str) -> None:
@@ -141,7 +143,8 @@ def _write_parquet(path: str, results: list[tuple[str, Any]], pooling: str) -> N
         }
     # Fixed-size lists keep the (rows, width) shape: `np.stack(table["embedding"].to_numpy(zero_copy_only=False))`.
     columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), embeddings.shape[1])
-    pq.write_table(pa.table(columns), path)
+    with atomic_path(path) as partial:
+        pq.write_table(pa.table(columns), partial)
 
 
 def check_patch_mode(embedder, patch_mode: str | None) -> None:

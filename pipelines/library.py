@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from modeling_myna.audio_utils import AudioDecodeError
+from modeling_myna.audio_utils import AudioDecodeError, open_audio
 from myna_common.cli_support import audio_files_in, check_model_name, check_output_folder, plural
 from myna_common.progress import progress_bar
 
@@ -131,27 +131,20 @@ class _LibraryFiles(torch.utils.data.IterableDataset):
             return
         try:
             header["content_hash"] = content_hash(path)
-            header["duration"] = _duration(path)
-            for segment in stream_segments(path, self.feature_extractor, self.segment_chunks):
-                item = {**header, "kind": "segment", "is_last": segment.is_last}
-                item["start_frames"] = torch.as_tensor(segment.chunk_start_frames())
-                if self.spectrograms:
-                    item["chunks"] = segment_chunks(segment, self.feature_extractor)
-                else:
-                    item["segment"] = {**vars(segment), "samples": torch.from_numpy(segment.samples)}
-                yield item
+            # The one call down to decoding: it opens the file (the duration is its header's) and then reads,
+            # resamples and checks it block by block; every error's message is the one the store records.
+            with open_audio(path, self.feature_extractor.sampling_rate) as audio:
+                header["duration"] = audio.duration
+                for segment in stream_segments(audio, self.feature_extractor, self.segment_chunks):
+                    item = {**header, "kind": "segment", "is_last": segment.is_last}
+                    item["start_frames"] = torch.as_tensor(segment.chunk_start_frames())
+                    if self.spectrograms:
+                        item["chunks"] = segment_chunks(segment, self.feature_extractor)
+                    else:
+                        item["segment"] = {**vars(segment), "samples": torch.from_numpy(segment.samples)}
+                    yield item
         except (AudioDecodeError, OSError) as error:
             yield {**header, "kind": "error", "error": str(error)}
-
-
-def _duration(path: str) -> float:
-    from modeling_myna.audio_utils import open_sound_file
-
-    try:  # as decoding opens it: a text file named .mp3 is recognised before libsndfile prints resync notes
-        with open_sound_file(path) as sound_file:
-            return sound_file.frames / sound_file.samplerate
-    except Exception:  # noqa: BLE001  (unreadable: the decoder says why; a duration is informative only)
-        return float("nan")
 
 
 def _worker_init(_):

@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from myna_common.atomic import atomic_path, write_json
+
 from .store import EmbeddingStore, select_patch_mode
 
 
@@ -114,11 +116,10 @@ class MynaIndex:
     def save(self, folder: str) -> None:
         faiss = _faiss()
         os.makedirs(folder, exist_ok=True)
-        faiss.write_index(self.index, os.path.join(folder, "index.faiss"))
-        with open(os.path.join(folder, "paths.json"), "w") as f:
-            json.dump(self.paths, f)
-        with open(os.path.join(folder, "index.json"), "w") as f:
-            json.dump(self.info, f, indent=2)
+        with atomic_path(os.path.join(folder, "index.faiss")) as partial:
+            faiss.write_index(self.index, partial)
+        write_json(os.path.join(folder, "paths.json"), self.paths, indent=None)
+        write_json(os.path.join(folder, "index.json"), self.info, indent=2)  # last: a folder with it is an index
         self.folder = folder
 
     @classmethod

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from myna_common.atomic import atomic_path, write_json, write_text
+
 
 STORE_FORMAT = 1
 DATA_DIR = "data"
@@ -96,12 +98,6 @@ class FileState:
     content_hash: str
     settings_key: str
     embedded_at: float
-
-
-def _atomic_write(path: str, write) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    write(tmp)
-    os.replace(tmp, path)
 
 
 class EmbeddingStore:
@@ -267,34 +263,23 @@ class EmbeddingStore:
     # ------------------------------------------------------------------------------------------------ writing
 
     def write_metadata(self, settings: dict[str, Any]) -> None:
-        os.makedirs(self.meta_dir, exist_ok=True)
         record = {"format": STORE_FORMAT, "updated": time.time(), **settings}
-
-        def write(tmp):
-            with open(tmp, "w") as f:
-                json.dump(record, f, indent=2)
-
-        _atomic_write(os.path.join(self.meta_dir, "store.json"), write)
+        write_json(os.path.join(self.meta_dir, "store.json"), record, indent=2)
 
     def write_shard(self, rows: list[dict[str, Any]], rank: int = 0) -> str:
         """Writes `rows` as one new shard, atomically; returns its path."""
         pa, pq = _pyarrow()
         os.makedirs(self.data_dir, exist_ok=True)
         path = os.path.join(self.data_dir, f"part-r{rank:03d}-{time.time_ns():x}-{uuid.uuid4().hex[:6]}.parquet")
-        _atomic_write(path, lambda tmp: pq.write_table(rows_to_table(rows), tmp))
+        with atomic_path(path) as partial:
+            pq.write_table(rows_to_table(rows), partial)
         return path
 
     def write_errors(self, records: list[dict[str, Any]], rank: int = 0) -> None:
         if not records:
             return
-        os.makedirs(self.meta_dir, exist_ok=True)
         path = os.path.join(self.meta_dir, f"errors-r{rank:03d}-{time.time_ns():x}-{uuid.uuid4().hex[:6]}.jsonl")
-
-        def write(tmp):
-            with open(tmp, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in records)
-
-        _atomic_write(path, write)
+        write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
     def compact(self, min_rows: int = 1024) -> int:
         """Drops superseded rows (an older row of a path) and merges small shards; returns the rows dropped.
@@ -327,7 +312,8 @@ class EmbeddingStore:
         if parts:
             merged = pa.concat_tables(parts, promote_options="default")
             path = os.path.join(self.data_dir, f"part-merged-{time.time_ns():x}-{uuid.uuid4().hex[:6]}.parquet")
-            _atomic_write(path, lambda tmp: pq.write_table(merged, tmp))
+            with atomic_path(path) as partial:
+                pq.write_table(merged, partial)
         for i in rewrite:
             os.remove(shards[i])
         return dropped

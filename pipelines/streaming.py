@@ -1,10 +1,11 @@
 """Myna's front end, streamed: recordings of any length to chunk spectrograms, one bounded segment at a time.
 
 The feature extractor computes a whole track's spectrogram at once; for an hour of audio its STFT alone needs about
-a gigabyte. Here the track is decoded block by block (soundfile), downmixed, resampled with a streaming soxr
-resampler, and cut into *segments*: stretches of samples whose centred STFT holds the frames of a few consecutive
-chunks. Each segment's chunks are identical (to float tolerance) to the feature extractor's chunks of the whole
-track, so memory depends on the segment size, never on the track length.
+a gigabyte. Here the track is decoded block by block, downmixed and resampled with a streaming soxr resampler (all
+three by one call, `modeling_myna.audio_utils.open_audio`), and cut into *segments*: stretches of samples whose
+centred STFT holds the frames of a few consecutive chunks. Each segment's chunks are identical (to float
+tolerance) to the feature extractor's chunks of the whole track, so memory depends on the segment size, never on
+the track length.
 
 Why the segments are exact. The front end's STFT (nnAudio's, computed by `torch.stft`) is centred: frame `t` is
 the window of `n_fft` samples starting at `t * hop - n_fft // 2`, and the track is reflect-padded by `n_fft // 2` at
@@ -22,31 +23,14 @@ own reflect padding only touches frames outside the chunks, except at the track'
 feature extractor does.
 """
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 
-from modeling_myna.audio_utils import (
-    TORCHCODEC_HINT,
-    AudioDecodeError,
-    decoder_samples,
-    describe,
-    downmix,
-    is_audio_decoder,
-    open_sound_file,
-)
-
-
-# Frames read from a file per call (at the file's rate): ~1.7 s at 44.1 kHz, a few hundred kilobytes. A multiple
-# of 1152, the samples of an MPEG-1 layer III frame (two MPEG-2 frames): libsndfile 1.2 decodes some mono MPEG-2
-# mp3s (11/22/24 kHz) differently when a read ends inside a frame; whole frames give the whole-file samples.
-READ_BLOCK_FRAMES = 64 * 1152
+from modeling_myna.audio_utils import READ_BLOCK_FRAMES, AudioDecodeError, AudioStream, open_audio
 
 
 @dataclass
@@ -107,46 +91,30 @@ class _SampleBuffer:
         self.start, self.size = sample, kept
 
 
-def _check_finite(block: np.ndarray, name: str) -> np.ndarray:
-    if not np.isfinite(block).all():
-        raise AudioDecodeError(f"{name}: holds NaN or infinite samples; the file is corrupt.")
-    return block
-
-
-def _file_blocks(source: Any, name: str) -> tuple[Iterator[np.ndarray], int]:
-    """Mono float32 blocks of an encoded source (path, bytes or file object) at its own rate, and that rate."""
-    sound_file = open_sound_file(source, name)
-
-    def blocks() -> Iterator[np.ndarray]:
-        with sound_file:
-            while True:
-                try:
-                    block = sound_file.read(READ_BLOCK_FRAMES, dtype="float32", always_2d=True)
-                except (sf.LibsndfileError, RuntimeError) as error:
-                    message = f"{name}: decoding failed part way ({error}); the file is corrupt."
-                    raise AudioDecodeError(message) from None
-                if len(block):
-                    # The same downmix as `load_audio`: the mean over channels.
-                    yield _check_finite(downmix(block, 1), name)
-                if len(block) < READ_BLOCK_FRAMES:
-                    return
-
-    return blocks(), int(sound_file.samplerate)
-
-
-def _array_blocks(audio: np.ndarray) -> Iterator[np.ndarray]:
-    for start in range(0, len(audio), READ_BLOCK_FRAMES):
-        yield audio[start : start + READ_BLOCK_FRAMES]
+def open_stream(source: Any, feature_extractor, sampling_rate: int | None = None) -> AudioStream:
+    """`source` opened for the model: mono float32 blocks at `feature_extractor.sampling_rate` (one call to
+    `modeling_myna.audio_utils.open_audio`, which decodes, resamples and words every error). An `AudioStream` that
+    is already open at that rate is taken as it is."""
+    if isinstance(source, AudioStream):
+        if source.sampling_rate != feature_extractor.sampling_rate:
+            raise ValueError(
+                f"{source.name} was opened at {source.sampling_rate} Hz; the model reads "
+                f"{feature_extractor.sampling_rate} Hz: open it with open_audio(source, "
+                f"sampling_rate={feature_extractor.sampling_rate})."
+            )
+        return source
+    return open_audio(
+        source, feature_extractor.sampling_rate, source_rate=sampling_rate, to_mono=feature_extractor.to_mono
+    )
 
 
 def audio_blocks(source: Any, feature_extractor, sampling_rate: int | None = None) -> Iterator[np.ndarray]:
     """Mono float32 blocks of `source`, resampled to `feature_extractor.sampling_rate` as they are read.
 
     Args:
-        source: a path; encoded bytes; a file object; `datasets` audio: a dict (`{"array", "sampling_rate"}`, the
-            array a NumPy array or a list; `{"bytes", "path"}` or `{"path"}`) or a decoded `datasets.Audio()` item
-            (torchcodec's `AudioDecoder`); a `{"raw", "sampling_rate"}` dict; or a NumPy array / torch tensor
-            `(samples,)` or `(channels, samples)` together with `sampling_rate`.
+        source: any input of `modeling_myna.audio_utils.open_audio` (a path, bytes, a file object, `datasets`
+            audio, a `{"raw", "sampling_rate"}` dict, an array or tensor with `sampling_rate`), or an
+            `AudioStream` it opened.
         feature_extractor: a [`MynaFeatureExtractor`]; gives the target rate and the array checks.
         sampling_rate: the rate of a bare array; ignored for encoded audio, which knows its rate.
 
@@ -154,57 +122,7 @@ def audio_blocks(source: Any, feature_extractor, sampling_rate: int | None = Non
         AudioDecodeError: the source is missing, empty, undecodable, or holds NaN/inf samples.
         ValueError: an array without a sampling rate, or an input of an unsupported type.
     """
-    name = describe(source)
-    if is_audio_decoder(source):  # a decoded `datasets.Audio()` item (datasets >= 4)
-        source, sampling_rate = decoder_samples(source, name)
-    if isinstance(source, dict):
-        array = source.get("array", source.get("raw"))
-        if array is not None:
-            if source.get("sampling_rate") is None:
-                raise AudioDecodeError(f"{name}: the audio dict has an 'array' but no 'sampling_rate'.")
-            source, sampling_rate = array, int(source["sampling_rate"])
-            if isinstance(source, (list, tuple)):  # datasets' List(float32) arrays, e.g. synthetic_music_dataset
-                source = np.asarray(source, dtype=np.float32)
-        elif source.get("bytes"):
-            source = source["bytes"]
-        elif source.get("path"):
-            source = source["path"]
-        else:
-            raise AudioDecodeError(f"{name}: the audio dict has none of 'array', 'raw', 'bytes' or 'path'.")
-
-    if isinstance(source, (np.ndarray, torch.Tensor)):
-        if sampling_rate is None:
-            raise ValueError(
-                "got an audio array without its sampling rate: pass {'array': audio, 'sampling_rate': rate}, or "
-                "sampling_rate=rate to the call."
-            )
-        try:
-            mono = feature_extractor.to_mono(source, -1)
-        except ValueError as error:
-            raise AudioDecodeError(str(error)) from None
-        blocks, rate = _array_blocks(mono), int(sampling_rate)
-    elif isinstance(source, (str, os.PathLike, bytes, bytearray)) or hasattr(source, "read"):
-        blocks, rate = _file_blocks(source, name)
-    else:
-        raise ValueError(
-            f"cannot read audio from a {type(source).__name__}: pass a file path, bytes, a NumPy array with its "
-            "sampling rate, or `datasets` audio (a decoded or `Audio(decode=False)` item; " + TORCHCODEC_HINT + ")."
-        )
-
-    if rate == feature_extractor.sampling_rate:
-        yield from blocks
-        return
-    if rate <= 0:
-        raise AudioDecodeError(f"{name}: sampling rate {rate} is not positive.")
-    # soxr's streaming resampler gives the same samples as its one-shot `resample` over the whole track.
-    resampler = soxr.ResampleStream(rate, feature_extractor.sampling_rate, 1, dtype="float32", quality="HQ")
-    for block in blocks:
-        resampled = resampler.resample_chunk(block, last=False)
-        if len(resampled):
-            yield resampled
-    tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-    if len(tail):
-        yield tail
+    yield from open_stream(source, feature_extractor, sampling_rate)
 
 
 def segment_audio(
@@ -309,8 +227,8 @@ def stream_segments(
     hop_frames: int | None = None,
 ) -> Iterator[AudioSegment]:
     """[`AudioSegment`]s of any audio input (see [`audio_blocks`]), decoded and resampled as they are needed."""
-    blocks = audio_blocks(source, feature_extractor, sampling_rate=sampling_rate)
-    yield from segment_audio(blocks, feature_extractor, chunks_per_segment, hop_frames, name=describe(source))
+    audio = open_stream(source, feature_extractor, sampling_rate)
+    yield from segment_audio(audio.blocks, feature_extractor, chunks_per_segment, hop_frames, name=audio.name)
 
 
-__all__ = ["AudioSegment", "audio_blocks", "segment_audio", "segment_chunks", "stream_segments"]
+__all__ = ["AudioSegment", "audio_blocks", "open_stream", "segment_audio", "segment_chunks", "stream_segments"]

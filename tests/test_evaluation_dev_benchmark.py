@@ -4,6 +4,7 @@ custom task family loads, and one FluidSynth render when FluidSynth is installed
 
 import os
 import shutil
+import subprocess
 import zipfile
 
 import numpy as np
@@ -15,6 +16,7 @@ pytest.importorskip("librosa")
 mido = pytest.importorskip("mido")
 pytest.importorskip("music21")
 
+from myna_common.atomic import temporary_name  # noqa: E402
 from myna_evaluation.dev_benchmark import build, scores, soundtracks  # noqa: E402
 from myna_evaluation.tasks import KEY_NAMES, SPLITS, column  # noqa: E402
 
@@ -269,7 +271,7 @@ def test_pretrain_stage_resumes_and_records_hours(tmp_path, monkeypatch):
     assert summary["packages"]["p1"]["dropped"] == {"jingle": 1}
     assert summary["packages"]["p2"]["dropped"] == {"duplicate": 1}
     assert abs(summary["hours"] - (40 + 35 + 31) / 3600) < 1e-3
-    assert not list(output.rglob("*.partial*"))
+    assert not list(output.rglob("*.tmp*"))
     info = sf.info(output / "pretrain/p1/music__a.flac")
     assert info.samplerate == SR and info.channels == 1
 
@@ -278,13 +280,14 @@ def test_pretrain_stage_resumes_and_records_hours(tmp_path, monkeypatch):
     again = build.run(build.BuildArguments(**args))["pretrain"]
     assert {k: v for k, v in again.items() if k != "settings"} == summary
     (output / "pretrain/p1/music__a.flac").unlink()
-    (output / "pretrain/p1/music__b.flac.partial.flac").write_bytes(b"half a file")
+    stale = temporary_name(str(output / "pretrain/p1/music__b.flac"), suffix=".flac")  # a killed run's
+    (output / "pretrain/p1" / os.path.basename(stale)).write_bytes(b"half a file")
     manifest = output / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"pretrain": {', '"pretrain-old": {'))
     build.run(build.BuildArguments(**args, keep_scratch=True))
     assert (output / "pretrain/p1/music__a.flac").is_file()
     assert os.path.getmtime(output / "pretrain/p1/music__b.flac") == stamp
-    assert not list(output.rglob("*.partial*"))
+    assert not list(output.rglob("*.tmp*"))
 
 
 def test_missing_renderer_and_unknown_collections_say_what_to_do(tmp_path, monkeypatch):
@@ -296,3 +299,22 @@ def test_missing_renderer_and_unknown_collections_say_what_to_do(tmp_path, monke
     monkeypatch.setattr(build, "ensure_renderer", lambda install, soundfont: "font.sf2")
     with pytest.raises(ValueError, match=r"--collections bachh: not folders of music21's corpus; found .*bach, "):
         build.run(build.BuildArguments(output=str(tmp_path), stages="tasks", collections="bach,bachh", progress=False))
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs Debian's dpkg-deb")
+def test_a_package_is_unpacked_whole_or_not_at_all(tmp_path):
+    package = tmp_path / "package"
+    (package / "DEBIAN").mkdir(parents=True)
+    (package / "DEBIAN" / "control").write_text(
+        "Package: tune\nVersion: 1\nArchitecture: all\nMaintainer: a <a@b.c>\nDescription: a tune\n"
+    )
+    (package / "usr/share/music").mkdir(parents=True)
+    (package / "usr/share/music/a.ogg").write_bytes(b"OggS")
+    subprocess.run(["dpkg-deb", "--build", str(package), str(tmp_path / "tune.deb")], check=True, capture_output=True)
+    unpacked = tmp_path / "unpacked"
+    assert soundtracks.unpack_deb(str(tmp_path / "tune.deb"), str(unpacked / "tune")) == str(unpacked / "tune")
+    assert (unpacked / "tune/usr/share/music/a.ogg").read_bytes() == b"OggS"
+    (tmp_path / "broken.deb").write_bytes(b"half a download")
+    with pytest.raises(soundtracks.PackageError, match="dpkg -x .* failed"):
+        soundtracks.unpack_deb(str(tmp_path / "broken.deb"), str(unpacked / "broken"))
+    assert sorted(os.listdir(unpacked)) == ["tune"]  # no partial folder left

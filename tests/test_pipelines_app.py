@@ -5,6 +5,8 @@ command line. tests/test_app_browser.py drives the page itself."""
 import json
 import os
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -92,6 +94,27 @@ def test_the_segment_player_starts_at_the_segment(opened, library):
     np.testing.assert_allclose(played, source[49152 : 49152 + len(played)], atol=1e-4)  # 16-bit WAV
 
 
+def test_concurrent_searches_write_their_segments_without_error(library):
+    # Gradio runs searches in several threads, and each writes the WAV segments of its results: a temporary name
+    # shared by two writers of one segment made the second rename fail (FileNotFoundError).
+    opened = LibraryExplorer.open(index=library["index"], load_query_model=False)  # a clips folder of its own
+    together = threading.Barrier(4, timeout=60)
+
+    def searches(_) -> list[str | None]:
+        written = []
+        for call in range(20):
+            together.wait()  # each round, the four threads write the same new segments at once
+            for result in opened.search_track("rock/song1.wav", k=3).results:
+                written.append(opened.segment_clip(result["id"], result["segment_start"] + call * 0.01, 1.0))
+        return written
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(searches, range(4)))
+    assert all(outcome == outcomes[0] for outcome in outcomes) and len(set(outcomes[0])) == 20 * 3
+    assert all(sf.info(path).frames == 16_000 for path in outcomes[0])
+    assert not [name for _, _, names in os.walk(opened.clips_folder) for name in names if ".tmp" in name]
+
+
 def test_caches_are_written_once_and_follow_the_store(library, tmp_path):
     music = tmp_path / "music"
     music.mkdir()
@@ -125,11 +148,11 @@ def opened_chunks(library, name):
 
 
 def test_a_read_only_index_folder_computes_in_memory(library, tmp_path, monkeypatch):
-    import myna_pipelines.explore as explore
+    import myna_pipelines.explore_cache as explore_cache
 
     index = tmp_path / "index"
     shutil.copytree(library["index"], index, ignore=shutil.ignore_patterns(CACHE_DIR))
-    monkeypatch.setattr(explore, "_writable", lambda folder: False)  # as a read-only folder (root can write anyway)
+    monkeypatch.setattr(explore_cache, "_writable", lambda folder: False)  # as a read-only folder (root can write anyway)
     opened = LibraryExplorer.open(index=str(index), load_query_model=False)
     assert not os.path.exists(index / CACHE_DIR / "chunks.npy") and any("not writable" in p for p in opened.problems)
     assert opened.has_timelines and opened.self_similarity(0)[0].shape == (4, 4) and opened.layout.shape == (8, 2)

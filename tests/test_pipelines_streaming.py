@@ -9,8 +9,8 @@ import soundfile as sf
 import torch
 
 from modeling_myna import MynaFeatureExtractor
+from modeling_myna import audio_utils
 from modeling_myna.audio_utils import AudioDecodeError, load_audio
-from myna_pipelines import streaming
 from myna_pipelines.streaming import audio_blocks, segment_audio, segment_chunks, stream_segments
 
 from .pipelines_support import music_like, write_audio
@@ -50,7 +50,7 @@ def assert_same_chunks(chunks, reference):
     ],
 )
 def test_streamed_chunks_equal_whole_track_chunks(extractor, monkeypatch, num_samples, chunks_per_segment, hop_frames):
-    monkeypatch.setattr(streaming, "READ_BLOCK_FRAMES", 10_007)  # many blocks, none aligned with the hop
+    monkeypatch.setattr(audio_utils, "READ_BLOCK_FRAMES", 10_007)  # many blocks, none aligned with the hop
     audio = music_like(num_samples / 16_000, 16_000, seed=num_samples)[:num_samples]
     reference = extractor(audio, sampling_rate=16_000, hop_frames=hop_frames, return_tensors="pt")
 
@@ -73,7 +73,7 @@ def test_streamed_files_equal_decoding_whole_then_extracting(
 ):
     # Exercises the downmix and the streaming resampler against load_audio's one-shot soxr; mono 22.05 kHz mp3 is
     # MPEG-2, which libsndfile decodes differently unless reads end on frame boundaries.
-    monkeypatch.setattr(streaming, "READ_BLOCK_FRAMES", 3 * 1152)  # many blocks (whole mp3 frames, see streaming.py)
+    monkeypatch.setattr(audio_utils, "READ_BLOCK_FRAMES", 3 * 1152)  # many blocks (whole mp3 frames, see audio_utils)
     path = write_audio(tmp_path / f"track{extension}", seconds=7.0, sampling_rate=sampling_rate, channels=channels)
     audio, rate = load_audio(path, sampling_rate=16_000)
     reference = extractor(audio, sampling_rate=rate, return_tensors="pt")
@@ -177,3 +177,18 @@ def test_inputs_that_are_not_audio_say_what_to_pass(extractor):
         list(audio_blocks({"sampling_rate": 16_000}, extractor))
     with pytest.raises(ValueError, match="hop_frames=200 must be between 1 and the chunk width"):
         list(stream_segments({"array": music_like(20.0, 16_000), "sampling_rate": 16_000}, extractor, hop_frames=200))
+
+
+def test_open_audio_is_the_one_door_to_decoding(tmp_path, extractor):
+    """What `myna embed --output` needs of a file comes from one `open_audio` call: the header's duration before
+    decoding, then model-rate blocks that stream into the same chunks; a bad file fails on opening, worded."""
+    path = write_audio(tmp_path / "track.flac", seconds=7.0, sampling_rate=44_100, channels=2)
+    with audio_utils.open_audio(path, 16_000) as audio:
+        assert audio.duration == pytest.approx(7.0) and audio.sampling_rate == 16_000 and audio.name == path
+        chunks, _, _ = streamed(audio, extractor, chunks_per_segment=1)
+    torch.testing.assert_close(chunks, streamed(path, extractor, 1)[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="opened at 44100 Hz; the model reads 16000 Hz"):
+        list(stream_segments(audio_utils.open_audio(path), extractor))
+    (tmp_path / "notes.mp3").write_text("not audio at all")
+    with pytest.raises(AudioDecodeError, match=r"notes.mp3: could not be decoded: it is a text file"):
+        audio_utils.open_audio(str(tmp_path / "notes.mp3"))

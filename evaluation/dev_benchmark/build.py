@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from myna_common.atomic import atomic_path, write_text
+
 from . import scores, soundtracks
 
 
@@ -80,22 +82,12 @@ class BuildArguments:
 # ---------------------------------------------------------------------------------------------- small helpers
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.partial"
-    with open(partial, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(partial, path)
-
-
 def atomic_write_audio(path: str, audio: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> None:
     """A 16-bit FLAC written under a temporary name and renamed, so a killed build never leaves half a file."""
     import soundfile as sf
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = f"{path}.partial.flac"
-    sf.write(partial, np.clip(audio, -1, 1), sampling_rate, subtype="PCM_16", format="FLAC")
-    os.replace(partial, path)
+    with atomic_path(path, suffix=".flac") as partial:
+        sf.write(partial, np.clip(audio, -1, 1), sampling_rate, subtype="PCM_16", format="FLAC")
 
 
 def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
@@ -105,7 +97,7 @@ def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    write_text(path, buffer.getvalue())
 
 
 def safe_name(text: str) -> str:
@@ -134,7 +126,7 @@ class Manifest:
 
     def record(self, stage: str, settings: dict, summary: dict) -> None:
         self.data["stages"][stage] = {"settings": settings, **summary}
-        atomic_write_text(self.path, json.dumps(self.data, indent=2) + "\n")
+        write_text(self.path, json.dumps(self.data, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- system tools
@@ -195,9 +187,8 @@ def _analyse(job: tuple) -> dict:
         loop_seconds=loop,
     )
     atomic_write_audio(audio_path, audio)
-    partial = analysis_path + ".partial.npz"
-    np.savez(partial, fingerprint=features, record=json.dumps({k: v for k, v in record.items() if k != "audio"}))
-    os.replace(partial, analysis_path)
+    with atomic_path(analysis_path, suffix=".npz") as partial:  # np.savez appends .npz to a name without it
+        np.savez(partial, fingerprint=features, record=json.dumps({k: v for k, v in record.items() if k != "audio"}))
     return record
 
 
@@ -369,7 +360,7 @@ def _parse_file(job: tuple) -> tuple[str, list[dict] | None, str | None]:
     except Exception as error:  # a score music21 cannot read: skipped and counted
         return path, None, f"{type(error).__name__}: {error}"[:300]
     values = [asdict(p) for p in pieces]
-    atomic_write_text(cache, json.dumps(values))
+    write_text(cache, json.dumps(values))
     return path, values, None
 
 
@@ -516,7 +507,7 @@ def write_tasks(folder: str, rows: list[dict]) -> dict[str, str]:
             logger.warning("no clip has a trusted key (no tonal collection?): dev-key is not written")
             continue
         paths[name] = os.path.join(folder, f"{name}.yaml")
-        atomic_write_text(paths[name], yaml.safe_dump(values, sort_keys=False))
+        write_text(paths[name], yaml.safe_dump(values, sort_keys=False))
     return paths
 
 
@@ -651,7 +642,7 @@ def run(args: BuildArguments) -> dict:
     }
     manifest.data["size_mib"] = sizes
     manifest.data["last_run_seconds"] = round(time.perf_counter() - started, 1)
-    atomic_write_text(manifest.path, json.dumps(manifest.data, indent=2) + "\n")
+    write_text(manifest.path, json.dumps(manifest.data, indent=2) + "\n")
     print(f"\nBenchmark in {args.output} (MiB: {sizes}):")
     if "pretrain" in summary:
         print(f"  pre-training: --dataset folder --data_dir {summary['pretrain']['folder']} "

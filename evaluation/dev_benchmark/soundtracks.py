@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from myna_common.atomic import atomic_path
+
 
 PACKAGES = (
     "wesnoth-1.16-music",
@@ -125,14 +127,12 @@ def unpack_deb(deb: str, folder: str) -> str:
     """`dpkg -x deb` into `folder` (not installed), through a temporary folder renamed when complete."""
     if os.path.isdir(folder):
         return folder
-    partial = folder + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
-    result = subprocess.run(["dpkg", "-x", deb, partial], capture_output=True, text=True)
-    if result.returncode != 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise PackageError(f"dpkg -x {deb} failed: {result.stderr.strip()[-200:]}; delete the .deb to fetch it again.")
-    os.replace(partial, folder)
+    with atomic_path(folder) as partial:  # a failure removes the partial folder
+        result = subprocess.run(["dpkg", "-x", deb, partial], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise PackageError(
+                f"dpkg -x {deb} failed: {result.stderr.strip()[-200:]}; delete the .deb to fetch it again."
+            )
     return folder
 
 

@@ -1,11 +1,14 @@
-"""Task families beyond the paper's four (which live in `myna_evaluation.tasks`), one module per family.
+"""Task families, one module per family; `myna_evaluation.tasks.load_task` dispatches to them by task name.
 
+- `paper`: the four tasks of the paper's Table 1 (MagnaTagATune, GTZAN, GiantSteps key, EmoMusic), from their
+  original release, the MARBLE layout or the Hub.
+- `synthetic`: the generated-corpus tasks (`synthetic-key`, `-tempo`, `-tags`, `-style`).
 - `custom`: a user's own labelled audio, described by a small YAML task file (`--tasks custom:my_task.yaml`).
 - `marble`: MARBLE's clip-level tasks, MTG-Jamendo (genre, instrument, mood/theme, top-50), NSynth (instrument
   family, pitch) and VocalSet (singer, technique), from their original layouts or MARBLE's JSONL files.
 
-`myna_evaluation.tasks.load_task` dispatches to both by task name. What they share with the paper's tasks (`TaskSpec`,
-the splits, the `DatasetDict` builder, the MARBLE JSONL reader) is in `base`, which both sides import.
+What they share (`TaskSpec`, the splits, the `DatasetDict` builder, the MARBLE JSONL reader, a user's split file) is
+in `base`, which every family imports and none imports back.
 """
 
 from .custom import CustomTask, TaskFileError, group_split, load_custom_task, read_task_file

@@ -1,9 +1,9 @@
-"""What every task loader shares: the paper's four (`myna_evaluation.tasks`) and the families beside this module
-(`custom`, `marble`). The `TaskSpec`, the three splits and the `DatasetDict` their rows are built into (`_build`),
-label helpers (`KEY_NAMES`, `normalize_key`, `standardize_targets`), the error of a missing or incomplete dataset
-folder, and the reader of MARBLE's per-split JSONL layout, in which the paper's tasks and MARBLE's both come.
-`tasks.py` and the families import from here and never from each other's back: `tasks.load_task` dispatches to the
-families, and `myna_evaluation.tasks` re-exports these names.
+"""What every task loader shares: the families beside this module (`paper`, `synthetic`, `custom`, `marble`).
+The `TaskSpec`, the three splits and the `DatasetDict` their rows are built into (`_build`), label helpers
+(`KEY_NAMES`, `normalize_key`, `standardize_targets`), the error of a missing or incomplete dataset folder, the
+reader of MARBLE's per-split JSONL layout, in which the paper's tasks and MARBLE's both come, and a user's split
+file (`_apply_split_file`). `tasks.py` and the families import from here and never from each other's back:
+`tasks.load_task` dispatches to the families, and `myna_evaluation.tasks` re-exports these names.
 """
 
 import glob
@@ -253,6 +253,24 @@ def _marble(root: str, spec: TaskSpec, files: dict[str, str], require_audio: boo
     if require_audio:
         _require_files(spec.name, root, paths, ["the audio files the JSONL records name (audio_path)"])
     return rows
+
+
+def _apply_split_file(rows_by_id: dict[str, tuple], split_file: str) -> dict[str, list]:
+    """Re-split `rows_by_id` by a user JSON file `{"train": [ids], "valid"|"validation": [ids], "test": [ids]}`."""
+    if not os.path.isfile(split_file):
+        raise FileNotFoundError(
+            f"split file {split_file} does not exist: pass a JSON file {{'train': [...], 'valid': [...], "
+            "'test': [...]}} of track ids."
+        )
+    with open(split_file, encoding="utf-8") as f:
+        lists = json.load(f)
+    lists = {("validation" if k in ("valid", "val") else k): v for k, v in lists.items()}
+    if set(lists) != set(SPLITS):
+        raise ValueError(f"split file {split_file} must hold the keys train, valid and test, got {sorted(lists)}.")
+    unknown = [i for ids in lists.values() for i in ids if str(i) not in rows_by_id]
+    if unknown:
+        raise ValueError(f"split file {split_file} names {len(unknown)} ids not in the dataset, e.g. {unknown[:5]}.")
+    return {split: [rows_by_id[str(i)] for i in ids] for split, ids in lists.items()}
 
 
 __all__ = [
