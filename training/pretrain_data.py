@@ -20,13 +20,11 @@ from modeling_myna.configuration_myna import HOP_LENGTH
 from myna_training.audio_sources import SkipReport, load_clips
 from myna_training.batch_plan import BatchPlan, CropPrefetcher, crop_generator
 from myna_training.run_folder import CACHE_DIR
+from myna_training.spectrogram_banks import DiskSpectrogramBank, SpectrogramBank, StreamingSpectrograms
 from myna_training.spectrogram_store import (
     STORE_FORMAT,
-    DiskSpectrogramBank,
-    SpectrogramBank,
     SpectrogramStore,
     StoreVerifier,
-    StreamingSpectrograms,
     check_disk_space,
     choose_placement,
     free_memory,
