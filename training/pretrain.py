@@ -7,7 +7,10 @@ project's main job: a small model pre-trained for a few minutes on CPU on the ge
 `AutoModel`-loadable folder, and a summary that compares a linear probe on its embeddings of held-out generated clips
 with the same probe on a randomly initialised model.
 
-The loop reads top to bottom. Every random draw of a step (clip order, crop starts, masks) comes from generators
+`main` reads as its stages, in the order they run: settings and run folder (`start`, `open_run`), data and store
+(`pretrain_data.py`), model and optimizer (`prepare_training`), the loop (`train`, with `training_step` for one
+micro-batch), export and summary (`summarise`, `export`, `closing_probe.py`, `pretrain_summary.py`). Checkpoints are
+written and resolved in `checkpoints.py`. Every random draw of a step (clip order, crop starts, masks) comes from generators
 seeded by `(seed, epoch)` or `(seed, micro-batch)` and is made for the whole global batch, each process keeping its
 slice: N processes with batch B train exactly like one with N * B, and a resumed run repeats the draws it would have
 made. Checkpoint state (step and data position, SogCLR state, model, optimiser, scheduler, RNG) is registered with
