@@ -24,6 +24,8 @@ import json
 import os
 import shutil
 
+from myna_common.atomic import write_json
+
 
 RUN_FILE = "run.json"
 MODEL_DIR, CHECKPOINTS_DIR, LOGS_DIR, CACHE_DIR = "model", "checkpoints", "logs", "cache"
@@ -59,12 +61,8 @@ def read_identity(folder: str) -> dict | None:
 
 
 def write_identity(folder: str, identity: dict, started: str | None = None) -> None:
-    os.makedirs(folder, exist_ok=True)
     record = {**identity, "started": started or datetime.datetime.now().isoformat(timespec="seconds")}
-    partial = os.path.join(folder, RUN_FILE + ".tmp")
-    with open(partial, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2, default=str)
-    os.replace(partial, os.path.join(folder, RUN_FILE))
+    write_json(os.path.join(folder, RUN_FILE), record, indent=2, default=str)  # makes the folder
 
 
 def describe_run(identity: dict | None, where: str) -> str:
