@@ -44,7 +44,7 @@ PACKAGES = (
         "myna_common",
         "common",
         "what every command and test shares: the command-line helpers (argument parsing, one-line errors, "
-        "did-you-mean, device checks) and the generated music corpus",
+        "did-you-mean, device checks), atomic file writes and the generated music corpus",
     ),
     Package(
         "myna_evaluation",
@@ -63,8 +63,9 @@ PACKAGES = (
     Package(
         "myna_training",
         "training",
-        "pre-training (pretrain.py) with its arguments, data and losses; fine-tuning (finetune.py), which scores "
-        "with evaluation's tasks; the ablation runner (ablate.py), which probes with evaluation's probe",
+        "pre-training (pretrain.py, its stages) with its arguments, data, store, checkpoints, losses and the one "
+        "export; fine-tuning (finetune.py), which scores with evaluation's tasks; the ablation runner (ablate.py "
+        "and ablation/), which probes with evaluation's probe",
         ("modeling_myna", "myna_common", "myna_evaluation"),
     ),
 )
