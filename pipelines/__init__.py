@@ -16,7 +16,6 @@ answers `--help` before loading them.
 
 import importlib
 
-
 # name -> the module that defines it
 _NAMES = {
     "POOLING_MODES": "music_embedding",

@@ -19,6 +19,7 @@ def search_clip(library, source: Any, k: int = 10) -> SearchResult:
     from modeling_myna.audio_utils import AudioDecodeError, load_audio
 
     from .library import embed_chunks
+    from .query_rules import QueryTooShortError, check_query_length, shortest_query_seconds
 
     started = time.perf_counter()
     library.wait_for_model()
@@ -32,12 +33,10 @@ def search_clip(library, source: Any, k: int = 10) -> SearchResult:
             f"`{name}` cannot be read as audio: {_short(str(error), str(source))} Upload a wav, flac, ogg or "
             "mp3 file, or record a clip."
         ) from None
-    shortest = (feature_extractor.chunk_frames - 1) * feature_extractor.hop_length
-    if len(audio) < shortest:
-        raise LibraryError(
-            f"`{name}` is {len(audio) / rate:.2f} s long; a search needs at least one chunk, "
-            f"{shortest / rate:.2f} s of audio. Upload or record a longer clip."
-        )
+    try:
+        check_query_length(len(audio) / rate, name, shortest_query_seconds(feature_extractor))
+    except QueryTooShortError as error:
+        raise LibraryError(str(error)) from None
     info = library.index.info
     chunks, starts = embed_chunks(
         {"array": audio, "sampling_rate": rate}, inference, feature_extractor, info["store_settings"]["patch_mode"]
@@ -98,8 +97,7 @@ def _short(message: str, source: str) -> str:
         message = message[len(source) :].lstrip(": ")
     for advice in ("; drop it.", "; convert it, or skip it."):  # what `myna embed` advises about a library file
         message = message.replace(advice, ".")
-    if message.startswith("could not be decoded: "):
-        message = message[len("could not be decoded: ") :]
+    message = message.removeprefix("could not be decoded: ")
     return message + ("" if message.endswith(".") else ".")
 
 
