@@ -16,6 +16,7 @@ answers `--help` before loading them.
 
 import importlib
 
+
 # name -> the module that defines it
 _NAMES = {
     "POOLING_MODES": "music_embedding",

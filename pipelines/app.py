@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from .app_figures import map_figure, self_similarity_figure, timeline_figure
 
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 MAX_RESULTS = 20  # the most result slots a page may have (`--k`: each slot is a few components to build)

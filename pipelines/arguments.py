@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
+
 # Written out, not imported, because their modules import torch: base.DEFAULT_BATCH_SIZE, audio_utils.AUDIO_EXTENSIONS
 # (tests check that they agree).
 DEFAULT_BATCH_SIZE = 32

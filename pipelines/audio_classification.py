@@ -23,6 +23,7 @@ import torch
 
 from .base import MynaChunkPipeline
 
+
 FUNCTIONS_TO_APPLY = ("softmax", "sigmoid", "none")
 _UNSET = object()  # `top_k=None` means "all labels", so "not given" needs its own marker
 

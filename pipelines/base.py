@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from transformers.pipelines.base import ChunkPipeline
 
 from modeling_myna import MynaFeatureExtractor
+from transformers.pipelines.base import ChunkPipeline
 
 from .streaming import AudioSegment, segment_chunks, stream_segments
+
 
 DEFAULT_BATCH_SIZE = 32  # chunks per forward: ~100 s of audio, ~50 MB of STFT work space
 

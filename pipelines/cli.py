@@ -39,6 +39,7 @@ from myna_common.progress import progress_bar, quiet_library_bars
 
 from .arguments import AUDIO_EXTENSIONS, DEFAULT_BATCH_SIZE, EmbedArguments, find_audio_files  # noqa: F401
 
+
 OUTPUT_FORMATS = (".npz", ".parquet")
 
 
@@ -201,11 +202,11 @@ def embed_command(argv: list[str]) -> int:
               file=sys.stderr)
 
     import torch
-    from myna_common.cli_support import check_device
     from transformers import pipeline
 
     import modeling_myna  # noqa: F401  (registers Myna and the "music-embedding" task)
     from modeling_myna.audio_utils import AudioDecodeError
+    from myna_common.cli_support import check_device
 
     device = check_device(args.device) if args.device else ("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -305,11 +306,11 @@ def _stored_parameters(folder: str) -> int | None:
 def describe_model(model: str) -> dict[str, Any]:
     """What `myna info` prints: variant, parameters, patch modes, chunk geometry, embedding widths, head."""
     import torch
-    from transformers import AutoConfig
 
     import modeling_myna
     from modeling_myna.configuration_myna import HOP_LENGTH
     from modeling_myna.model_card import variant_name
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model)
     if config.model_type != modeling_myna.MynaConfig.model_type:

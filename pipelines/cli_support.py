@@ -2,7 +2,7 @@
 the floor every package may import (README.md, "Floor plan")."""
 
 from myna_common import cli_support as _moved
-from myna_common.cli_support import *
+from myna_common.cli_support import *  # noqa: F401, F403
 from myna_common.cli_support import __all__  # noqa: F401
 
 

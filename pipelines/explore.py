@@ -46,6 +46,7 @@ from .explore_types import Column, LibraryError, SearchResult
 from .search import MynaIndex, build_index
 from .store import META_DIR, EmbeddingStore
 
+
 STORE_INDEX = os.path.join(META_DIR, "index")  # where `--store` keeps the index it builds
 
 

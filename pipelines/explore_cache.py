@@ -14,10 +14,12 @@ import os
 from typing import Any
 
 import numpy as np
+
 from myna_common.atomic import atomic_path, write_json
 
 from .search import normalize
 from .store import DATA_DIR, EmbeddingStore, select_patch_mode
+
 
 CACHE_FORMAT = 1
 CACHE_DIR = "app"  # inside the index folder

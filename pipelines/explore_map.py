@@ -10,6 +10,7 @@ import numpy as np
 
 from .explore_types import Column
 
+
 LAYOUTS = ("auto", "umap", "pca")
 UMAP_MIN_TRACKS = 30  # fewer tracks: PCA (UMAP's neighbour graph needs a few dozen points)
 METADATA_FILE = "metadata.csv"  # the `audiofolder` convention; found beside the tracks

@@ -24,15 +24,17 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from myna_common.cli_support import audio_files_in, check_model_name, check_output_folder, plural
-from myna_common.progress import progress_bar
 
 from modeling_myna.audio_utils import AudioDecodeError, open_audio
+from myna_common.cli_support import audio_files_in, check_model_name, check_output_folder, plural
+from myna_common.progress import progress_bar
 
 from .arguments import EmbedArguments, find_audio_files
 from .precision import PRECISIONS, MynaInferenceModel, check_precision
 from .store import EmbeddingStore, content_hash, settings_key
 from .streaming import AudioSegment, segment_chunks, stream_segments
+
+
 
 
 @dataclass
@@ -91,10 +93,9 @@ def front_end_settings(feature_extractor) -> dict[str, Any]:
 
 def load_model(model_id: str, device: str, dtype: str = "float32"):
     """`(model, feature_extractor)` of a Myna folder or Hub id."""
-    from transformers import AutoModel
-
     import modeling_myna  # noqa: F401  (registers Myna with the Auto classes)
     from modeling_myna import MynaFeatureExtractor
+    from transformers import AutoModel
 
     model = AutoModel.from_pretrained(model_id, dtype=getattr(torch, dtype)).to(device).eval()
     try:

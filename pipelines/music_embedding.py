@@ -23,6 +23,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .base import MynaChunkPipeline
 
+
 POOLING_MODES = ("mean", "none")
 TASK = "music-embedding"
 

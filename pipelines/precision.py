@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+
 PRECISIONS = ("float32", "bfloat16", "int8")
 COSINE_BOUND = 0.99  # mean cosine similarity to the float32 chunk embeddings
 PROBE_BOUND = 1.0  # points (of 100) of probe score

@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
 from myna_common.atomic import atomic_path, write_json
 
 from .store import EmbeddingStore, select_patch_mode
+
 
 EXACT_LIMIT = 50_000  # tracks; above this an approximate index (HNSW by default)
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
@@ -332,9 +334,8 @@ def index_command(argv: list[str]) -> int:
 
 
 def search_command(argv: list[str]) -> int:
-    from myna_common.cli_support import check_model_name, dataclass_parser, parse_into
-
     from modeling_myna.audio_utils import AudioDecodeError
+    from myna_common.cli_support import check_model_name, dataclass_parser, parse_into
 
     parser = dataclass_parser(
         SearchArguments,

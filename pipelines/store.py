@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from myna_common.atomic import atomic_path, write_json, write_text
+
 
 STORE_FORMAT = 1
 DATA_DIR = "data"
