@@ -27,3 +27,22 @@ def test_masking_pictures_regenerate_byte_identical(tmp_path):
     for path in written:
         with open(path, "rb") as new, open(os.path.join(MASKING, os.path.basename(path)), "rb") as old:
             assert new.read() == old.read(), f"{os.path.basename(path)} differs from docs/masking: regenerate it"
+
+
+def test_ablation_table_redraws_from_its_markdown(tmp_path):
+    """`benchmarks/redraw_ablation_table.py` reads the runner's table back: factor column, mean ± half-width per
+    metric, backticked rows as baselines; and draws the figure from it."""
+    import importlib.util
+
+    root = ROOT
+    spec = importlib.util.spec_from_file_location("redraw", os.path.join(root, "benchmarks/redraw_ablation_table.py"))
+    redraw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(redraw)
+    factors, points, baselines = redraw.read_table(os.path.join(root, "docs/ablation-real/batch.md"))
+    assert factors == ["batch"]
+    assert [p["label"] for p in points] == ["128", "32", "64"]
+    assert points[1]["tasks"]["dev-key"]["weighted_score"] == {"mean": 60.8, "half_width": 10.3}
+    assert baselines["handcrafted:all"]["dev-instruments"]["roc_auc_macro"] == 90.1
+    out = str(tmp_path / "batch.png")
+    assert redraw.main([os.path.join(root, "docs/ablation-real/batch.md"), out]) == out
+    assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
