@@ -37,7 +37,15 @@ from myna_common.cli_support import (
 )
 from myna_common.progress import progress_bar, quiet_library_bars
 
-from .arguments import AUDIO_EXTENSIONS, DEFAULT_BATCH_SIZE, EmbedArguments, find_audio_files  # noqa: F401
+from .arguments import (  # noqa: F401  (AUDIO_EXTENSIONS, DEFAULT_BATCH_SIZE: checked against their sources)
+    AUDIO_EXTENSIONS,
+    DEFAULT_BATCH_SIZE,
+    EmbedArguments,
+    LibraryArguments,
+    embed_parser,
+    find_audio_files,
+    store_options_given,
+)
 
 
 OUTPUT_FORMATS = (".npz", ".parquet")
@@ -172,19 +180,20 @@ def is_store_output(argv: list[str]) -> bool:
 
 
 def embed_command(argv: list[str]) -> int:
+    parser = embed_parser()  # one parser for both outputs: --help lists every option, before torch is imported
+    args, _, positional = parse_into(parser, (EmbedArguments, LibraryArguments), argv)
     if is_store_output(argv):  # --output FOLDER: the resumable store (pipelines/library.py)
         from .library import embed_library_command
 
         return embed_library_command(argv)
-    parser = dataclass_parser(
-        EmbedArguments,
-        prog="myna embed",
-        description="Embed audio files (wav, flac, ogg, mp3, ...) or folders of them with a Myna model, into one "
-        "file. Long recordings are streamed; unreadable files are skipped and listed; a file named twice is "
-        "embedded once.",
-    )
-    parser.add_argument("inputs", nargs="+", metavar="AUDIO", help="Audio files, or folders searched recursively.")
-    args, positional = parse_into(parser, EmbedArguments, argv)
+    store_only = store_options_given(parser, argv)
+    if store_only:
+        chunks = " (one file of chunk embeddings: --pooling none)" if "--timeline" in store_only else ""
+        parser.error(
+            f"{', '.join(store_only)} {'applies' if len(store_only) == 1 else 'apply'} only to a store folder output "
+            f"(--output FOLDER, a name without .npz or .parquet), not to the file {args.output}: drop "
+            f"{'it' if len(store_only) == 1 else 'them'}, or write a store{chunks}."
+        )
 
     extension = os.path.splitext(args.output)[1].lower()
     if extension not in OUTPUT_FORMATS:

@@ -19,8 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,32 +28,10 @@ from modeling_myna.audio_utils import AudioDecodeError, open_audio
 from myna_common.cli_support import audio_files_in, check_model_name, check_output_folder, plural
 from myna_common.progress import progress_bar
 
-from .arguments import EmbedArguments, find_audio_files
+from .arguments import EmbedArguments, LibraryArguments, embed_parser, find_audio_files
 from .precision import PRECISIONS, MynaInferenceModel, check_precision
 from .store import EmbeddingStore, content_hash, settings_key
 from .streaming import AudioSegment, segment_chunks, stream_segments
-
-
-
-
-@dataclass
-class LibraryArguments:
-    precision: Literal["float32", "bfloat16", "int8"] = field(
-        default="float32",
-        metadata={
-            "help": "CPU inference precision. bfloat16 (CPUs with native bfloat16) and int8 (dynamic quantization) "
-            "are checked against float32 on generated music first and refused below a mean cosine of 0.99."
-        },
-    )
-    timeline: bool = field(default=False, metadata={"help": "Also store each track's 3 s chunk embeddings."})
-    num_workers: int = field(
-        default=1, metadata={"help": "Decoding processes running ahead of the model (0: decode in the main process)."}
-    )
-    shard_size: int = field(default=256, metadata={"help": "Files per Parquet shard: at most this much is redone."})
-    repair: bool = field(
-        default=False,
-        metadata={"help": "Set damaged shards aside (.myna/damaged/) and embed their files again, keeping the rest."},
-    )
 
 
 # ------------------------------------------------------------------------------------------------ model identity
@@ -409,17 +386,9 @@ def embed_library(
 
 def embed_library_command(argv: list[str]) -> int:
     """`myna embed ... --output FOLDER`: the store variant of `myna embed` (see the module docstring)."""
-    from myna_common.cli_support import UsageError, dataclass_parser, parse_into
+    from myna_common.cli_support import UsageError, parse_into
 
-    parser = dataclass_parser(
-        EmbedArguments,
-        LibraryArguments,
-        prog="myna embed",
-        description="Embed a music library into a resumable store folder (sharded Parquet; an --output folder: a name "
-        "without an extension). Re-running skips files already embedded with the same model and settings and "
-        "re-embeds changed ones. `datasets.load_dataset('parquet', data_dir=STORE)` opens it.",
-    )
-    parser.add_argument("inputs", nargs="+", metavar="AUDIO", help="Audio files, or folders searched recursively.")
+    parser = embed_parser()
     args, library, positional = parse_into(parser, (EmbedArguments, LibraryArguments), argv)
     if args.batch_size < 1 or library.shard_size < 1 or library.num_workers < 0:
         parser.error("--batch_size and --shard_size must be at least 1, --num_workers at least 0.")

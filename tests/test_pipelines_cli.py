@@ -296,3 +296,30 @@ def test_quiet_truthful_output_for_a_short_file_and_a_text_file_named_mp3(folder
     err = capfd.readouterr().err
     assert "it is a text file" in err and "the file could not be read" in err
     assert "Illegal Audio-MPEG-Header" not in err and "resync" not in err.lower()  # fd 2: libsndfile's own prints
+
+
+# ------------------------------------------------------------------------------------------ hardening the command
+
+
+def test_embed_help_lists_every_option_and_a_file_output_refuses_the_stores(folder, music, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    every, store = text.split("\nevery output (")[1].split("\nstore folder output only (--output FOLDER")
+    for option in ("--timeline", "--num_workers", "--precision", "--shard_size", "--repair"):
+        assert f"\n  {option} " in store and option not in every, option  # listed, under the store's heading
+    assert "\n  --pooling " in every and "--pooling" not in store
+
+    audio, output = str(music / "a.wav"), str(tmp_path / "x.npz")
+    cases = {
+        ("--timeline",): "--timeline applies only to a store folder output",
+        ("--num_w", "2", "--shard_size=3"): "--num_workers, --shard_size apply only to a store folder output",
+    }
+    for extra, message in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main(["embed", audio, "--model", folder, "--output", output, *extra])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"myna embed: error: {message}") and f"not to the file {output}" in err
+    assert not os.path.exists(output)
