@@ -1,6 +1,7 @@
 """What `myna embed` is given, shared by its two writers (`cli.py`: one file; `library.py`: a resumable store): the
-options (`EmbedArguments` for both, `LibraryArguments` for a store only) in one parser (`embed_parser`) and the audio
-files its arguments name (`find_audio_files`).
+options (`EmbedArguments` for both, `LibraryArguments` for a store only) in one parser (`embed_parser`), the audio
+files its arguments name (`find_audio_files`), and the rule that no output goes inside a folder being embedded
+(`check_output_outside_inputs`).
 
 Standard library only, so that the command parses its arguments and answers `--help` before importing torch.
 """
@@ -9,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
-from myna_common.cli_support import CommandParser, dataclass_parser, options_given
+from myna_common.cli_support import CommandParser, UsageError, dataclass_parser, options_given
 
 
 # Written out, not imported, because their modules import torch: base.DEFAULT_BATCH_SIZE, audio_utils.AUDIO_EXTENSIONS
@@ -27,7 +28,7 @@ class EmbedArguments:
         metadata={
             "help": "File to write: .npz (arrays `embeddings`, `paths`, `skipped`, and for --pooling none "
             "`start_times`, `file_index`) or .parquet (one row per track, or per chunk for --pooling none); or a "
-            "folder (a name without an extension): a resumable store."
+            "folder (a name without an extension): a resumable store. Never inside a folder being embedded."
         }
     )
     pooling: Literal["mean", "none"] = field(
@@ -95,6 +96,23 @@ def store_options_given(parser: CommandParser, argv: list[str]) -> list[str]:
     return [action.option_strings[0] for action in options_given(parser, argv) if action.dest in store_only]
 
 
+def check_output_outside_inputs(output: str, inputs: list[str], store: bool = False) -> None:
+    """Raises a one-line `UsageError` when `output` (a file, or a store folder with `store`) is, or is inside, one
+    of the folders in `inputs`: `myna embed` never writes into the music it reads."""
+    target = os.path.realpath(output)
+    for given in inputs:
+        folder = os.path.realpath(given)
+        if not os.path.isdir(folder) or not (target == folder or target.startswith(folder.rstrip(os.sep) + os.sep)):
+            continue
+        where = "is" if target == folder else "is inside"
+        what, name = ("folder", "myna-store") if store else ("file", os.path.basename(output.rstrip(os.sep)))
+        beside = os.path.join(os.path.relpath(os.path.dirname(folder)), name)
+        raise UsageError(
+            f"--output {output} {where} {given}, a folder being embedded: myna embed never writes into the music it "
+            f"reads. Name a {what} beside it, e.g. --output {beside}"
+        )
+
+
 def find_audio_files(inputs: list[str]) -> list[str]:
     """Files named in `inputs`, with every folder replaced by the audio files under it (recursively, sorted).
 
@@ -119,6 +137,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "EmbedArguments",
     "LibraryArguments",
+    "check_output_outside_inputs",
     "embed_parser",
     "find_audio_files",
     "store_options_given",

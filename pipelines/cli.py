@@ -10,7 +10,8 @@
 
 Each command parses its options from a dataclass with the standard library's argparse (`dataclass_parser` of
 `myna_common.cli_support`), before importing numpy, torch or transformers, so that `--help` and mistakes answer at
-once; `myna COMMAND --help` lists them. `myna embed` skips files it cannot decode, reports them, and carries on.
+once; `myna COMMAND --help` lists them. `myna embed` skips files it cannot decode, reports them, and carries on; it
+never writes inside a folder it embeds.
 Errors are one line; `--debug` (or `MYNA_DEBUG=1`) shows the traceback.
 """
 
@@ -42,6 +43,7 @@ from .arguments import (  # noqa: F401  (AUDIO_EXTENSIONS, DEFAULT_BATCH_SIZE: c
     DEFAULT_BATCH_SIZE,
     EmbedArguments,
     LibraryArguments,
+    check_output_outside_inputs,
     embed_parser,
     find_audio_files,
     store_options_given,
@@ -194,6 +196,7 @@ def embed_command(argv: list[str]) -> int:
             f"(--output FOLDER, a name without .npz or .parquet), not to the file {args.output}: drop "
             f"{'it' if len(store_only) == 1 else 'them'}, or write a store{chunks}."
         )
+    check_output_outside_inputs(args.output, positional.inputs)
 
     extension = os.path.splitext(args.output)[1].lower()
     if extension not in OUTPUT_FORMATS:

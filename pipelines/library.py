@@ -28,7 +28,7 @@ from modeling_myna.audio_utils import AudioDecodeError, open_audio
 from myna_common.cli_support import audio_files_in, check_model_name, check_output_folder, plural
 from myna_common.progress import progress_bar
 
-from .arguments import EmbedArguments, LibraryArguments, embed_parser, find_audio_files
+from .arguments import EmbedArguments, LibraryArguments, check_output_outside_inputs, embed_parser, find_audio_files
 from .precision import PRECISIONS, MynaInferenceModel, check_precision
 from .store import EmbeddingStore, content_hash, settings_key
 from .streaming import AudioSegment, segment_chunks, stream_segments
@@ -386,7 +386,7 @@ def embed_library(
 
 def embed_library_command(argv: list[str]) -> int:
     """`myna embed ... --output FOLDER`: the store variant of `myna embed` (see the module docstring)."""
-    from myna_common.cli_support import UsageError, parse_into
+    from myna_common.cli_support import parse_into
 
     parser = embed_parser()
     args, library, positional = parse_into(parser, (EmbedArguments, LibraryArguments), argv)
@@ -399,16 +399,7 @@ def embed_library_command(argv: list[str]) -> int:
     files = find_audio_files(positional.inputs)
     if not files:
         parser.error(f"no audio files in {' '.join(positional.inputs)}.")
-    output = os.path.abspath(args.output)
-    for given in positional.inputs:
-        folder = os.path.abspath(given)
-        if os.path.isdir(folder) and (output == folder or output.startswith(folder.rstrip(os.sep) + os.sep)):
-            where = "is" if output == folder else "is inside"
-            beside = os.path.join(os.path.relpath(os.path.dirname(folder)), "myna-store")
-            raise UsageError(
-                f"--output {args.output} {where} {given}, a folder being embedded: a store never goes into the music "
-                f"it holds. Name a folder beside it, e.g. --output {beside}"
-            )
+    check_output_outside_inputs(args.output, positional.inputs, store=True)
     check_output_folder(args.output, overwrite=args.overwrite, own=EmbeddingStore.is_store, what="store")
     check_model_name(args.model)
     try:
