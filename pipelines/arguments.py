@@ -83,7 +83,7 @@ def embed_parser() -> CommandParser:
         prog="myna embed",
         description="Embed audio files (wav, flac, ogg, mp3, ...) or folders of them with a Myna model: into one "
         ".npz or .parquet file, or (--output FOLDER) into a resumable store that a re-run continues. Long "
-        "recordings are streamed; unreadable files are skipped and listed; a "
+        "recordings are streamed; unreadable files and files shorter than one chunk are skipped and listed; a "
         "file named twice is embedded once.",
     )
     parser.add_argument("inputs", nargs="+", metavar="AUDIO", help="Audio files, or folders searched recursively.")

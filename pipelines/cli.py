@@ -10,8 +10,8 @@
 
 Each command parses its options from a dataclass with the standard library's argparse (`dataclass_parser` of
 `myna_common.cli_support`), before importing numpy, torch or transformers, so that `--help` and mistakes answer at
-once; `myna COMMAND --help` lists them. `myna embed` skips files it cannot decode, reports them, and carries on; it
-never writes inside a folder it embeds.
+once; `myna COMMAND --help` lists them. `myna embed` skips files it cannot decode and files shorter than one chunk
+(`query_rules.py`), reports them, and carries on; it never writes inside a folder it embeds.
 Errors are one line; `--debug` (or `MYNA_DEBUG=1`) shows the traceback.
 """
 
@@ -220,6 +220,8 @@ def embed_command(argv: list[str]) -> int:
     from modeling_myna.audio_utils import AudioDecodeError
     from myna_common.cli_support import check_device
 
+    from .query_rules import QueryTooShortError, check_query_length, shortest_query_seconds
+
     device = check_device(args.device) if args.device else ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         embedder = pipeline("music-embedding", model=args.model, device=device, dtype=getattr(torch, args.dtype))
@@ -231,14 +233,30 @@ def embed_command(argv: list[str]) -> int:
     call_options = {"pooling": args.pooling, "batch_size": args.batch_size}
     if args.patch_mode is not None:
         call_options["patch_mode"] = args.patch_mode
+    shortest = shortest_query_seconds(embedder.feature_extractor)
 
-    results, skipped, seconds = [], [], 0.0
+    def check_length(path: str, seconds: float) -> None:
+        if seconds > 0:  # 0: an empty or unreadable header, which decoding words
+            check_query_length(seconds, path, shortest, use="an embedding")
+
+    if len(files) == 1:  # one file: its length is the answer, in one line
+        try:
+            check_length(files[0], audio_seconds(files[0]))
+        except QueryTooShortError as error:
+            print(f"myna embed: {error}", file=sys.stderr)
+            return 1
+
+    results, skipped, too_short, seconds = [], [], [], 0.0
     started = time.perf_counter()
     progress = AudioProgress(embedder, files)
     for path in files:
         try:
+            check_length(path, progress.durations[path])
             results.append((path, embedder(path, **call_options)))
             seconds += progress.durations[path]
+        except QueryTooShortError as error:
+            too_short.append(path)
+            progress.write(f"skipped: {error}")
         except AudioDecodeError as error:
             skipped.append(path)
             progress.write(f"skipped: {error}")
@@ -247,12 +265,13 @@ def embed_command(argv: list[str]) -> int:
     elapsed = time.perf_counter() - started
 
     if not results:
-        what = "the file could not be read" if len(files) == 1 else f"none of the {len(files)} files could be read"
+        done = "embedded" if too_short else "read"
+        what = "the file could not be read" if len(files) == 1 else f"none of the {len(files)} files could be {done}"
         print(f"myna embed: {what}; nothing written.", file=sys.stderr)
         return 1
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     if extension == ".npz":
-        _write_npz(args.output, results, skipped, args.pooling)
+        _write_npz(args.output, results, skipped + too_short, args.pooling)
     else:
         _write_parquet(args.output, results, args.pooling)
     print(
@@ -261,6 +280,12 @@ def embed_command(argv: list[str]) -> int:
     )
     if skipped:
         print(f"skipped {plural(len(skipped), 'unreadable file')}: {', '.join(skipped)}", file=sys.stderr)
+    if too_short:
+        print(
+            f"skipped {plural(len(too_short), 'file')} shorter than one chunk ({shortest:.2f} s): "
+            f"{', '.join(too_short)}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -9,9 +9,11 @@
 Decoding, resampling and the mel front end run in `--num_workers` worker processes (a `torch.utils.data`
 DataLoader), ahead of the model, which takes chunks from several files into each batch of `--batch_size`. Rows are
 written in shards of `--shard_size` files (see `store.py`), so a killed run loses at most one shard of work and the
-next run skips what is done. Under `torchrun` or `accelerate launch` (the `WORLD_SIZE` / `RANK` environment), each
-process embeds every `WORLD_SIZE`-th file of the sorted list into the same store on `cuda:LOCAL_RANK` (or the CPU),
-and the first process compacts the store once all have finished; the store is the same as one process writes.
+next run skips what is done. Unreadable files, and files shorter than one chunk (`query_rules.py`), are recorded
+with the reason in `.myna/errors-*.jsonl`, listed at the end, and not decoded again. Under `torchrun` or
+`accelerate launch` (the `WORLD_SIZE` / `RANK` environment), each process embeds every `WORLD_SIZE`-th file of the
+sorted list into the same store on `cuda:LOCAL_RANK` (or the CPU), and the first process compacts the store once all
+have finished; the store is the same as one process writes.
 """
 
 import json
@@ -30,8 +32,9 @@ from myna_common.progress import progress_bar
 
 from .arguments import EmbedArguments, LibraryArguments, check_output_outside_inputs, embed_parser, find_audio_files
 from .precision import PRECISIONS, MynaInferenceModel, check_precision
+from .query_rules import QueryTooShortError, check_query_length, shortest_query_seconds
 from .store import EmbeddingStore, content_hash, settings_key
-from .streaming import AudioSegment, segment_chunks, stream_segments
+from .streaming import AudioSegment, open_stream, segment_chunks, stream_segments
 
 
 # ------------------------------------------------------------------------------------------------ model identity
@@ -87,11 +90,13 @@ def load_model(model_id: str, device: str, dtype: str = "float32"):
 
 class _LibraryFiles(torch.utils.data.IterableDataset):
     """Decoded files as a stream of items: `segment` (chunk spectrograms, or samples when the model is not on the
-    CPU) and `error` (an unreadable file, with the reason). Worker `w` of `n` takes files `w, w + n, ...`."""
+    CPU), `error` (an unreadable file, with the reason) and `too_short` (a file shorter than one chunk, with the
+    rule's sentence). Worker `w` of `n` takes files `w, w + n, ...`."""
 
     def __init__(self, files: list[str], feature_extractor, segment_chunks_: int, spectrograms: bool):
         self.files, self.feature_extractor = files, feature_extractor
         self.segment_chunks, self.spectrograms = segment_chunks_, spectrograms
+        self.shortest = shortest_query_seconds(feature_extractor)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
@@ -112,6 +117,8 @@ class _LibraryFiles(torch.utils.data.IterableDataset):
             # resamples and checks it block by block; every error's message is the one the store records.
             with open_audio(path, self.feature_extractor.sampling_rate) as audio:
                 header["duration"] = audio.duration
+                if audio.duration > 0:  # 0: an empty recording, which decoding words
+                    check_query_length(audio.duration, path, self.shortest, use="an embedding")
                 for segment in stream_segments(audio, self.feature_extractor, self.segment_chunks):
                     item = {**header, "kind": "segment", "is_last": segment.is_last}
                     item["start_frames"] = torch.as_tensor(segment.chunk_start_frames())
@@ -120,6 +127,8 @@ class _LibraryFiles(torch.utils.data.IterableDataset):
                     else:
                         item["segment"] = {**vars(segment), "samples": torch.from_numpy(segment.samples)}
                     yield item
+        except QueryTooShortError as error:
+            yield {**header, "kind": "too_short", "error": str(error)}
         except (AudioDecodeError, OSError) as error:
             yield {**header, "kind": "error", "error": str(error)}
 
@@ -132,11 +141,23 @@ def _worker_init(_):
 
 
 def embed_chunks(
-    source: Any, inference: MynaInferenceModel, feature_extractor, patch_mode: str | None, batch_size: int = 32
+    source: Any,
+    inference: MynaInferenceModel,
+    feature_extractor,
+    patch_mode: str | None,
+    batch_size: int = 32,
+    use: str = "an embedding",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One input's `(chunks, D)` chunk embeddings and `(chunks,)` start seconds, as the store computes them."""
+    """One input's `(chunks, D)` chunk embeddings and `(chunks,)` start seconds, as the store computes them.
+
+    Raises:
+        QueryTooShortError: the input is shorter than one chunk (`query_rules.py`; `use` says what it was for).
+    """
+    audio = open_stream(source, feature_extractor)
+    if audio.duration > 0:  # 0: an empty recording, which decoding words
+        check_query_length(audio.duration, audio.name, shortest_query_seconds(feature_extractor), use=use)
     embeddings, starts = [], []
-    for segment in stream_segments(source, feature_extractor, batch_size):
+    for segment in stream_segments(audio, feature_extractor, batch_size):
         chunks = segment_chunks(segment, feature_extractor, device=inference.device)
         embeddings.append(inference.embed(chunks, patch_mode).cpu().numpy())
         starts.append(segment.chunk_start_frames())
@@ -160,10 +181,11 @@ def _barrier(world_size: int) -> None:
         torch.distributed.barrier()
 
 
-def _todo(files: list[str], store: EmbeddingStore, key: str) -> tuple[list[str], int, int]:
-    """The files that need embedding, and how many are skipped as done or as known to be unreadable."""
+def _todo(files: list[str], store: EmbeddingStore, key: str) -> tuple[list[str], int, int, list[str]]:
+    """The files that need embedding, how many are skipped as done or as known to be unreadable, and those known to
+    be shorter than one chunk."""
     states, errors = store.file_states(), store.errors()
-    todo, done, unreadable = [], 0, 0
+    todo, done, unreadable, too_short = [], 0, 0, []
     for path in files:
         try:
             stat = os.stat(path)
@@ -183,10 +205,13 @@ def _todo(files: list[str], store: EmbeddingStore, key: str) -> tuple[list[str],
             stat.st_size,
             stat.st_mtime_ns,
         ):
-            unreadable += 1
+            if error.get("too_short"):
+                too_short.append(path)
+            else:
+                unreadable += 1
             continue
         todo.append(path)
-    return todo, done, unreadable
+    return todo, done, unreadable, too_short
 
 
 class _Batcher:
@@ -246,7 +271,8 @@ def embed_library(
     repair: bool = False,
 ) -> dict[str, Any]:
     """Embeds `files` (audio files, or folders searched recursively) into the store at `store_path`, skipping those
-    already there; returns the run's counts.
+    already there; returns the run's counts. Files shorter than one chunk are skipped and listed (`too_short`),
+    recorded with the reason as unreadable files are.
 
     In a torchrun / accelerate launch, every process calls this with the same arguments.
     """
@@ -304,7 +330,7 @@ def embed_library(
 
     files = sorted({os.path.abspath(f) for f in find_audio_files(files)})
     mine = files[rank::world_size]
-    todo, done, known_bad = _todo(mine, store, key)
+    todo, done, known_bad, too_short = _todo(mine, store, key)
 
     dataset = _LibraryFiles(todo, feature_extractor, batch_size, spectrograms=torch.device(device).type == "cpu")
     workers = min(num_workers, len(todo))
@@ -351,11 +377,16 @@ def embed_library(
 
     try:
         for item in loader:
-            if item["kind"] == "error":
+            if item["kind"] in ("error", "too_short"):  # recorded alike: a re-run does not decode them again
                 record = {k: item[k] for k in ("path", "size", "mtime_ns", "error")}
-                errors.append({**record, "settings_key": key, "time": time.time()})
-                counts["unreadable"] += 1
-                bar.write(f"unreadable: {item['error']}", file=sys.stderr)
+                record.update(settings_key=key, time=time.time())
+                short = item["kind"] == "too_short"
+                errors.append({**record, "too_short": True} if short else record)
+                if short:
+                    too_short.append(item["path"])
+                else:
+                    counts["unreadable"] += 1
+                bar.write(f"{'skipped' if short else 'unreadable'}: {item['error']}", file=sys.stderr)
                 bar.update(1)
                 continue
             if "chunks" in item:
@@ -379,8 +410,10 @@ def embed_library(
         store.compact()
         store.write_metadata({**row_fields, "settings": settings})
     _barrier(world_size)
-    counts.update(skipped=done, known_unreadable=known_bad, files=len(mine), rank=rank, world_size=world_size,
-                  repaired=repaired)
+    counts.update(
+        skipped=done, known_unreadable=known_bad, too_short=sorted(too_short), shortest_seconds=dataset.shortest,
+        files=len(mine), rank=rank, world_size=world_size, repaired=repaired,
+    )  # fmt: skip
     return counts
 
 
@@ -429,6 +462,12 @@ def embed_library_command(argv: list[str]) -> int:
             print(
                 f"{plural(bad, 'unreadable file')}, listed with the reason in "
                 f"{os.path.join(args.output, '.myna', 'errors-*.jsonl')}",
+                file=sys.stderr,
+            )
+        if counts["too_short"]:
+            print(
+                f"skipped {plural(len(counts['too_short']), 'file')} shorter than one chunk "
+                f"({counts['shortest_seconds']:.2f} s): {', '.join(counts['too_short'])}",
                 file=sys.stderr,
             )
     return 0

@@ -284,12 +284,12 @@ def test_progress_moves_inside_a_long_file(folder, tmp_path):
     progress.close()
 
 
-def test_quiet_truthful_output_for_a_short_file_and_a_text_file_named_mp3(folder, tmp_path, capfd):
-    # One file: "1 file"; shorter than one 3 s chunk: no progress bar; a text file renamed .mp3: no decoder notes.
-    short = write_audio(tmp_path / "short.wav", 0.1, sampling_rate=16_000)
-    assert main(["embed", short, "--model", folder, "--output", str(tmp_path / "one.npz")]) == 0
+def test_quiet_truthful_output_for_one_file_and_a_text_file_named_mp3(folder, tmp_path, capfd):
+    # One file: "1 file"; a text file renamed .mp3: no decoder notes.
+    one = write_audio(tmp_path / "one.wav", 4.0, sampling_rate=16_000)
+    assert main(["embed", one, "--model", folder, "--output", str(tmp_path / "one.npz")]) == 0
     out, err = capfd.readouterr()
-    assert "embedded 1 file (0.1 s of audio)" in out and "audio s" not in err and "0/0" not in err
+    assert "embedded 1 file (4.0 s of audio)" in out and "0/0" not in err
     fake = tmp_path / "notes.mp3"
     fake.write_text("hello, this is text\n" * 40)
     assert main(["embed", str(fake), "--model", folder, "--output", str(tmp_path / "none.npz")]) == 1
@@ -299,6 +299,28 @@ def test_quiet_truthful_output_for_a_short_file_and_a_text_file_named_mp3(folder
 
 
 # ------------------------------------------------------------------------------------------ hardening the command
+
+
+def test_a_clip_shorter_than_one_chunk_is_refused_alone_and_skipped_among_others(folder, music, tmp_path, capsys):
+    # The page's rule (query_rules.py), in its words: one file alone is refused in one line; among others it is
+    # skipped, listed at the end and recorded as skipped, and the rest is embedded.
+    from myna_pipelines.query_rules import QueryTooShortError, check_query_length
+
+    short = write_audio(tmp_path / "clip.wav", 0.2, sampling_rate=16_000)
+    with pytest.raises(QueryTooShortError) as rule:
+        check_query_length(0.2, short, 95 * 512 / 16_000, use="an embedding")
+    output = tmp_path / "alone.npz"
+    assert main(["embed", short, "--model", folder, "--output", str(output)]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"myna embed: {rule.value}"] and not output.exists()
+
+    output = tmp_path / "mixed.npz"
+    audio = str(music / "a.wav")
+    assert main(["embed", audio, short, "--model", folder, "--output", str(output)]) == 0
+    saved = np.load(output)
+    assert saved["paths"].tolist() == [audio] and saved["skipped"].tolist() == [short]
+    out, err = capsys.readouterr()
+    assert "embedded 1 file (8.0 s of audio)" in out
+    assert f"skipped: {rule.value}" in err and f"skipped 1 file shorter than one chunk (3.04 s): {short}" in err
 
 
 def test_embed_help_lists_every_option_and_a_file_output_refuses_the_stores(folder, music, tmp_path, capsys):

@@ -1,5 +1,5 @@
-"""`myna embed DIR --output store/`: the store's rows, resuming a killed run, changed and unreadable files, the
-`datasets` round trip, and two torchrun processes writing the same store as one."""
+"""`myna embed DIR --output store/`: the store's rows, resuming a killed run, changed, unreadable and too short files,
+the `datasets` round trip, and two torchrun processes writing the same store as one."""
 
 import json
 import os
@@ -173,3 +173,31 @@ def test_a_store_of_another_front_end_is_refused_like_another_model(folder, tmp_
     with pytest.raises(ValueError, match=r"another front end .*\(hop_length: 512 -> 256\)"):
         index.search_audio(str(music / "00.wav"), model=str(other))
     assert index.search_audio(str(music / "00.wav"), k=1)[0]["path"] == str(music / "00.wav")
+
+
+# ------------------------------------------------------------------------------------------ hardening the command
+
+
+def test_a_track_shorter_than_one_chunk_is_skipped_listed_and_remembered(folder, tmp_path, capsys):
+    # The rule of query_rules.py: never embedded (no zero-padded row of silence), never an aborted run; listed at
+    # the end, and recorded so that the next run does not decode it again.
+    music = make_library(tmp_path / "music", 2)
+    short = write_audio(music / "short.wav", 0.2, sampling_rate=16_000)
+    store = tmp_path / "store"
+    argv = ["embed", str(music), "--model", folder, "--output", str(store), "--num_workers", "0"]
+    assert main(argv) == 0
+    assert sorted(store_rows(store)) == [str(music / "00.wav"), str(music / "01.wav")]
+    record = EmbeddingStore(str(store)).errors()[short]
+    assert record["too_short"] and record["error"] == (
+        f"`{short}` is 0.20 s long; an embedding needs at least one chunk, 3.04 s of audio. Use a longer clip."
+    )
+    out, err = capsys.readouterr()
+    assert "embedded 2 files" in out and f"skipped: {record['error']}" in err
+    listed = f"skipped 1 file shorter than one chunk (3.04 s): {short}"
+    assert listed in err and "1 unreadable file," in err  # broken.flac, counted apart
+    assert main(argv) == 0  # remembered, not decoded again, still listed
+    out, err = capsys.readouterr()
+    assert "nothing new to embed: 2 files already" in out and listed in err and "skipped:" not in err
+
+    counts = embed_library([short], str(tmp_path / "library"), folder, num_workers=0, progress=False)
+    assert counts["too_short"] == [short] and counts["embedded"] == 0
