@@ -13,7 +13,8 @@ next run skips what is done. Unreadable files, and files shorter than one chunk 
 with the reason in `.myna/errors-*.jsonl`, listed at the end, and not decoded again. Under `torchrun` or
 `accelerate launch` (the `WORLD_SIZE` / `RANK` environment), each process embeds every `WORLD_SIZE`-th file of the
 sorted list into the same store on `cuda:LOCAL_RANK` (or the CPU), and the first process compacts the store once all
-have finished; the store is the same as one process writes.
+have finished; the store is the same as one process writes. A decoding worker runs on one thread, torch's and the
+decoder's (`_worker_init`): the model's threads keep the cores.
 """
 
 import json
@@ -134,7 +135,10 @@ class _LibraryFiles(torch.utils.data.IterableDataset):
 
 
 def _worker_init(_):
-    torch.set_num_threads(1)  # the model's threads keep the cores; a worker decodes on one
+    """A decoding worker runs on one thread, end to end: torch's (the mel) and the decoder's (a long FLAC would
+    otherwise decode in `decode_threads()` pieces at once, up to 4 per worker). The model's threads keep the cores."""
+    torch.set_num_threads(1)
+    os.environ["MYNA_DECODE_THREADS"] = "1"  # this worker's environment only: modeling_myna.audio_utils reads it
 
 
 # ------------------------------------------------------------------------------------------------ embedding

@@ -1,5 +1,6 @@
 """`myna embed DIR --output store/`: the store's rows, resuming a killed run, changed, unreadable and too short files,
-the `datasets` round trip, and two torchrun processes writing the same store as one."""
+the `datasets` round trip, two torchrun processes writing the same store as one, and decoding workers on one
+thread."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from transformers import pipeline
 
 import myna_pipelines  # noqa: F401
@@ -201,3 +203,49 @@ def test_a_track_shorter_than_one_chunk_is_skipped_listed_and_remembered(folder,
 
     counts = embed_library([short], str(tmp_path / "library"), folder, num_workers=0, progress=False)
     assert counts["too_short"] == [short] and counts["embedded"] == 0
+
+
+class _DecoderProbe(torch.utils.data.IterableDataset):
+    """What a decoding worker's decoder sees: its thread count, torch's, and the pieces a long FLAC is read in."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __iter__(self):
+        from modeling_myna import audio_utils
+
+        pieces, original = [], audio_utils._read_in_pieces
+        audio_utils._read_in_pieces = lambda *args: pieces.append(args[-1]) or original(*args)
+        try:
+            audio_utils.load_audio(self.path)
+        finally:
+            audio_utils._read_in_pieces = original
+        yield {
+            "decode_threads": audio_utils.decode_threads(),
+            "torch_threads": torch.get_num_threads(),
+            "pieces": pieces,
+        }
+
+
+def test_decoding_workers_decode_on_one_thread(tmp_path, monkeypatch):
+    # On a machine of 4 cores a long FLAC would decode in 4 pieces at once in every worker (oversubscribed next to
+    # the model's threads); the library's worker set-up makes the decoder one piece, one thread.
+    from modeling_myna import audio_utils
+    from myna_pipelines.library import _worker_init
+
+    monkeypatch.delenv("MYNA_DECODE_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(audio_utils, "PARALLEL_DECODE_MIN_SECONDS", 1.0)  # a 3 s file counts as long
+    path = write_audio(tmp_path / "long.flac", 3.0, sampling_rate=16_000, channels=2)
+    assert audio_utils.decode_threads() == 4  # what a worker would inherit without the set-up
+
+    def probe(worker_init_fn):
+        loader = torch.utils.data.DataLoader(
+            _DecoderProbe(path), batch_size=None, num_workers=1, worker_init_fn=worker_init_fn,
+            multiprocessing_context="fork",  # the monkeypatched cores travel to the worker
+        )  # fmt: skip
+        return next(iter(loader))
+
+    assert probe(None)["pieces"] == [4]  # the probe sees the decoder's pieces
+    assert probe(_worker_init) == {"decode_threads": 1, "torch_threads": 1, "pieces": []}
+    assert "MYNA_DECODE_THREADS" not in os.environ  # set in the worker only
