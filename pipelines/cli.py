@@ -220,6 +220,7 @@ def embed_command(argv: list[str]) -> int:
     from modeling_myna.audio_utils import AudioDecodeError
     from myna_common.cli_support import check_device
 
+    from .precision import keep_freed_memory
     from .query_rules import QueryTooShortError, check_query_length, shortest_query_seconds
 
     device = check_device(args.device) if args.device else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -246,6 +247,8 @@ def embed_command(argv: list[str]) -> int:
             print(f"myna embed: {error}", file=sys.stderr)
             return 1
 
+    if embedder.device.type == "cpu":
+        keep_freed_memory()  # a command that exits when done, not a server: its forwards reuse their pages
     results, skipped, too_short, seconds = [], [], [], 0.0
     started = time.perf_counter()
     progress = AudioProgress(embedder, files)

@@ -273,10 +273,12 @@ def embed_library(
     overwrite: bool = False,
     progress: bool = True,
     repair: bool = False,
+    keep_memory: bool = False,
 ) -> dict[str, Any]:
     """Embeds `files` (audio files, or folders searched recursively) into the store at `store_path`, skipping those
     already there; returns the run's counts. Files shorter than one chunk are skipped and listed (`too_short`),
-    recorded with the reason as unreadable files are.
+    recorded with the reason as unreadable files are. `keep_memory`: see `MynaInferenceModel` (`myna embed` sets
+    it; a library call leaves the process's malloc alone).
 
     In a torchrun / accelerate launch, every process calls this with the same arguments.
     """
@@ -302,7 +304,7 @@ def embed_library(
         check = check_precision(model, feature_extractor, precision, patch_mode=patch_mode)
         if rank == 0:
             print(f"precision {precision}: mean cosine {check['cosine']:.5f} to float32 on generated music")
-    inference = MynaInferenceModel(model, precision)
+    inference = MynaInferenceModel(model, precision, keep_memory=keep_memory)
     fingerprint = model_fingerprint(model)
     settings = {
         "patch_mode": patch_mode,
@@ -444,7 +446,7 @@ def embed_library_command(argv: list[str]) -> int:
             files, args.output, args.model, patch_mode=args.patch_mode, precision=library.precision,
             timeline=library.timeline or args.pooling == "none", batch_size=args.batch_size,
             num_workers=library.num_workers, shard_size=library.shard_size, device=args.device, dtype=args.dtype,
-            overwrite=args.overwrite, repair=library.repair,
+            overwrite=args.overwrite, repair=library.repair, keep_memory=True,
         )  # fmt: skip
     except (OSError, ValueError) as error:
         print(f"myna embed: {error}", file=sys.stderr)

@@ -301,10 +301,17 @@ def test_quiet_truthful_output_for_one_file_and_a_text_file_named_mp3(folder, tm
 # ------------------------------------------------------------------------------------------ hardening the command
 
 
-def test_a_clip_shorter_than_one_chunk_is_refused_alone_and_skipped_among_others(folder, music, tmp_path, capsys):
+def test_a_clip_shorter_than_one_chunk_is_refused_alone_and_skipped_among_others(
+    folder, music, tmp_path, capsys, monkeypatch
+):
     # The page's rule (query_rules.py), in its words: one file alone is refused in one line; among others it is
-    # skipped, listed at the end and recorded as skipped, and the rest is embedded.
+    # skipped, listed at the end and recorded as skipped, and the rest is embedded. The command keeps freed memory
+    # for its forwards (an opt-in of the library: precision.py).
+    from myna_pipelines import precision
     from myna_pipelines.query_rules import QueryTooShortError, check_query_length
+
+    malloc_calls = []
+    monkeypatch.setattr(precision, "keep_freed_memory", lambda: malloc_calls.append(1) or True)
 
     short = write_audio(tmp_path / "clip.wav", 0.2, sampling_rate=16_000)
     with pytest.raises(QueryTooShortError) as rule:
@@ -321,6 +328,7 @@ def test_a_clip_shorter_than_one_chunk_is_refused_alone_and_skipped_among_others
     out, err = capsys.readouterr()
     assert "embedded 1 file (8.0 s of audio)" in out
     assert f"skipped: {rule.value}" in err and f"skipped 1 file shorter than one chunk (3.04 s): {short}" in err
+    assert malloc_calls == [1]  # the run that embedded
 
 
 def test_embed_help_lists_every_option_and_a_file_output_refuses_the_stores(folder, music, tmp_path, capsys):

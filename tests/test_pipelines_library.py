@@ -1,6 +1,6 @@
 """`myna embed DIR --output store/`: the store's rows, resuming a killed run, changed, unreadable and too short files,
-the `datasets` round trip, two torchrun processes writing the same store as one, and decoding workers on one
-thread."""
+the `datasets` round trip, two torchrun processes writing the same store as one, decoding workers on one thread, and
+malloc left alone unless `myna embed` asks."""
 
 import json
 import os
@@ -180,14 +180,19 @@ def test_a_store_of_another_front_end_is_refused_like_another_model(folder, tmp_
 # ------------------------------------------------------------------------------------------ hardening the command
 
 
-def test_a_track_shorter_than_one_chunk_is_skipped_listed_and_remembered(folder, tmp_path, capsys):
+def test_a_track_shorter_than_one_chunk_is_skipped_listed_and_remembered(folder, tmp_path, capsys, monkeypatch):
     # The rule of query_rules.py: never embedded (no zero-padded row of silence), never an aborted run; listed at
-    # the end, and recorded so that the next run does not decode it again.
+    # the end, and recorded so that the next run does not decode it again. `myna embed` opts in to keeping freed
+    # memory (precision.keep_freed_memory), the library call does not.
+    from myna_pipelines import precision
+
+    calls = []
+    monkeypatch.setattr(precision, "keep_freed_memory", lambda: calls.append(1) or True)
     music = make_library(tmp_path / "music", 2)
     short = write_audio(music / "short.wav", 0.2, sampling_rate=16_000)
     store = tmp_path / "store"
     argv = ["embed", str(music), "--model", folder, "--output", str(store), "--num_workers", "0"]
-    assert main(argv) == 0
+    assert main(argv) == 0 and calls == [1]
     assert sorted(store_rows(store)) == [str(music / "00.wav"), str(music / "01.wav")]
     record = EmbeddingStore(str(store)).errors()[short]
     assert record["too_short"] and record["error"] == (
@@ -201,8 +206,9 @@ def test_a_track_shorter_than_one_chunk_is_skipped_listed_and_remembered(folder,
     out, err = capsys.readouterr()
     assert "nothing new to embed: 2 files already" in out and listed in err and "skipped:" not in err
 
+    calls.clear()
     counts = embed_library([short], str(tmp_path / "library"), folder, num_workers=0, progress=False)
-    assert counts["too_short"] == [short] and counts["embedded"] == 0
+    assert counts["too_short"] == [short] and counts["embedded"] == 0 and calls == []
 
 
 class _DecoderProbe(torch.utils.data.IterableDataset):
