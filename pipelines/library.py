@@ -29,7 +29,7 @@ import torch
 
 from modeling_myna.audio_utils import AudioDecodeError, open_audio
 from myna_common.cli_support import audio_files_in, check_model_name, check_output_folder, plural
-from myna_common.progress import progress_bar
+from myna_common.progress import progress_bar, transformers_bars_off
 
 from .arguments import EmbedArguments, LibraryArguments, check_output_outside_inputs, embed_parser, find_audio_files
 from .precision import PRECISIONS, MynaInferenceModel, check_precision
@@ -73,12 +73,14 @@ def front_end_settings(feature_extractor) -> dict[str, Any]:
 
 
 def load_model(model_id: str, device: str, dtype: str = "float32"):
-    """`(model, feature_extractor)` of a Myna folder or Hub id."""
+    """`(model, feature_extractor)` of a Myna folder or Hub id; transformers' "Loading weights" bar stays off
+    (a library call, in a service or a notebook, prints nothing of its own), and is as it was afterwards."""
     import modeling_myna  # noqa: F401  (registers Myna with the Auto classes)
     from modeling_myna import MynaFeatureExtractor
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(model_id, dtype=getattr(torch, dtype)).to(device).eval()
+    with transformers_bars_off():
+        model = AutoModel.from_pretrained(model_id, dtype=getattr(torch, dtype)).to(device).eval()
     try:
         feature_extractor = MynaFeatureExtractor.from_pretrained(model_id)
     except OSError:  # a folder without preprocessor_config.json

@@ -1,6 +1,6 @@
 """`myna embed DIR --output store/`: the store's rows, resuming a killed run, changed, unreadable and too short files,
-the `datasets` round trip, two torchrun processes writing the same store as one, decoding workers on one thread, and
-malloc left alone unless `myna embed` asks."""
+the `datasets` round trip, two torchrun processes writing the same store as one, decoding workers on one thread,
+malloc left alone unless `myna embed` asks, and no loading bar from `load_model`."""
 
 import json
 import os
@@ -255,3 +255,23 @@ def test_decoding_workers_decode_on_one_thread(tmp_path, monkeypatch):
     assert probe(None)["pieces"] == [4]  # the probe sees the decoder's pieces
     assert probe(_worker_init) == {"decode_threads": 1, "torch_threads": 1, "pieces": []}
     assert "MYNA_DECODE_THREADS" not in os.environ  # set in the worker only
+
+
+def test_load_model_draws_no_loading_bar_and_restores_the_setting(folder, capsys):
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    from myna_pipelines.library import load_model
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()  # as in a plain Python session (`myna` turns them off in logs)
+    try:
+        capsys.readouterr()
+        model, _ = load_model(folder, "cpu")
+        assert "Loading weights" not in capsys.readouterr().err and model.config.hidden_size == 32
+        assert hf_logging.is_progress_bar_enabled()
+        AutoModel.from_pretrained(folder)  # outside the helper, transformers' bar is as it was
+        assert "Loading weights" in capsys.readouterr().err
+    finally:
+        if not enabled:
+            hf_logging.disable_progress_bar()
