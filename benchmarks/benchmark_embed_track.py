@@ -14,7 +14,7 @@ bfloat16) or int8 (dynamic quantization; `int8@ENGINE` picks the quantized engin
 path runs in this one process on the same file, the same chunks and the same batch (`--batch_size 0`: all chunks in
 one batch), with the same random weights (the plain model's, converted); runs are interleaved (plain, float32, ...,
 then again) and the best of `--repeats` is kept, after one warm-up round. Every path runs with the same malloc
-settings: by default `keep_freed_memory()` (what `MynaInferenceModel` applies on a CPU) before anything is timed;
+settings: by default `keep_freed_memory()` (what `myna embed` applies on a CPU) before anything is timed;
 `--default_malloc` leaves glibc's defaults, to measure what it gives.
 
 The 2-core machine this project measures on is shared, so the figures are reported only on a quiet machine: the

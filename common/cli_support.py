@@ -43,6 +43,26 @@ def option_strings(parser) -> list[str]:
     return [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
 
 
+def options_given(parser, argv: list[str]) -> list[argparse.Action]:
+    """The actions of the `--options` that `argv` sets, each once, as argparse resolves them (an unambiguous
+    prefix counts): what the user asked for, told apart from a default of the same value."""
+    known = {s: action for action in parser._actions for s in action.option_strings if s.startswith("--")}
+    given: list[argparse.Action] = []
+    for argument in argv:
+        if argument == "--":
+            break
+        flag = argument.split("=", 1)[0]
+        if not flag.startswith("--"):
+            continue
+        matches = [flag] if flag in known else [s for s in known if s.startswith(flag)]
+        actions = {id(known[s]): known[s] for s in matches}
+        if len(actions) == 1:
+            action = next(iter(actions.values()))
+            if action not in given:
+                given.append(action)
+    return given
+
+
 def check_unknown_options(parser, argv: list[str], see: str = "--help") -> None:
     """Raises `UsageError` for the first `--option` in `argv` that `parser` does not know (nor abbreviates), with
     the closest known option. Checked before parsing, so a typo is not reported as a missing required option."""
@@ -94,11 +114,14 @@ def _to_bool(value: str | bool) -> bool:
 def dataclass_parser(*classes, **kwargs) -> CommandParser:
     """An argparse parser with one `--option` per field of the dataclasses `classes`, as `HfArgumentParser` makes
     them (type, default, help; `Literal` gives choices; a field without default is required; a bool is `--flag
-    [true|false]`, and `--no_flag` when it defaults to true) without importing transformers."""
+    [true|false]`, and `--no_flag` when it defaults to true) without importing transformers. A class with an
+    `_argument_group_name` (as `HfArgumentParser` reads it) gets a group of that title in `--help`; of several
+    classes, the others are grouped under their class names."""
     kwargs.setdefault("formatter_class", HelpFormatter)
     parser = CommandParser(**kwargs)
     for cls in classes:
-        group = parser.add_argument_group(cls.__name__) if len(classes) > 1 else parser
+        title = getattr(cls, "_argument_group_name", None) or (cls.__name__ if len(classes) > 1 else None)
+        group = parser.add_argument_group(title) if title else parser
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             kind = hints[f.name]
@@ -396,5 +419,6 @@ __all__ = [
     "debug_requested",
     "did_you_mean",
     "option_strings",
+    "options_given",
     "run_cli",
 ]

@@ -3,9 +3,12 @@
 tqdm redraws its bar with carriage returns and cursor movements (`\\r`, `ESC[A`): on a terminal that is a bar, in a
 log file it is debris. `progress_bar(...)` takes tqdm's arguments and returns a tqdm bar when the stream is a
 terminal, and otherwise a `LineProgress`, which has the same methods and prints one plain line now and then
-(`desc: 40/100 probes (40%), 1m12s elapsed, ETA 1m48s`) and one at the end.
+(`desc: 40/100 probes (40%), 1m12s elapsed, ETA 1m48s`) and one at the end. `quiet_library_bars()` turns the
+libraries' own bars off for a command's whole run; `transformers_bars_off()` only for a block (a library call that
+loads a model), restoring them after.
 """
 
+import contextlib
 import os
 import sys
 import time
@@ -131,6 +134,24 @@ def quiet_library_bars(always: bool = False, datasets: bool = True) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def transformers_bars_off():
+    """Inside the block, transformers draws no progress bar ("Loading weights", ...); afterwards the bars are as
+    they were. A tqdm hook (`transformers.utils.logging.set_tqdm_hook`) rather than `disable_progress_bar()`,
+    which would also switch huggingface_hub's bars, process-wide, and could not say how to restore them. A
+    transformers without the hook draws its bars as before."""
+    from transformers.utils import logging as hf_logging
+
+    if not hasattr(hf_logging, "set_tqdm_hook"):
+        yield
+        return
+    previous = hf_logging.set_tqdm_hook(lambda _factory, args, kwargs: hf_logging.EmptyTqdm(*args, **kwargs))
+    try:
+        yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)
+
+
 def progress_bar(*args, file=None, **kwargs):
     """A tqdm bar on a terminal (`file`, stderr by default), a `LineProgress` otherwise; tqdm's arguments."""
     if is_terminal(file):
@@ -140,4 +161,11 @@ def progress_bar(*args, file=None, **kwargs):
     return LineProgress(*args, file=file, **kwargs)
 
 
-__all__ = ["LineProgress", "format_seconds", "is_terminal", "progress_bar", "quiet_library_bars"]
+__all__ = [
+    "LineProgress",
+    "format_seconds",
+    "is_terminal",
+    "progress_bar",
+    "quiet_library_bars",
+    "transformers_bars_off",
+]

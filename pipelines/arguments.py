@@ -1,5 +1,7 @@
 """What `myna embed` is given, shared by its two writers (`cli.py`: one file; `library.py`: a resumable store): the
-options (`EmbedArguments`) and the audio files its arguments name (`find_audio_files`).
+options (`EmbedArguments` for both, `LibraryArguments` for a store only) in one parser (`embed_parser`), the audio
+files its arguments name (`find_audio_files`), and the rule that no output goes inside a folder being embedded
+(`check_output_outside_inputs`).
 
 Standard library only, so that the command parses its arguments and answers `--help` before importing torch.
 """
@@ -7,6 +9,8 @@ Standard library only, so that the command parses its arguments and answers `--h
 import os
 from dataclasses import dataclass, field
 from typing import Literal
+
+from myna_common.cli_support import CommandParser, UsageError, dataclass_parser, options_given
 
 
 # Written out, not imported, because their modules import torch: base.DEFAULT_BATCH_SIZE, audio_utils.AUDIO_EXTENSIONS
@@ -17,11 +21,14 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".
 
 @dataclass
 class EmbedArguments:
+    _argument_group_name = "every output (one .npz or .parquet file, or a store folder)"
+
     model: str = field(metadata={"help": "Myna model folder (from `myna convert` or save_pretrained), or a Hub id."})
     output: str = field(
         metadata={
-            "help": "File to write: .npz (arrays `embeddings`, `paths`, and for --pooling none `start_times`, "
-            "`file_index`) or .parquet (one row per track, or per chunk for --pooling none)."
+            "help": "File to write: .npz (arrays `embeddings`, `paths`, `skipped`, and for --pooling none "
+            "`start_times`, `file_index`) or .parquet (one row per track, or per chunk for --pooling none); or a "
+            "folder (a name without an extension): a resumable store. Never inside a folder being embedded."
         }
     )
     pooling: Literal["mean", "none"] = field(
@@ -45,6 +52,67 @@ class EmbedArguments:
     overwrite: bool = field(default=False, metadata={"help": "Replace --output if it exists."})
 
 
+@dataclass
+class LibraryArguments:
+    _argument_group_name = "store folder output only (--output FOLDER: a name without .npz or .parquet)"
+
+    precision: Literal["float32", "bfloat16", "int8"] = field(
+        default="float32",
+        metadata={
+            "help": "CPU inference precision. bfloat16 (CPUs with native bfloat16) and int8 (dynamic quantization) "
+            "are checked against float32 on generated music first and refused below a mean cosine of 0.99."
+        },
+    )
+    timeline: bool = field(default=False, metadata={"help": "Also store each track's 3 s chunk embeddings."})
+    num_workers: int = field(
+        default=1, metadata={"help": "Decoding processes running ahead of the model (0: decode in the main process)."}
+    )
+    shard_size: int = field(default=256, metadata={"help": "Files per Parquet shard: at most this much is redone."})
+    repair: bool = field(
+        default=False,
+        metadata={"help": "Set damaged shards aside (.myna/damaged/) and embed their files again, keeping the rest."},
+    )
+
+
+def embed_parser() -> CommandParser:
+    """The parser of `myna embed`, whichever the output: its `--help` lists every option, the store's in their own
+    group, before torch is imported."""
+    parser = dataclass_parser(
+        EmbedArguments,
+        LibraryArguments,
+        prog="myna embed",
+        description="Embed audio files (wav, flac, ogg, mp3, ...) or folders of them with a Myna model: into one "
+        ".npz or .parquet file, or (--output FOLDER) into a resumable store that a re-run continues. Long "
+        "recordings are streamed; unreadable files and files shorter than one chunk are skipped and listed; a "
+        "file named twice is embedded once.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="AUDIO", help="Audio files, or folders searched recursively.")
+    return parser
+
+
+def store_options_given(parser: CommandParser, argv: list[str]) -> list[str]:
+    """The store-only options (`LibraryArguments`) that `argv` sets, as the parser names them."""
+    store_only = set(LibraryArguments.__dataclass_fields__)
+    return [action.option_strings[0] for action in options_given(parser, argv) if action.dest in store_only]
+
+
+def check_output_outside_inputs(output: str, inputs: list[str], store: bool = False) -> None:
+    """Raises a one-line `UsageError` when `output` (a file, or a store folder with `store`) is, or is inside, one
+    of the folders in `inputs`: `myna embed` never writes into the music it reads."""
+    target = os.path.realpath(output)
+    for given in inputs:
+        folder = os.path.realpath(given)
+        if not os.path.isdir(folder) or not (target == folder or target.startswith(folder.rstrip(os.sep) + os.sep)):
+            continue
+        where = "is" if target == folder else "is inside"
+        what, name = ("folder", "myna-store") if store else ("file", os.path.basename(output.rstrip(os.sep)))
+        beside = os.path.join(os.path.relpath(os.path.dirname(folder)), name)
+        raise UsageError(
+            f"--output {output} {where} {given}, a folder being embedded: myna embed never writes into the music it "
+            f"reads. Name a {what} beside it, e.g. --output {beside}"
+        )
+
+
 def find_audio_files(inputs: list[str]) -> list[str]:
     """Files named in `inputs`, with every folder replaced by the audio files under it (recursively, sorted).
 
@@ -64,4 +132,13 @@ def find_audio_files(inputs: list[str]) -> list[str]:
     return files
 
 
-__all__ = ["AUDIO_EXTENSIONS", "DEFAULT_BATCH_SIZE", "EmbedArguments", "find_audio_files"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "DEFAULT_BATCH_SIZE",
+    "EmbedArguments",
+    "LibraryArguments",
+    "check_output_outside_inputs",
+    "embed_parser",
+    "find_audio_files",
+    "store_options_given",
+]

@@ -10,7 +10,8 @@
 
 Each command parses its options from a dataclass with the standard library's argparse (`dataclass_parser` of
 `myna_common.cli_support`), before importing numpy, torch or transformers, so that `--help` and mistakes answer at
-once; `myna COMMAND --help` lists them. `myna embed` skips files it cannot decode, reports them, and carries on.
+once; `myna COMMAND --help` lists them. `myna embed` skips files it cannot decode and files shorter than one chunk
+(`query_rules.py`), reports them, and carries on; it never writes inside a folder it embeds.
 Errors are one line; `--debug` (or `MYNA_DEBUG=1`) shows the traceback.
 """
 
@@ -37,7 +38,16 @@ from myna_common.cli_support import (
 )
 from myna_common.progress import progress_bar, quiet_library_bars
 
-from .arguments import AUDIO_EXTENSIONS, DEFAULT_BATCH_SIZE, EmbedArguments, find_audio_files  # noqa: F401
+from .arguments import (  # noqa: F401  (AUDIO_EXTENSIONS, DEFAULT_BATCH_SIZE: checked against their sources)
+    AUDIO_EXTENSIONS,
+    DEFAULT_BATCH_SIZE,
+    EmbedArguments,
+    LibraryArguments,
+    check_output_outside_inputs,
+    embed_parser,
+    find_audio_files,
+    store_options_given,
+)
 
 
 OUTPUT_FORMATS = (".npz", ".parquet")
@@ -172,19 +182,21 @@ def is_store_output(argv: list[str]) -> bool:
 
 
 def embed_command(argv: list[str]) -> int:
+    parser = embed_parser()  # one parser for both outputs: --help lists every option, before torch is imported
+    args, _, positional = parse_into(parser, (EmbedArguments, LibraryArguments), argv)
     if is_store_output(argv):  # --output FOLDER: the resumable store (pipelines/library.py)
         from .library import embed_library_command
 
         return embed_library_command(argv)
-    parser = dataclass_parser(
-        EmbedArguments,
-        prog="myna embed",
-        description="Embed audio files (wav, flac, ogg, mp3, ...) or folders of them with a Myna model, into one "
-        "file. Long recordings are streamed; unreadable files are skipped and listed; a file named twice is "
-        "embedded once.",
-    )
-    parser.add_argument("inputs", nargs="+", metavar="AUDIO", help="Audio files, or folders searched recursively.")
-    args, positional = parse_into(parser, EmbedArguments, argv)
+    store_only = store_options_given(parser, argv)
+    if store_only:
+        chunks = " (one file of chunk embeddings: --pooling none)" if "--timeline" in store_only else ""
+        parser.error(
+            f"{', '.join(store_only)} {'applies' if len(store_only) == 1 else 'apply'} only to a store folder output "
+            f"(--output FOLDER, a name without .npz or .parquet), not to the file {args.output}: drop "
+            f"{'it' if len(store_only) == 1 else 'them'}, or write a store{chunks}."
+        )
+    check_output_outside_inputs(args.output, positional.inputs)
 
     extension = os.path.splitext(args.output)[1].lower()
     if extension not in OUTPUT_FORMATS:
@@ -208,6 +220,9 @@ def embed_command(argv: list[str]) -> int:
     from modeling_myna.audio_utils import AudioDecodeError
     from myna_common.cli_support import check_device
 
+    from .precision import keep_freed_memory
+    from .query_rules import QueryTooShortError, check_query_length, shortest_query_seconds
+
     device = check_device(args.device) if args.device else ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         embedder = pipeline("music-embedding", model=args.model, device=device, dtype=getattr(torch, args.dtype))
@@ -219,14 +234,32 @@ def embed_command(argv: list[str]) -> int:
     call_options = {"pooling": args.pooling, "batch_size": args.batch_size}
     if args.patch_mode is not None:
         call_options["patch_mode"] = args.patch_mode
+    shortest = shortest_query_seconds(embedder.feature_extractor)
 
-    results, skipped, seconds = [], [], 0.0
+    def check_length(path: str, seconds: float) -> None:
+        if seconds > 0:  # 0: an empty or unreadable header, which decoding words
+            check_query_length(seconds, path, shortest, use="an embedding")
+
+    if len(files) == 1:  # one file: its length is the answer, in one line
+        try:
+            check_length(files[0], audio_seconds(files[0]))
+        except QueryTooShortError as error:
+            print(f"myna embed: {error}", file=sys.stderr)
+            return 1
+
+    if embedder.device.type == "cpu":
+        keep_freed_memory()  # a command that exits when done, not a server: its forwards reuse their pages
+    results, skipped, too_short, seconds = [], [], [], 0.0
     started = time.perf_counter()
     progress = AudioProgress(embedder, files)
     for path in files:
         try:
+            check_length(path, progress.durations[path])
             results.append((path, embedder(path, **call_options)))
             seconds += progress.durations[path]
+        except QueryTooShortError as error:
+            too_short.append(path)
+            progress.write(f"skipped: {error}")
         except AudioDecodeError as error:
             skipped.append(path)
             progress.write(f"skipped: {error}")
@@ -235,12 +268,13 @@ def embed_command(argv: list[str]) -> int:
     elapsed = time.perf_counter() - started
 
     if not results:
-        what = "the file could not be read" if len(files) == 1 else f"none of the {len(files)} files could be read"
+        done = "embedded" if too_short else "read"
+        what = "the file could not be read" if len(files) == 1 else f"none of the {len(files)} files could be {done}"
         print(f"myna embed: {what}; nothing written.", file=sys.stderr)
         return 1
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     if extension == ".npz":
-        _write_npz(args.output, results, skipped, args.pooling)
+        _write_npz(args.output, results, skipped + too_short, args.pooling)
     else:
         _write_parquet(args.output, results, args.pooling)
     print(
@@ -249,6 +283,12 @@ def embed_command(argv: list[str]) -> int:
     )
     if skipped:
         print(f"skipped {plural(len(skipped), 'unreadable file')}: {', '.join(skipped)}", file=sys.stderr)
+    if too_short:
+        print(
+            f"skipped {plural(len(too_short), 'file')} shorter than one chunk ({shortest:.2f} s): "
+            f"{', '.join(too_short)}",
+            file=sys.stderr,
+        )
     return 0
 
 

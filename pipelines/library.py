@@ -9,9 +9,12 @@
 Decoding, resampling and the mel front end run in `--num_workers` worker processes (a `torch.utils.data`
 DataLoader), ahead of the model, which takes chunks from several files into each batch of `--batch_size`. Rows are
 written in shards of `--shard_size` files (see `store.py`), so a killed run loses at most one shard of work and the
-next run skips what is done. Under `torchrun` or `accelerate launch` (the `WORLD_SIZE` / `RANK` environment), each
-process embeds every `WORLD_SIZE`-th file of the sorted list into the same store on `cuda:LOCAL_RANK` (or the CPU),
-and the first process compacts the store once all have finished; the store is the same as one process writes.
+next run skips what is done. Unreadable files, and files shorter than one chunk (`query_rules.py`), are recorded
+with the reason in `.myna/errors-*.jsonl`, listed at the end, and not decoded again. Under `torchrun` or
+`accelerate launch` (the `WORLD_SIZE` / `RANK` environment), each process embeds every `WORLD_SIZE`-th file of the
+sorted list into the same store on `cuda:LOCAL_RANK` (or the CPU), and the first process compacts the store once all
+have finished; the store is the same as one process writes. A decoding worker runs on one thread, torch's and the
+decoder's (`_worker_init`): the model's threads keep the cores.
 """
 
 import json
@@ -19,42 +22,20 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from modeling_myna.audio_utils import AudioDecodeError, open_audio
 from myna_common.cli_support import audio_files_in, check_model_name, check_output_folder, plural
-from myna_common.progress import progress_bar
+from myna_common.progress import progress_bar, transformers_bars_off
 
-from .arguments import EmbedArguments, find_audio_files
+from .arguments import EmbedArguments, LibraryArguments, check_output_outside_inputs, embed_parser, find_audio_files
 from .precision import PRECISIONS, MynaInferenceModel, check_precision
+from .query_rules import QueryTooShortError, check_query_length, shortest_query_seconds
 from .store import EmbeddingStore, content_hash, settings_key
-from .streaming import AudioSegment, segment_chunks, stream_segments
-
-
-
-
-@dataclass
-class LibraryArguments:
-    precision: Literal["float32", "bfloat16", "int8"] = field(
-        default="float32",
-        metadata={
-            "help": "CPU inference precision. bfloat16 (CPUs with native bfloat16) and int8 (dynamic quantization) "
-            "are checked against float32 on generated music first and refused below a mean cosine of 0.99."
-        },
-    )
-    timeline: bool = field(default=False, metadata={"help": "Also store each track's 3 s chunk embeddings."})
-    num_workers: int = field(
-        default=1, metadata={"help": "Decoding processes running ahead of the model (0: decode in the main process)."}
-    )
-    shard_size: int = field(default=256, metadata={"help": "Files per Parquet shard: at most this much is redone."})
-    repair: bool = field(
-        default=False,
-        metadata={"help": "Set damaged shards aside (.myna/damaged/) and embed their files again, keeping the rest."},
-    )
+from .streaming import AudioSegment, open_stream, segment_chunks, stream_segments
 
 
 # ------------------------------------------------------------------------------------------------ model identity
@@ -92,12 +73,14 @@ def front_end_settings(feature_extractor) -> dict[str, Any]:
 
 
 def load_model(model_id: str, device: str, dtype: str = "float32"):
-    """`(model, feature_extractor)` of a Myna folder or Hub id."""
+    """`(model, feature_extractor)` of a Myna folder or Hub id; transformers' "Loading weights" bar stays off
+    (a library call, in a service or a notebook, prints nothing of its own), and is as it was afterwards."""
     import modeling_myna  # noqa: F401  (registers Myna with the Auto classes)
     from modeling_myna import MynaFeatureExtractor
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(model_id, dtype=getattr(torch, dtype)).to(device).eval()
+    with transformers_bars_off():
+        model = AutoModel.from_pretrained(model_id, dtype=getattr(torch, dtype)).to(device).eval()
     try:
         feature_extractor = MynaFeatureExtractor.from_pretrained(model_id)
     except OSError:  # a folder without preprocessor_config.json
@@ -110,11 +93,13 @@ def load_model(model_id: str, device: str, dtype: str = "float32"):
 
 class _LibraryFiles(torch.utils.data.IterableDataset):
     """Decoded files as a stream of items: `segment` (chunk spectrograms, or samples when the model is not on the
-    CPU) and `error` (an unreadable file, with the reason). Worker `w` of `n` takes files `w, w + n, ...`."""
+    CPU), `error` (an unreadable file, with the reason) and `too_short` (a file shorter than one chunk, with the
+    rule's sentence). Worker `w` of `n` takes files `w, w + n, ...`."""
 
     def __init__(self, files: list[str], feature_extractor, segment_chunks_: int, spectrograms: bool):
         self.files, self.feature_extractor = files, feature_extractor
         self.segment_chunks, self.spectrograms = segment_chunks_, spectrograms
+        self.shortest = shortest_query_seconds(feature_extractor)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
@@ -135,6 +120,8 @@ class _LibraryFiles(torch.utils.data.IterableDataset):
             # resamples and checks it block by block; every error's message is the one the store records.
             with open_audio(path, self.feature_extractor.sampling_rate) as audio:
                 header["duration"] = audio.duration
+                if audio.duration > 0:  # 0: an empty recording, which decoding words
+                    check_query_length(audio.duration, path, self.shortest, use="an embedding")
                 for segment in stream_segments(audio, self.feature_extractor, self.segment_chunks):
                     item = {**header, "kind": "segment", "is_last": segment.is_last}
                     item["start_frames"] = torch.as_tensor(segment.chunk_start_frames())
@@ -143,23 +130,40 @@ class _LibraryFiles(torch.utils.data.IterableDataset):
                     else:
                         item["segment"] = {**vars(segment), "samples": torch.from_numpy(segment.samples)}
                     yield item
+        except QueryTooShortError as error:
+            yield {**header, "kind": "too_short", "error": str(error)}
         except (AudioDecodeError, OSError) as error:
             yield {**header, "kind": "error", "error": str(error)}
 
 
 def _worker_init(_):
-    torch.set_num_threads(1)  # the model's threads keep the cores; a worker decodes on one
+    """A decoding worker runs on one thread, end to end: torch's (the mel) and the decoder's (a long FLAC would
+    otherwise decode in `decode_threads()` pieces at once, up to 4 per worker). The model's threads keep the cores."""
+    torch.set_num_threads(1)
+    os.environ["MYNA_DECODE_THREADS"] = "1"  # this worker's environment only: modeling_myna.audio_utils reads it
 
 
 # ------------------------------------------------------------------------------------------------ embedding
 
 
 def embed_chunks(
-    source: Any, inference: MynaInferenceModel, feature_extractor, patch_mode: str | None, batch_size: int = 32
+    source: Any,
+    inference: MynaInferenceModel,
+    feature_extractor,
+    patch_mode: str | None,
+    batch_size: int = 32,
+    use: str = "an embedding",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One input's `(chunks, D)` chunk embeddings and `(chunks,)` start seconds, as the store computes them."""
+    """One input's `(chunks, D)` chunk embeddings and `(chunks,)` start seconds, as the store computes them.
+
+    Raises:
+        QueryTooShortError: the input is shorter than one chunk (`query_rules.py`; `use` says what it was for).
+    """
+    audio = open_stream(source, feature_extractor)
+    if audio.duration > 0:  # 0: an empty recording, which decoding words
+        check_query_length(audio.duration, audio.name, shortest_query_seconds(feature_extractor), use=use)
     embeddings, starts = [], []
-    for segment in stream_segments(source, feature_extractor, batch_size):
+    for segment in stream_segments(audio, feature_extractor, batch_size):
         chunks = segment_chunks(segment, feature_extractor, device=inference.device)
         embeddings.append(inference.embed(chunks, patch_mode).cpu().numpy())
         starts.append(segment.chunk_start_frames())
@@ -183,10 +187,11 @@ def _barrier(world_size: int) -> None:
         torch.distributed.barrier()
 
 
-def _todo(files: list[str], store: EmbeddingStore, key: str) -> tuple[list[str], int, int]:
-    """The files that need embedding, and how many are skipped as done or as known to be unreadable."""
+def _todo(files: list[str], store: EmbeddingStore, key: str) -> tuple[list[str], int, int, list[str]]:
+    """The files that need embedding, how many are skipped as done or as known to be unreadable, and those known to
+    be shorter than one chunk."""
     states, errors = store.file_states(), store.errors()
-    todo, done, unreadable = [], 0, 0
+    todo, done, unreadable, too_short = [], 0, 0, []
     for path in files:
         try:
             stat = os.stat(path)
@@ -206,10 +211,13 @@ def _todo(files: list[str], store: EmbeddingStore, key: str) -> tuple[list[str],
             stat.st_size,
             stat.st_mtime_ns,
         ):
-            unreadable += 1
+            if error.get("too_short"):
+                too_short.append(path)
+            else:
+                unreadable += 1
             continue
         todo.append(path)
-    return todo, done, unreadable
+    return todo, done, unreadable, too_short
 
 
 class _Batcher:
@@ -267,9 +275,12 @@ def embed_library(
     overwrite: bool = False,
     progress: bool = True,
     repair: bool = False,
+    keep_memory: bool = False,
 ) -> dict[str, Any]:
     """Embeds `files` (audio files, or folders searched recursively) into the store at `store_path`, skipping those
-    already there; returns the run's counts.
+    already there; returns the run's counts. Files shorter than one chunk are skipped and listed (`too_short`),
+    recorded with the reason as unreadable files are. `keep_memory`: see `MynaInferenceModel` (`myna embed` sets
+    it; a library call leaves the process's malloc alone).
 
     In a torchrun / accelerate launch, every process calls this with the same arguments.
     """
@@ -295,7 +306,7 @@ def embed_library(
         check = check_precision(model, feature_extractor, precision, patch_mode=patch_mode)
         if rank == 0:
             print(f"precision {precision}: mean cosine {check['cosine']:.5f} to float32 on generated music")
-    inference = MynaInferenceModel(model, precision)
+    inference = MynaInferenceModel(model, precision, keep_memory=keep_memory)
     fingerprint = model_fingerprint(model)
     settings = {
         "patch_mode": patch_mode,
@@ -327,7 +338,7 @@ def embed_library(
 
     files = sorted({os.path.abspath(f) for f in find_audio_files(files)})
     mine = files[rank::world_size]
-    todo, done, known_bad = _todo(mine, store, key)
+    todo, done, known_bad, too_short = _todo(mine, store, key)
 
     dataset = _LibraryFiles(todo, feature_extractor, batch_size, spectrograms=torch.device(device).type == "cpu")
     workers = min(num_workers, len(todo))
@@ -374,11 +385,16 @@ def embed_library(
 
     try:
         for item in loader:
-            if item["kind"] == "error":
+            if item["kind"] in ("error", "too_short"):  # recorded alike: a re-run does not decode them again
                 record = {k: item[k] for k in ("path", "size", "mtime_ns", "error")}
-                errors.append({**record, "settings_key": key, "time": time.time()})
-                counts["unreadable"] += 1
-                bar.write(f"unreadable: {item['error']}", file=sys.stderr)
+                record.update(settings_key=key, time=time.time())
+                short = item["kind"] == "too_short"
+                errors.append({**record, "too_short": True} if short else record)
+                if short:
+                    too_short.append(item["path"])
+                else:
+                    counts["unreadable"] += 1
+                bar.write(f"{'skipped' if short else 'unreadable'}: {item['error']}", file=sys.stderr)
                 bar.update(1)
                 continue
             if "chunks" in item:
@@ -402,24 +418,18 @@ def embed_library(
         store.compact()
         store.write_metadata({**row_fields, "settings": settings})
     _barrier(world_size)
-    counts.update(skipped=done, known_unreadable=known_bad, files=len(mine), rank=rank, world_size=world_size,
-                  repaired=repaired)
+    counts.update(
+        skipped=done, known_unreadable=known_bad, too_short=sorted(too_short), shortest_seconds=dataset.shortest,
+        files=len(mine), rank=rank, world_size=world_size, repaired=repaired,
+    )  # fmt: skip
     return counts
 
 
 def embed_library_command(argv: list[str]) -> int:
     """`myna embed ... --output FOLDER`: the store variant of `myna embed` (see the module docstring)."""
-    from myna_common.cli_support import UsageError, dataclass_parser, parse_into
+    from myna_common.cli_support import parse_into
 
-    parser = dataclass_parser(
-        EmbedArguments,
-        LibraryArguments,
-        prog="myna embed",
-        description="Embed a music library into a resumable store folder (sharded Parquet; an --output folder: a name "
-        "without an extension). Re-running skips files already embedded with the same model and settings and "
-        "re-embeds changed ones. `datasets.load_dataset('parquet', data_dir=STORE)` opens it.",
-    )
-    parser.add_argument("inputs", nargs="+", metavar="AUDIO", help="Audio files, or folders searched recursively.")
+    parser = embed_parser()
     args, library, positional = parse_into(parser, (EmbedArguments, LibraryArguments), argv)
     if args.batch_size < 1 or library.shard_size < 1 or library.num_workers < 0:
         parser.error("--batch_size and --shard_size must be at least 1, --num_workers at least 0.")
@@ -430,16 +440,7 @@ def embed_library_command(argv: list[str]) -> int:
     files = find_audio_files(positional.inputs)
     if not files:
         parser.error(f"no audio files in {' '.join(positional.inputs)}.")
-    output = os.path.abspath(args.output)
-    for given in positional.inputs:
-        folder = os.path.abspath(given)
-        if os.path.isdir(folder) and (output == folder or output.startswith(folder.rstrip(os.sep) + os.sep)):
-            where = "is" if output == folder else "is inside"
-            beside = os.path.join(os.path.relpath(os.path.dirname(folder)), "myna-store")
-            raise UsageError(
-                f"--output {args.output} {where} {given}, a folder being embedded: a store never goes into the music "
-                f"it holds. Name a folder beside it, e.g. --output {beside}"
-            )
+    check_output_outside_inputs(args.output, positional.inputs, store=True)
     check_output_folder(args.output, overwrite=args.overwrite, own=EmbeddingStore.is_store, what="store")
     check_model_name(args.model)
     try:
@@ -447,7 +448,7 @@ def embed_library_command(argv: list[str]) -> int:
             files, args.output, args.model, patch_mode=args.patch_mode, precision=library.precision,
             timeline=library.timeline or args.pooling == "none", batch_size=args.batch_size,
             num_workers=library.num_workers, shard_size=library.shard_size, device=args.device, dtype=args.dtype,
-            overwrite=args.overwrite, repair=library.repair,
+            overwrite=args.overwrite, repair=library.repair, keep_memory=True,
         )  # fmt: skip
     except (OSError, ValueError) as error:
         print(f"myna embed: {error}", file=sys.stderr)
@@ -469,6 +470,12 @@ def embed_library_command(argv: list[str]) -> int:
             print(
                 f"{plural(bad, 'unreadable file')}, listed with the reason in "
                 f"{os.path.join(args.output, '.myna', 'errors-*.jsonl')}",
+                file=sys.stderr,
+            )
+        if counts["too_short"]:
+            print(
+                f"skipped {plural(len(counts['too_short']), 'file')} shorter than one chunk "
+                f"({counts['shortest_seconds']:.2f} s): {', '.join(counts['too_short'])}",
                 file=sys.stderr,
             )
     return 0

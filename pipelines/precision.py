@@ -19,13 +19,14 @@
               float32's time on the same batch (interleaved runs; its fast kernels come through `torch.compile`,
               minutes of C++ compilation on a small CPU), against 0.57x for the oneDNN path in the same runs.
 
-Memory: on Linux with glibc, `MynaInferenceModel` on the CPU first calls `keep_freed_memory()`, which keeps freed
-blocks of up to 32 MiB in the process's heap instead of handing them back to the kernel. By default glibc maps large
-blocks afresh and returns the heap's free top, so every forward faults its activations' pages in again: profiled on
-a 3-minute hybrid "both" batch at int8, GELU took 3x and the quantized GEMMs 1.3x as long without it; end to end
-(decoding and the mel included) it is worth a few percent (`benchmarks/benchmark_embed_track.py`, with and without
-`--default_malloc`). The price is that the process keeps its peak heap until it exits; `MynaInferenceModel(...,
-keep_memory=False)` leaves malloc alone.
+Memory: on Linux with glibc, `MynaInferenceModel(..., keep_memory=True)` on the CPU first calls
+`keep_freed_memory()`, which keeps freed blocks of up to 32 MiB in the process's heap instead of handing them back to
+the kernel. By default glibc maps large blocks afresh and returns the heap's free top, so every forward faults its
+activations' pages in again: profiled on a 3-minute hybrid "both" batch at int8, GELU took 3x and the quantized GEMMs
+1.3x as long without it; end to end (decoding and the mel included) it is worth a few percent
+(`benchmarks/benchmark_embed_track.py`, with and without `--default_malloc`). The price is that the process keeps its
+peak heap until it exits, and the setting is the whole process's: so it is opt-in. `myna embed`, a command that
+exits when done, opts in; the library by default (the app's server, a service importing it) leaves malloc alone.
 
 A reduced precision is accepted when the mean cosine similarity of its chunk embeddings to float32's, on generated
 music (`myna_common.synthetic`), is at least `COSINE_BOUND`; `check_precision` measures it in a few seconds and
@@ -118,13 +119,12 @@ class MynaInferenceModel:
         precision: one of `PRECISIONS`.
         engine: for int8, the quantized engine (`torch.backends.quantized.supported_engines`); default
             `int8_engine()`.
-        keep_memory: on the CPU, call `keep_freed_memory()` (glibc keeps freed blocks for the next forward;
-            the module docstring gives the gain and the price).
+        keep_memory: on the CPU, call `keep_freed_memory()`: glibc keeps freed blocks for the next forward, for
+            the whole process and until it exits (the module docstring gives the gain and the price). Off by
+            default; `myna embed` turns it on.
     """
 
-    def __init__(
-        self, model, precision: str = "float32", engine: str | None = None, keep_memory: bool = True
-    ):
+    def __init__(self, model, precision: str = "float32", engine: str | None = None, keep_memory: bool = False):
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}.")
         encoder = model.base_model.eval()

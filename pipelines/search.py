@@ -245,12 +245,17 @@ class MynaIndex:
     def search_audio(self, audio: Any, k: int = 10, segments: bool = False, model=None) -> list[dict]:
         """Nearest tracks of one audio input (a path, bytes, `{"array", "sampling_rate"}`, ...), embedded as the
         store was. With `segments`, each result also gets the best-matching 3 s segment of that track
-        (`segment_start`, `segment_score`) and of the query (`query_segment_start`), from the store's timelines."""
+        (`segment_start`, `segment_score`) and of the query (`query_segment_start`), from the store's timelines.
+
+        Raises:
+            QueryTooShortError: the audio is shorter than one chunk (`query_rules.py`): it has nothing to search
+                with.
+        """
         from .library import embed_chunks
 
         inference, feature_extractor = self.model(model)
         stored_mode = self.info["store_settings"]["patch_mode"]
-        chunks, starts = embed_chunks(audio, inference, feature_extractor, stored_mode)
+        chunks, starts = embed_chunks(audio, inference, feature_extractor, stored_mode, use="a search")
         chunks = select_patch_mode(chunks, self.info["store_settings"], self.info["patch_mode"])
         results = self.search(chunks.mean(axis=0), k)[0]
         if segments:

@@ -1,9 +1,11 @@
 """Every command that writes a folder refuses, before any work, a file, a folder of music (whatever the flags) and a
 non-empty folder that is not its own (unless told: --overwrite_output_dir for the scripts, --overwrite for `myna`);
-the converter, `myna embed` (store), `myna index`, pre-training's run folder, probe.py and export.py. Fine-tuning's
-run identity is tested in test_training_finetune.py."""
+the converter, `myna embed` (store), `myna index`, pre-training's run folder, probe.py and export.py; and `myna embed`
+writes no output, folder or file, inside a folder it embeds. Fine-tuning's run identity is tested in
+test_training_finetune.py."""
 
 import json
+import os
 
 import pytest
 
@@ -66,6 +68,24 @@ def test_myna_embed_never_turns_a_music_folder_into_a_store(tmp_path, music, cap
     assert myna(["embed", str(music), "--model", "no-model", "--output", str(other)]) == 2
     err = capsys.readouterr().err
     assert "not empty (thesis.pdf) and holds no store" in err and "--overwrite" in err and len(err.splitlines()) == 2
+
+
+def test_myna_embed_never_writes_a_file_into_a_folder_it_embeds(tmp_path, music, capsys):
+    # A single output file, too: --output music/sub/x.parquet or music/emb.npz would leave embeddings in the music.
+    (music / "sub").mkdir()
+    before = sorted(p.name for p in music.rglob("*"))
+    for output in (music / "sub" / "x.parquet", music / "emb.npz"):
+        code = myna(["embed", str(music), "--model", "no-model", "--output", str(output), "--overwrite"])
+        err = capsys.readouterr().err.splitlines()
+        assert code == 2 and err[0] == (
+            f"myna embed: error: --output {output} is inside {music}, a folder being embedded: myna embed never "
+            f"writes into the music it reads. Name a file beside it, e.g. --output "
+            f"{os.path.join(os.path.relpath(tmp_path), output.name)}"
+        )
+    assert sorted(p.name for p in music.rglob("*")) == before
+    # A file beside the folder goes on (to the next check: here, the missing model).
+    assert myna(["embed", str(music), "--model", "no-model", "--output", str(tmp_path / "emb.npz")]) == 2
+    assert "--model no-model: no folder named no-model" in capsys.readouterr().err
 
 
 def test_store_overwrite_removes_only_the_stores_own_folders(tmp_path):

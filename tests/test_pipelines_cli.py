@@ -284,15 +284,72 @@ def test_progress_moves_inside_a_long_file(folder, tmp_path):
     progress.close()
 
 
-def test_quiet_truthful_output_for_a_short_file_and_a_text_file_named_mp3(folder, tmp_path, capfd):
-    # One file: "1 file"; shorter than one 3 s chunk: no progress bar; a text file renamed .mp3: no decoder notes.
-    short = write_audio(tmp_path / "short.wav", 0.1, sampling_rate=16_000)
-    assert main(["embed", short, "--model", folder, "--output", str(tmp_path / "one.npz")]) == 0
+def test_quiet_truthful_output_for_one_file_and_a_text_file_named_mp3(folder, tmp_path, capfd):
+    # One file: "1 file"; a text file renamed .mp3: no decoder notes.
+    one = write_audio(tmp_path / "one.wav", 4.0, sampling_rate=16_000)
+    assert main(["embed", one, "--model", folder, "--output", str(tmp_path / "one.npz")]) == 0
     out, err = capfd.readouterr()
-    assert "embedded 1 file (0.1 s of audio)" in out and "audio s" not in err and "0/0" not in err
+    assert "embedded 1 file (4.0 s of audio)" in out and "0/0" not in err
     fake = tmp_path / "notes.mp3"
     fake.write_text("hello, this is text\n" * 40)
     assert main(["embed", str(fake), "--model", folder, "--output", str(tmp_path / "none.npz")]) == 1
     err = capfd.readouterr().err
     assert "it is a text file" in err and "the file could not be read" in err
     assert "Illegal Audio-MPEG-Header" not in err and "resync" not in err.lower()  # fd 2: libsndfile's own prints
+
+
+# ------------------------------------------------------------------------------------------ hardening the command
+
+
+def test_a_clip_shorter_than_one_chunk_is_refused_alone_and_skipped_among_others(
+    folder, music, tmp_path, capsys, monkeypatch
+):
+    # The page's rule (query_rules.py), in its words: one file alone is refused in one line; among others it is
+    # skipped, listed at the end and recorded as skipped, and the rest is embedded. The command keeps freed memory
+    # for its forwards (an opt-in of the library: precision.py).
+    from myna_pipelines import precision
+    from myna_pipelines.query_rules import QueryTooShortError, check_query_length
+
+    malloc_calls = []
+    monkeypatch.setattr(precision, "keep_freed_memory", lambda: malloc_calls.append(1) or True)
+
+    short = write_audio(tmp_path / "clip.wav", 0.2, sampling_rate=16_000)
+    with pytest.raises(QueryTooShortError) as rule:
+        check_query_length(0.2, short, 95 * 512 / 16_000, use="an embedding")
+    output = tmp_path / "alone.npz"
+    assert main(["embed", short, "--model", folder, "--output", str(output)]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"myna embed: {rule.value}"] and not output.exists()
+
+    output = tmp_path / "mixed.npz"
+    audio = str(music / "a.wav")
+    assert main(["embed", audio, short, "--model", folder, "--output", str(output)]) == 0
+    saved = np.load(output)
+    assert saved["paths"].tolist() == [audio] and saved["skipped"].tolist() == [short]
+    out, err = capsys.readouterr()
+    assert "embedded 1 file (8.0 s of audio)" in out
+    assert f"skipped: {rule.value}" in err and f"skipped 1 file shorter than one chunk (3.04 s): {short}" in err
+    assert malloc_calls == [1]  # the run that embedded
+
+
+def test_embed_help_lists_every_option_and_a_file_output_refuses_the_stores(folder, music, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    every, store = text.split("\nevery output (")[1].split("\nstore folder output only (--output FOLDER")
+    for option in ("--timeline", "--num_workers", "--precision", "--shard_size", "--repair"):
+        assert f"\n  {option} " in store and option not in every, option  # listed, under the store's heading
+    assert "\n  --pooling " in every and "--pooling" not in store
+
+    audio, output = str(music / "a.wav"), str(tmp_path / "x.npz")
+    cases = {
+        ("--timeline",): "--timeline applies only to a store folder output",
+        ("--num_w", "2", "--shard_size=3"): "--num_workers, --shard_size apply only to a store folder output",
+    }
+    for extra, message in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main(["embed", audio, "--model", folder, "--output", output, *extra])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"myna embed: error: {message}") and f"not to the file {output}" in err
+    assert not os.path.exists(output)

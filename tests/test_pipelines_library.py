@@ -1,5 +1,6 @@
-"""`myna embed DIR --output store/`: the store's rows, resuming a killed run, changed and unreadable files, the
-`datasets` round trip, and two torchrun processes writing the same store as one."""
+"""`myna embed DIR --output store/`: the store's rows, resuming a killed run, changed, unreadable and too short files,
+the `datasets` round trip, two torchrun processes writing the same store as one, decoding workers on one thread,
+malloc left alone unless `myna embed` asks, and no loading bar from `load_model`."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from transformers import pipeline
 
 import myna_pipelines  # noqa: F401
@@ -173,3 +175,103 @@ def test_a_store_of_another_front_end_is_refused_like_another_model(folder, tmp_
     with pytest.raises(ValueError, match=r"another front end .*\(hop_length: 512 -> 256\)"):
         index.search_audio(str(music / "00.wav"), model=str(other))
     assert index.search_audio(str(music / "00.wav"), k=1)[0]["path"] == str(music / "00.wav")
+
+
+# ------------------------------------------------------------------------------------------ hardening the command
+
+
+def test_a_track_shorter_than_one_chunk_is_skipped_listed_and_remembered(folder, tmp_path, capsys, monkeypatch):
+    # The rule of query_rules.py: never embedded (no zero-padded row of silence), never an aborted run; listed at
+    # the end, and recorded so that the next run does not decode it again. `myna embed` opts in to keeping freed
+    # memory (precision.keep_freed_memory), the library call does not.
+    from myna_pipelines import precision
+
+    calls = []
+    monkeypatch.setattr(precision, "keep_freed_memory", lambda: calls.append(1) or True)
+    music = make_library(tmp_path / "music", 2)
+    short = write_audio(music / "short.wav", 0.2, sampling_rate=16_000)
+    store = tmp_path / "store"
+    argv = ["embed", str(music), "--model", folder, "--output", str(store), "--num_workers", "0"]
+    assert main(argv) == 0 and calls == [1]
+    assert sorted(store_rows(store)) == [str(music / "00.wav"), str(music / "01.wav")]
+    record = EmbeddingStore(str(store)).errors()[short]
+    assert record["too_short"] and record["error"] == (
+        f"`{short}` is 0.20 s long; an embedding needs at least one chunk, 3.04 s of audio. Use a longer clip."
+    )
+    out, err = capsys.readouterr()
+    assert "embedded 2 files" in out and f"skipped: {record['error']}" in err
+    listed = f"skipped 1 file shorter than one chunk (3.04 s): {short}"
+    assert listed in err and "1 unreadable file," in err  # broken.flac, counted apart
+    assert main(argv) == 0  # remembered, not decoded again, still listed
+    out, err = capsys.readouterr()
+    assert "nothing new to embed: 2 files already" in out and listed in err and "skipped:" not in err
+
+    calls.clear()
+    counts = embed_library([short], str(tmp_path / "library"), folder, num_workers=0, progress=False)
+    assert counts["too_short"] == [short] and counts["embedded"] == 0 and calls == []
+
+
+class _DecoderProbe(torch.utils.data.IterableDataset):
+    """What a decoding worker's decoder sees: its thread count, torch's, and the pieces a long FLAC is read in."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __iter__(self):
+        from modeling_myna import audio_utils
+
+        pieces, original = [], audio_utils._read_in_pieces
+        audio_utils._read_in_pieces = lambda *args: pieces.append(args[-1]) or original(*args)
+        try:
+            audio_utils.load_audio(self.path)
+        finally:
+            audio_utils._read_in_pieces = original
+        yield {
+            "decode_threads": audio_utils.decode_threads(),
+            "torch_threads": torch.get_num_threads(),
+            "pieces": pieces,
+        }
+
+
+def test_decoding_workers_decode_on_one_thread(tmp_path, monkeypatch):
+    # On a machine of 4 cores a long FLAC would decode in 4 pieces at once in every worker (oversubscribed next to
+    # the model's threads); the library's worker set-up makes the decoder one piece, one thread.
+    from modeling_myna import audio_utils
+    from myna_pipelines.library import _worker_init
+
+    monkeypatch.delenv("MYNA_DECODE_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(audio_utils, "PARALLEL_DECODE_MIN_SECONDS", 1.0)  # a 3 s file counts as long
+    path = write_audio(tmp_path / "long.flac", 3.0, sampling_rate=16_000, channels=2)
+    assert audio_utils.decode_threads() == 4  # what a worker would inherit without the set-up
+
+    def probe(worker_init_fn):
+        loader = torch.utils.data.DataLoader(
+            _DecoderProbe(path), batch_size=None, num_workers=1, worker_init_fn=worker_init_fn,
+            multiprocessing_context="fork",  # the monkeypatched cores travel to the worker
+        )  # fmt: skip
+        return next(iter(loader))
+
+    assert probe(None)["pieces"] == [4]  # the probe sees the decoder's pieces
+    assert probe(_worker_init) == {"decode_threads": 1, "torch_threads": 1, "pieces": []}
+    assert "MYNA_DECODE_THREADS" not in os.environ  # set in the worker only
+
+
+def test_load_model_draws_no_loading_bar_and_restores_the_setting(folder, capsys):
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    from myna_pipelines.library import load_model
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()  # as in a plain Python session (`myna` turns them off in logs)
+    try:
+        capsys.readouterr()
+        model, _ = load_model(folder, "cpu")
+        assert "Loading weights" not in capsys.readouterr().err and model.config.hidden_size == 32
+        assert hf_logging.is_progress_bar_enabled()
+        AutoModel.from_pretrained(folder)  # outside the helper, transformers' bar is as it was
+        assert "Loading weights" in capsys.readouterr().err
+    finally:
+        if not enabled:
+            hf_logging.disable_progress_bar()

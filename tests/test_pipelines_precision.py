@@ -101,7 +101,9 @@ def test_int8_quantizes_every_encoder_linear_and_leaves_the_model_alone(tiny, en
     assert torch.nn.functional.cosine_similarity(got, expected).mean() >= COSINE_BOUND
 
 
-def test_cpu_inference_keeps_freed_memory_unless_told_not_to(tiny, monkeypatch):
+def test_cpu_inference_keeps_freed_memory_only_when_asked(tiny, monkeypatch):
+    # Process-wide malloc settings are the caller's choice: a server or a service importing the library keeps
+    # glibc's defaults; `myna embed` asks (test_pipelines_library.py).
     import platform
 
     from myna_pipelines import precision
@@ -110,7 +112,9 @@ def test_cpu_inference_keeps_freed_memory_unless_told_not_to(tiny, monkeypatch):
     calls = []
     monkeypatch.setattr(precision, "keep_freed_memory", lambda: calls.append(1) or True)
     MynaInferenceModel(model, "float32")
-    MynaInferenceModel(model, "float32", keep_memory=False)
+    MynaInferenceModel(model, "int8")
+    assert calls == []
+    MynaInferenceModel(model, "float32", keep_memory=True)
     assert calls == [1]
     monkeypatch.undo()
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"

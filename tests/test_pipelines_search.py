@@ -88,6 +88,23 @@ def test_index_and_search_commands(library, tmp_path, capsys):
     assert f"no index at {tmp_path / 'indx'} (no such folder): build one with `myna index" in capsys.readouterr().err
 
 
+def test_a_query_shorter_than_one_chunk_is_refused_in_the_pages_words(library, tmp_path, capsys):
+    # Before, a 0.2 s clip was zero-padded to one chunk of near silence and searched (scores about 0.05).
+    from myna_pipelines.query_rules import QueryTooShortError
+
+    index = tmp_path / "index"
+    build_index(library["store"], str(index))
+    clip = str(tmp_path / "clip.wav")
+    sf.write(clip, np.random.default_rng(0).uniform(-0.5, 0.5, 3_200), 16_000)  # 0.2 s
+    message = f"`{clip}` is 0.20 s long; a search needs at least one chunk, 3.04 s of audio. Use a longer clip."
+    with pytest.raises(QueryTooShortError) as error:
+        MynaIndex.load(str(index)).search_audio(clip)
+    assert str(error.value) == message
+    assert main(["search", str(index), clip]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [f"myna search: {message}"]  # and no loading bar (load_model)
+
+
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_approximate_indexes_agree_with_exact_search(kind):
     rng = np.random.default_rng(0)
