@@ -246,6 +246,17 @@ def test_map_figure_holds_50k_points_in_one_gl_trace_per_colour():
     assert len(numeric.data) == 1 and numeric.data[0].marker.showscale
 
 
+def test_the_maps_legend_and_colour_bar_are_below_the_points(opened):
+    # On the right, Plotly's toolbar covered the legend's title and hover labels ran over it.
+    pytest.importorskip("plotly")
+    from myna_pipelines.app import map_figure
+
+    legend = map_figure(opened, "folder").layout.legend
+    assert legend.orientation == "h" and legend.y <= 0 and legend.yanchor == "top" and legend.title.text == "folder"
+    bar = map_figure(opened, "duration (s)").data[-1].marker.colorbar  # a numeric column: a colour bar
+    assert bar.orientation == "h" and bar.y <= 0 and bar.yanchor == "top" and bar.title.text == "duration (s)"
+
+
 # ------------------------------------------------------------------------------------------------ the command
 
 
