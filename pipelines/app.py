@@ -12,9 +12,11 @@ the index folder), coloured by a metadata column (the folder, the format, the du
 `metadata.csv` files beside the tracks or given with --metadata); hover for the name, click a point to play the track
 and search from it. **Track**: a track's self-similarity, its 3 s chunks against each other (repeats and sections).
 
-A mistake (a file that is not audio, a clip shorter than one chunk, a store of another model, an empty store) is one
-message on the page; the app keeps serving. `space/app.py` runs the same app as a Hugging Face Space. Needs the
-`app` extra (gradio, plotly, scikit-learn); `umap-learn` for a UMAP map.
+A mistake (a file that is not audio, a clip shorter than one chunk or longer than ten minutes, a store of another
+model, an empty store) is one message on the page; the app keeps serving.
+
+`space/app.py` runs the same app as a Hugging Face Space. Needs the `app` extra (gradio, plotly, scikit-learn);
+`umap-learn` for a UMAP map.
 
 Here: the page (its components and events) and the command. What the page shows comes from `explore.py` (the
 library as data) and `app_figures.py` (its figures).

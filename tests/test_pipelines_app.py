@@ -169,6 +169,26 @@ def test_bad_clips_are_one_message(opened, tmp_path):
     assert opened.search_clip(write_short_clip(str(tmp_path / "enough.wav"), 3.1), k=1).results  # one chunk will do
 
 
+def test_a_query_longer_than_ten_minutes_is_refused_before_it_is_decoded(opened, tmp_path, monkeypatch):
+    import modeling_myna.audio_utils as audio_utils
+    from myna_pipelines.query_rules import MAX_QUERY_SECONDS
+
+    concert = str(tmp_path / "concert.wav")
+    sf.write(concert, np.zeros(int((MAX_QUERY_SECONDS + 60) * 1000), np.int16), 1000, subtype="PCM_16")  # 11 min
+    decoded, load_audio = [], audio_utils.load_audio
+
+    def decoding(source, **options):
+        decoded.append(source)
+        return load_audio(source, **options)
+
+    monkeypatch.setattr(audio_utils, "load_audio", decoding)
+    with pytest.raises(LibraryError, match=r"^`concert.wav` is 11.0 min long; a query is at most 10 min\. Cut"):
+        opened.search_clip(concert)
+    assert decoded == []  # refused from its header
+    clip, _ = cut_clip(opened.paths[0], str(tmp_path / "clip.wav"))
+    assert opened.search_clip(clip, k=1).results and decoded == [clip]  # a clip within the bounds: decoded once
+
+
 def test_another_models_store_turns_clip_search_off_not_the_app(library, tmp_path):
     other = save_tiny_model(tmp_path / "other", variant="base", seed=1)
     opened = LibraryExplorer.open(index=library["index"], model=other, load_query_model=True)
