@@ -15,6 +15,9 @@ and search from it. **Track**: a track's self-similarity, its 3 s chunks against
 A mistake (a file that is not audio, a clip shorter than one chunk or longer than ten minutes, a store of another
 model, an empty store) is one message on the page; the app keeps serving.
 
+The page serves the audio files of the tracks it has handed to a player (exactly those files, never their
+folders).
+
 `space/app.py` runs the same app as a Hugging Face Space. Needs the `app` extra (gradio, plotly, scikit-learn);
 `umap-learn` for a UMAP map.
 
@@ -24,6 +27,7 @@ library as data) and `app_figures.py` (its figures).
 
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -192,6 +196,20 @@ def create_app(library, k: int = 10):
                 track_player = gr.Audio(type="filepath", interactive=False, label="The track", elem_id="track-player")
                 similarity = gr.Plot(show_label=False, elem_id="self-similarity")
 
+        offered: set[str] = set()
+        offering = threading.Lock()
+
+        def offer(path: str | None) -> str | None:
+            """`path` for a player: Gradio may serve this exact file from now on (its `allowed_paths`). Never a
+            folder: Gradio serves everything below one, and beside a track may be anything (keys, web pages)."""
+            if path:
+                path = os.path.abspath(path)
+                with offering:
+                    if path not in offered:
+                        offered.add(path)
+                        demo.allowed_paths.append(path)
+            return path
+
         result_outputs = [message]
         for slot in slots:
             result_outputs += [slot.group, slot.title, slot.player, slot.timeline]
@@ -204,7 +222,7 @@ def create_app(library, k: int = 10):
                     continue
                 result = found.results[i]
                 start = result.get("segment_start", 0.0)
-                clip_path = library.segment_clip(result["id"], start)
+                clip_path = offer(library.segment_clip(result["id"], start))
                 label = f"{result['name']} from {_time(start)}" if clip_path else "(the audio file is not there)"
                 values += [
                     gr.Group(visible=True), result_title(result), gr.Audio(value=clip_path, label=label),
@@ -244,7 +262,7 @@ def create_app(library, k: int = 10):
                 name = library.names[track_id]
             except (ValueError, IndexError):
                 return [gr.skip()] * (5 + len(result_outputs))
-            audio = library.audio_path(track_id)
+            audio = offer(library.audio_path(track_id))
             note = "" if audio else f"⚠️ The audio of {name} is not where the store says ({library.paths[track_id]})."
             try:
                 found = library.search_track(track_id, int(shown))
@@ -260,7 +278,7 @@ def create_app(library, k: int = 10):
                 return [gr.skip()] * 3
             try:
                 track_id = library.track_id(track_name)
-                audio = library.audio_path(track_id)
+                audio = offer(library.audio_path(track_id))
                 matrix, starts = library.self_similarity(track_id)
                 note = "" if audio else f"⚠️ The audio of {track_name} is not where the store says."
                 note = note or (
@@ -292,22 +310,17 @@ def create_app(library, k: int = 10):
     return demo
 
 
-def allowed_paths(library) -> list[str]:
-    """The folders the page may play audio from: those of the library's tracks (and where clips are written)."""
-    folders = {os.path.dirname(library.audio_path(i) or library.paths[i]) for i in range(len(library))}
-    return sorted(folders) + [library.clips_folder]
-
-
 def launch(library, host: str | None = DEFAULT_HOST, port: int | None = DEFAULT_PORT, k: int = 10, block: bool = True,
            **options):  # fmt: skip
     """Serves the app of `library` at http://host:port; returns the Gradio app (`block=False`: in the background).
-    `host` / `port` None: Gradio's defaults, or its GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (as on a Space)."""
+    `host` / `port` None: Gradio's defaults, or its GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (as on a Space). The
+    page serves the audio files it hands to a player, nothing else of the library's folders."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     demo = create_app(library, k)
     demo.queue(default_concurrency_limit=2)
     demo.launch(
-        server_name=host, server_port=port, allowed_paths=allowed_paths(library), js=MAP_CLICK_JS, css=CSS,
-        prevent_thread_lock=not block, show_error=True, **options,
+        server_name=host, server_port=port, js=MAP_CLICK_JS, css=CSS, prevent_thread_lock=not block, show_error=True,
+        **options,
     )  # fmt: skip
     return demo
 

@@ -1,7 +1,8 @@
 """Shared by the app's tests: a tiny generated library (music in two folders with tags, a store with timelines, an
-index) and clips cut from its tracks on the store's 3 s chunk boundaries."""
+index), clips cut from its tracks on the store's 3 s chunk boundaries, and a free port to serve the app on."""
 
 import os
+import socket
 
 import numpy as np
 import soundfile as sf
@@ -68,3 +69,9 @@ def write_short_clip(path: str, seconds: float = 1.0) -> str:
     rng = np.random.default_rng(0)
     sf.write(path, (0.1 * rng.standard_normal(int(seconds * RATE))).astype(np.float32), RATE, subtype="FLOAT")
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -19,7 +19,13 @@ from myna_pipelines.explore import CACHE_DIR, LibraryError, LibraryExplorer, com
 from myna_pipelines.library import embed_library  # noqa: E402
 from myna_pipelines.store import EmbeddingStore  # noqa: E402
 
-from .app_support import cut_clip, make_library, write_not_audio, write_short_clip  # noqa: E402
+from .app_support import (  # noqa: E402
+    cut_clip,
+    free_port,
+    make_library,
+    write_not_audio,
+    write_short_clip,
+)
 from .pipelines_support import save_tiny_model  # noqa: E402
 
 
@@ -340,6 +346,43 @@ def test_myna_app_serves_its_page_and_answers_a_search(library, tmp_path):
         _, err = server.communicate(timeout=60)
     assert f"serving on http://127.0.0.1:{port}" in err and "8 tracks, map by" in err and "myna app: stopped" in err
     assert server.returncode == 0
+
+
+def test_the_page_serves_the_audio_it_played_and_nothing_else_of_the_library(library, opened):
+    # Gradio serves everything below an allowed folder: a key or a web page beside a track came back.
+    pytest.importorskip("gradio")
+    import httpx
+    from gradio_client import Client
+
+    from myna_pipelines.app import launch
+
+    jazz = os.path.dirname(library["paths"][0])
+    os.makedirs(os.path.join(jazz, ".ssh"), exist_ok=True)
+    secret, page = os.path.join(jazz, ".ssh", "id_rsa"), os.path.join(jazz, "x.html")
+    with open(secret, "w") as f:
+        f.write("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    with open(page, "w") as f:
+        f.write("<script>alert('from the library page')</script>\n")
+    port = free_port()
+    demo = launch(opened, "127.0.0.1", port, k=2, block=False, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        note, played, _ = client.predict("jazz/song0.wav", api_name="/show_track")  # the Track tab plays it
+        client.close()
+        assert note.startswith("4 chunks of 3 s") and played["path"].endswith("song0.wav")
+
+        def fetch(path: str) -> httpx.Response:
+            return httpx.get(f"http://127.0.0.1:{port}/gradio_api/file={path}", timeout=30)
+
+        for refused in (secret, page, library["paths"][1], jazz):  # a track not played, the folder itself
+            response = fetch(refused)
+            assert response.status_code == 403, (refused, response.status_code, response.headers["content-type"])
+        track = fetch(library["paths"][0])
+        with open(library["paths"][0], "rb") as f:
+            assert track.status_code == 200 and track.content == f.read()
+        assert fetch(played["path"]).status_code == 200  # Gradio's copy, which the player fetches
+    finally:
+        demo.close()
 
 
 def test_the_app_builds_its_page(opened):
