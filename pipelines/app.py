@@ -303,7 +303,10 @@ def create_app(library, k: int = 10):
         track.input(show_track, track, [track_message, track_player, similarity])
 
         def current_problems():  # the query model may still be loading when the page is first served
-            library.wait_for_model()
+            try:
+                library.wait_for_model()
+            except LibraryError as error:
+                return gr.Markdown(f"{problems_text(library)}\n\n⚠️ {error}".strip(), visible=True)
             return gr.Markdown(problems_text(library), visible=bool(library.problems))
 
         demo.load(current_problems, None, problems, show_progress="hidden")
@@ -416,7 +419,8 @@ def app_command(argv: list[str]) -> int:
         return 0
     port = args.port or _free_port(args.host)
     # The page first: the query model (torch, transformers, the weights) loads once it is served, while the map
-    # and the library's own tracks already answer; a search by a clip waits for it.
+    # and the library's own tracks already answer; a search by a clip waits for it (released however loading
+    # ends, at once for an empty library).
     library.expect_query_model()
     demo = launch(library, args.host, port, args.k, block=False, quiet=True)
     print(f"myna app: serving on http://{args.host}:{port} (Ctrl+C to stop)", file=sys.stderr)

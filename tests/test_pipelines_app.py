@@ -23,6 +23,7 @@ from .app_support import (  # noqa: E402
     cut_clip,
     free_port,
     make_library,
+    serve_command,
     write_not_audio,
     write_short_clip,
 )
@@ -346,6 +347,49 @@ def test_myna_app_serves_its_page_and_answers_a_search(library, tmp_path):
         _, err = server.communicate(timeout=60)
     assert f"serving on http://127.0.0.1:{port}" in err and "8 tracks, map by" in err and "myna app: stopped" in err
     assert server.returncode == 0
+
+
+def test_myna_app_on_an_empty_store_answers_a_clip_search_at_once(library, tmp_path):
+    # The command serves the page, then loads the query model; with nothing to index there is no model to load,
+    # and a search by a clip waited for it for ever.
+    pytest.importorskip("gradio")
+    from gradio_client import Client, handle_file
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    clip, _ = cut_clip(library["paths"][2], str(tmp_path / "clip.wav"))
+    with serve_command(["--store", str(empty)]) as served:
+        client = Client(served.url, verbose=False, download_files=False)
+        try:  # at once: well within the 2 minutes a search waits for a model still loading
+            answer = client.submit(handle_file(clip), None, 3, api_name="/search").result(timeout=30)
+        finally:
+            client.close()
+    assert answer[0].startswith("⚠️ The store `") and "holds no embeddings yet" in answer[0], answer[0]
+    assert served.returncode == 0 and "holds no embeddings yet" in served.err
+
+
+def test_a_search_waits_for_the_query_model_a_bounded_time(library, tmp_path, monkeypatch):
+    from myna_pipelines import explore
+
+    opened = LibraryExplorer.open(index=library["index"], load_query_model=False)
+    opened.expect_query_model()  # as the app does before it serves; here the model never comes
+    monkeypatch.setattr(explore, "QUERY_MODEL_WAIT_SECONDS", 1.0, raising=False)
+    clip, _ = cut_clip(library["paths"][0], str(tmp_path / "clip.wav"))
+    outcome = []
+    searching = threading.Thread(target=lambda: outcome.append(_raised(opened.search_clip, clip)), daemon=True)
+    searching.start()
+    searching.join(timeout=30)
+    assert outcome, "a search by a clip still waits for the query model after 30 s"
+    assert isinstance(outcome[0], LibraryError) and "still loading after 1 s: search again" in str(outcome[0])
+    assert opened.search_track(0, k=1).results[0]["id"] == 0  # a track of the library answers meanwhile
+
+
+def _raised(function, *args) -> Exception | None:
+    try:
+        function(*args)
+    except Exception as error:  # noqa: BLE001  (returned, and asserted by the caller)
+        return error
+    return None
 
 
 def test_the_page_serves_the_audio_it_played_and_nothing_else_of_the_library(library, opened):
