@@ -16,7 +16,8 @@ A mistake (a file that is not audio, a clip shorter than one chunk or longer tha
 model, an empty store) is one message on the page; the app keeps serving.
 
 The page serves the audio files of the tracks it has handed to a player (exactly those files, never their
-folders).
+folders). Uploads stop at `--max_upload_mb`; the players' temporary WAVs and Gradio's copies of what was played go
+when the app closes (and Gradio's after an hour anyway).
 
 `space/app.py` runs the same app as a Hugging Face Space. Needs the `app` extra (gradio, plotly, scikit-learn);
 `umap-learn` for a UMAP map.
@@ -36,6 +37,10 @@ from .app_figures import map_figure, self_similarity_figure, timeline_figure
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+MAX_UPLOAD_MB = 200  # a query is at most 10 minutes (query_rules.MAX_QUERY_SECONDS): 100 MB of 44.1 kHz stereo WAV
+# Gradio copies every file a player gets into its cache; copies older than an hour go, swept every 10 minutes (all
+# of them when the app closes).
+CACHE_SWEEP = (600, 3600)  # (every, older than) seconds: Gradio's `delete_cache`
 MAX_RESULTS = 20  # the most result slots a page may have (`--k`: each slot is a few components to build)
 CHOICES = 50  # names offered by a track picker at once; typing filters the library
 
@@ -139,7 +144,7 @@ def create_app(library, k: int = 10):
     colour_first = library.default_colour if library.columns else "folder"
     first_names = library.find("", CHOICES)
 
-    with gr.Blocks(title="Myna library") as demo:
+    with gr.Blocks(title="Myna library", delete_cache=CACHE_SWEEP) as demo:
         gr.Markdown(header(library), elem_id="library-header")
         problems = gr.Markdown(problems_text(library), elem_id="library-problems", elem_classes=["myna-problem"],
                                visible=bool(library.problems))  # fmt: skip
@@ -314,17 +319,23 @@ def create_app(library, k: int = 10):
 
 
 def launch(library, host: str | None = DEFAULT_HOST, port: int | None = DEFAULT_PORT, k: int = 10, block: bool = True,
-           **options):  # fmt: skip
-    """Serves the app of `library` at http://host:port; returns the Gradio app (`block=False`: in the background).
-    `host` / `port` None: Gradio's defaults, or its GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (as on a Space). The
-    page serves the audio files it hands to a player, nothing else of the library's folders."""
+           max_upload_mb: float = MAX_UPLOAD_MB, **options):  # fmt: skip
+    """Serves the app of `library` at http://host:port; returns the Gradio app (`block=False`: in the background;
+    then `demo.close()` and `library.close()` stop it and remove its temporary files). `host` / `port` None:
+    Gradio's defaults, or its GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (as on a Space). Uploads (and recordings)
+    stop at `max_upload_mb`. The page serves the audio files it hands to a player, nothing else of the library's
+    folders."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     demo = create_app(library, k)
     demo.queue(default_concurrency_limit=2)
-    demo.launch(
-        server_name=host, server_port=port, js=MAP_CLICK_JS, css=CSS, prevent_thread_lock=not block, show_error=True,
-        **options,
-    )  # fmt: skip
+    try:
+        demo.launch(
+            server_name=host, server_port=port, js=MAP_CLICK_JS, css=CSS, prevent_thread_lock=not block,
+            show_error=True, max_file_size=round(max_upload_mb * 2**20), **options,
+        )  # fmt: skip
+    finally:
+        if block:  # stopped (Ctrl+C), or never started
+            library.close()
     return demo
 
 
@@ -367,6 +378,9 @@ class AppArguments:
         default=None,
         metadata={"help": "Where the library's audio is now, if it moved: the folder that replaces the tracks' common one."},
     )
+    max_upload_mb: float = field(
+        default=MAX_UPLOAD_MB, metadata={"help": "The largest upload (or recording) the page accepts, in MB."}
+    )
     clip_seconds: float = field(default=10.0, metadata={"help": "Length of a result's player, from its best 3 s."})
     device: str = field(default="cpu", metadata={"help": "Where queries are embedded."})
     prepare: bool = field(
@@ -391,6 +405,8 @@ def app_command(argv: list[str]) -> int:
         parser.error(f"--port must be between 0 and 65535, got {args.port}.")
     if not 1 <= args.k <= MAX_RESULTS:
         parser.error(f"-k must be between 1 and {MAX_RESULTS}, got {args.k}.")
+    if args.max_upload_mb <= 0:
+        parser.error(f"--max_upload_mb must be positive, got {args.max_upload_mb}.")
     for folder, option in ((args.index, "--index"), (args.store, "--store"), (args.audio_root, "--audio_root")):
         if folder is not None and not os.path.isdir(folder) and not (option == "--index" and args.store):
             raise UsageError(f"{option} {folder}: no such folder.")
@@ -422,12 +438,15 @@ def app_command(argv: list[str]) -> int:
     # and the library's own tracks already answer; a search by a clip waits for it (released however loading
     # ends, at once for an empty library).
     library.expect_query_model()
-    demo = launch(library, args.host, port, args.k, block=False, quiet=True)
-    print(f"myna app: serving on http://{args.host}:{port} (Ctrl+C to stop)", file=sys.stderr)
-    library.load_query_model(args.model)  # here, while Gradio's threads serve
-    if library.query_problem:
-        print(f"myna app: {library.query_problem}", file=sys.stderr)
-    demo.block_thread()  # returns on Ctrl+C, once Gradio has closed its server
+    try:
+        demo = launch(library, args.host, port, args.k, block=False, max_upload_mb=args.max_upload_mb, quiet=True)
+        print(f"myna app: serving on http://{args.host}:{port} (Ctrl+C to stop)", file=sys.stderr)
+        library.load_query_model(args.model)  # here, while Gradio's threads serve
+        if library.query_problem:
+            print(f"myna app: {library.query_problem}", file=sys.stderr)
+        demo.block_thread()  # returns on Ctrl+C, once Gradio has closed its server (and its cache)
+    finally:
+        library.close()  # the players' WAVs
     print("myna app: stopped", file=sys.stderr, flush=True)
     return 0
 

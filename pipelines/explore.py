@@ -243,6 +243,10 @@ class LibraryExplorer:
         """`(inference model, feature extractor)` that embed queries (loaded once; `load_query_model`)."""
         return self.index.model(self._model, self.device)
 
+    def close(self) -> None:
+        """Removes the players' segment WAVs (`clips_folder`); the library stays usable and writes anew if asked."""
+        self._segments.close()
+
     def _load_query_model(self) -> None:
         try:
             self._try_loading_query_model()

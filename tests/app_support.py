@@ -131,3 +131,8 @@ def serve_command(argv: list[str], env: dict[str, str] | None = None, wait: floa
                 process.kill()
                 served.err = process.communicate()[1]
         served.returncode = process.returncode
+
+
+def files_under(folder) -> list[str]:
+    """Every file below `folder`, relative to it."""
+    return sorted(os.path.relpath(os.path.join(d, n), folder) for d, _, names in os.walk(folder) for n in names)

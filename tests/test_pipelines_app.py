@@ -21,6 +21,7 @@ from myna_pipelines.store import EmbeddingStore  # noqa: E402
 
 from .app_support import (  # noqa: E402
     cut_clip,
+    files_under,
     free_port,
     make_library,
     serve_command,
@@ -303,50 +304,28 @@ def test_app_command_prepares_and_refuses_mistakes(library, tmp_path, capsys):
     assert "between 1 and" in capsys.readouterr().err
 
 
-def test_myna_app_serves_its_page_and_answers_a_search(library, tmp_path):
+def test_myna_app_serves_its_page_answers_a_search_and_leaves_no_temporary_files(library, tmp_path):
     pytest.importorskip("gradio")
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
     from gradio_client import Client, handle_file
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "myna_pipelines.cli", "app", "--index", library["index"], "--port", str(port),
-               "-k", "3"]  # fmt: skip
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
-    # A run started in the background (a shell's `&`, as CI scripts do) ignores SIGINT, and children inherit that:
-    # the server gets the terminal's default, so that SIGINT stops it as Ctrl+C does.
-    server = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, server.communicate()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                    assert response.status == 200 and "Myna library" in response.read().decode()
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "myna app did not serve its page"
-                time.sleep(0.2)
-        clip, _ = cut_clip(library["paths"][2], str(tmp_path / "clip.wav"))
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    temporary = tmp_path / "tmp"  # the server's temporary folder: the players' WAVs and Gradio's cache
+    temporary.mkdir()
+    clip, _ = cut_clip(library["paths"][2], str(tmp_path / "clip.wav"))
+    with serve_command(["--index", library["index"], "-k", "3"], env={"TMPDIR": str(temporary)}) as served:
+        client = Client(served.url, verbose=False, download_files=False)
         answer = client.predict(handle_file(clip), None, 3, api_name="/search")
+        client.predict("rock/song1.wav", api_name="/show_track")  # a whole track played
         client.close()  # its heartbeat stream would hold the server's graceful shutdown open until it is collected
         assert "3 nearest tracks to **clip.wav**" in answer[0] and "**1. jazz/song2.wav** · score" in str(answer)
-    finally:
-        server.send_signal(signal.SIGINT)
-        _, err = server.communicate(timeout=60)
-    assert f"serving on http://127.0.0.1:{port}" in err and "8 tracks, map by" in err and "myna app: stopped" in err
-    assert server.returncode == 0
+        written = files_under(temporary)
+    port = served.url.split(":")[-1].strip("/")
+    assert f"serving on http://127.0.0.1:{port}" in served.err and "8 tracks, map by" in served.err
+    assert "myna app: stopped" in served.err and served.returncode == 0
+    # While it served: the results' WAVs and Gradio's copies of them, of the uploaded clip and of the played track.
+    assert sum(name.startswith("myna-app-clips-") and name.endswith(".wav") for name in written) == 3, written
+    assert any(name.startswith("gradio") and name.endswith("/song1.wav") for name in written), written
+    assert any(name.startswith("gradio") and name.endswith("/clip.wav") for name in written), written
+    assert files_under(temporary) == [] and not [n for n in os.listdir(temporary) if n.startswith("myna-app-clips-")]
 
 
 def test_myna_app_on_an_empty_store_answers_a_clip_search_at_once(library, tmp_path):
@@ -425,6 +404,23 @@ def test_the_page_serves_the_audio_it_played_and_nothing_else_of_the_library(lib
         with open(library["paths"][0], "rb") as f:
             assert track.status_code == 200 and track.content == f.read()
         assert fetch(played["path"]).status_code == 200  # Gradio's copy, which the player fetches
+    finally:
+        demo.close()
+
+
+def test_launch_limits_uploads(opened):
+    pytest.importorskip("gradio")
+    import httpx
+
+    from myna_pipelines.app import launch
+
+    port = free_port()
+    demo = launch(opened, "127.0.0.1", port, k=2, block=False, quiet=True, max_upload_mb=1)
+    try:
+        upload = f"http://127.0.0.1:{port}/gradio_api/upload"
+        assert httpx.post(upload, files={"files": ("clip.wav", b"x" * 1000)}).status_code == 200
+        too_big = httpx.post(upload, files={"files": ("clip.wav", b"x" * (2 << 20))})  # 2 MB
+        assert too_big.status_code == 413 and "maximum allowed size" in too_big.text
     finally:
         demo.close()
 
