@@ -3,7 +3,7 @@
     myna app --index index/                     # the index of `myna index`; its store is found from it
     myna app --store store/                     # a store: the index is built (or reused) in store/.myna/index
     myna app --store store/ --prepare           # build the index, the map and the timelines, then exit
-    myna app --index index/ --host 0.0.0.0 --port 8080 --metadata tags.csv
+    myna app --index index/ --host 0.0.0.0 --port 8080 --auth me:secret   # shared: a login, and a warning printed
 
 Three tabs. **Search**: upload or record a clip, or pick a track of the library; the k nearest tracks each get their
 score, a player that starts at the track's best-matching 3 s and a timeline of how similar each of its 3 s chunks is
@@ -15,9 +15,11 @@ and search from it. **Track**: a track's self-similarity, its 3 s chunks against
 A mistake (a file that is not audio, a clip shorter than one chunk or longer than ten minutes, a store of another
 model, an empty store) is one message on the page; the app keeps serving.
 
-The page serves the audio files of the tracks it has handed to a player (exactly those files, never their
-folders). Uploads stop at `--max_upload_mb`; the players' temporary WAVs and Gradio's copies of what was played go
-when the app closes (and Gradio's after an hour anyway).
+What the page exposes: the audio files of the tracks it has handed to a player (exactly those files, never their
+folders), the store's folder, its tracks' paths and their metadata. Served beyond this machine (`--host 0.0.0.0`),
+anyone who reaches the port can search and play the library: the command says so, and `--auth user:password` asks
+for a login. Uploads stop at `--max_upload_mb`; the players' temporary WAVs and Gradio's copies of what was played
+go when the app closes (and Gradio's after an hour anyway).
 
 `space/app.py` runs the same app as a Hugging Face Space. Needs the `app` extra (gradio, plotly, scikit-learn);
 `umap-learn` for a UMAP map.
@@ -26,6 +28,7 @@ Here: the page (its components and events) and the command. What the page shows 
 library as data) and `app_figures.py` (its figures).
 """
 
+import ipaddress
 import os
 import sys
 import threading
@@ -319,24 +322,34 @@ def create_app(library, k: int = 10):
 
 
 def launch(library, host: str | None = DEFAULT_HOST, port: int | None = DEFAULT_PORT, k: int = 10, block: bool = True,
-           max_upload_mb: float = MAX_UPLOAD_MB, **options):  # fmt: skip
+           max_upload_mb: float = MAX_UPLOAD_MB, auth: tuple[str, str] | None = None, **options):  # fmt: skip
     """Serves the app of `library` at http://host:port; returns the Gradio app (`block=False`: in the background;
     then `demo.close()` and `library.close()` stop it and remove its temporary files). `host` / `port` None:
     Gradio's defaults, or its GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (as on a Space). Uploads (and recordings)
-    stop at `max_upload_mb`. The page serves the audio files it hands to a player, nothing else of the library's
-    folders."""
+    stop at `max_upload_mb`; `auth` (user, password) asks for a login. The page serves the audio files it hands to
+    a player, nothing else of the library's folders."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     demo = create_app(library, k)
     demo.queue(default_concurrency_limit=2)
     try:
         demo.launch(
             server_name=host, server_port=port, js=MAP_CLICK_JS, css=CSS, prevent_thread_lock=not block,
-            show_error=True, max_file_size=round(max_upload_mb * 2**20), **options,
+            show_error=True, max_file_size=round(max_upload_mb * 2**20), auth=auth, **options,
         )  # fmt: skip
     finally:
         if block:  # stopped (Ctrl+C), or never started
             library.close()
     return demo
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` serves this machine alone (127.0.0.0/8, ::1, localhost); a name may resolve anywhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 # ------------------------------------------------------------------------------------------------ the command
@@ -357,7 +370,11 @@ class AppArguments:
     model: str | None = field(
         default=None, metadata={"help": "Model (folder or Hub id) that embeds queries. Default: the store's."}
     )
-    host: str = field(default=DEFAULT_HOST, metadata={"help": "Address to serve on; 0.0.0.0 for other machines."})
+    host: str = field(
+        default=DEFAULT_HOST,
+        metadata={"help": "Address to serve on; 0.0.0.0 for other machines (anyone who reaches it can search and "
+                  "play the library: see --auth)."},
+    )  # fmt: skip
     port: int = field(default=DEFAULT_PORT, metadata={"help": "Port to serve on (0: any free port)."})
     k: int = field(default=10, metadata={"aliases": ["-k"], "help": f"Results shown per search (at most {MAX_RESULTS})."})
     metadata: str | None = field(
@@ -378,6 +395,11 @@ class AppArguments:
         default=None,
         metadata={"help": "Where the library's audio is now, if it moved: the folder that replaces the tracks' common one."},
     )
+    auth: str | None = field(
+        default=None,
+        metadata={"help": "USER:PASSWORD: the page asks for this login (Gradio's auth). Over plain http, and visible "
+                  "to this machine's other users in its process list."},
+    )  # fmt: skip
     max_upload_mb: float = field(
         default=MAX_UPLOAD_MB, metadata={"help": "The largest upload (or recording) the page accepts, in MB."}
     )
@@ -407,6 +429,12 @@ def app_command(argv: list[str]) -> int:
         parser.error(f"-k must be between 1 and {MAX_RESULTS}, got {args.k}.")
     if args.max_upload_mb <= 0:
         parser.error(f"--max_upload_mb must be positive, got {args.max_upload_mb}.")
+    auth = None
+    if args.auth is not None:
+        user, colon, password = args.auth.partition(":")
+        if not (user and colon and password):
+            parser.error("--auth takes USER:PASSWORD, both not empty (e.g. --auth me:a-long-password).")
+        auth = (user, password)
     for folder, option in ((args.index, "--index"), (args.store, "--store"), (args.audio_root, "--audio_root")):
         if folder is not None and not os.path.isdir(folder) and not (option == "--index" and args.store):
             raise UsageError(f"{option} {folder}: no such folder.")
@@ -434,12 +462,20 @@ def app_command(argv: list[str]) -> int:
     if args.prepare:
         return 0
     port = args.port or _free_port(args.host)
+    if not is_loopback(args.host):
+        login = "" if auth else " (--auth USER:PASSWORD asks for a login)"
+        print(
+            f"myna app: warning: --host {args.host} serves beyond this machine: anyone who reaches port {port} can "
+            f"search the library, see its paths and play its tracks{login}.",
+            file=sys.stderr,
+        )
     # The page first: the query model (torch, transformers, the weights) loads once it is served, while the map
     # and the library's own tracks already answer; a search by a clip waits for it (released however loading
     # ends, at once for an empty library).
     library.expect_query_model()
     try:
-        demo = launch(library, args.host, port, args.k, block=False, max_upload_mb=args.max_upload_mb, quiet=True)
+        demo = launch(library, args.host, port, args.k, block=False, max_upload_mb=args.max_upload_mb, auth=auth,
+                      quiet=True)  # fmt: skip
         print(f"myna app: serving on http://{args.host}:{port} (Ctrl+C to stop)", file=sys.stderr)
         library.load_query_model(args.model)  # here, while Gradio's threads serve
         if library.query_problem:
@@ -460,5 +496,6 @@ def _free_port(host: str) -> int:
 
 
 __all__ = [
-    "AppArguments", "app_command", "create_app", "launch", "map_figure", "self_similarity_figure", "timeline_figure",
+    "AppArguments", "app_command", "create_app", "is_loopback", "launch", "map_figure", "self_similarity_figure",
+    "timeline_figure",
 ]  # fmt: skip

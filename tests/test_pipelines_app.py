@@ -321,6 +321,7 @@ def test_myna_app_serves_its_page_answers_a_search_and_leaves_no_temporary_files
     port = served.url.split(":")[-1].strip("/")
     assert f"serving on http://127.0.0.1:{port}" in served.err and "8 tracks, map by" in served.err
     assert "myna app: stopped" in served.err and served.returncode == 0
+    assert "warning" not in served.err  # served to this machine alone
     # While it served: the results' WAVs and Gradio's copies of them, of the uploaded clip and of the played track.
     assert sum(name.startswith("myna-app-clips-") and name.endswith(".wav") for name in written) == 3, written
     assert any(name.startswith("gradio") and name.endswith("/song1.wav") for name in written), written
@@ -408,21 +409,65 @@ def test_the_page_serves_the_audio_it_played_and_nothing_else_of_the_library(lib
         demo.close()
 
 
-def test_launch_limits_uploads(opened):
+def test_launch_limits_uploads_and_asks_for_a_login(opened):
     pytest.importorskip("gradio")
     import httpx
 
     from myna_pipelines.app import launch
 
     port = free_port()
-    demo = launch(opened, "127.0.0.1", port, k=2, block=False, quiet=True, max_upload_mb=1)
+    url = f"http://127.0.0.1:{port}"
+    demo = launch(opened, "127.0.0.1", port, k=2, block=False, quiet=True, max_upload_mb=1, auth=("me", "a-pass"))
     try:
-        upload = f"http://127.0.0.1:{port}/gradio_api/upload"
-        assert httpx.post(upload, files={"files": ("clip.wav", b"x" * 1000)}).status_code == 200
-        too_big = httpx.post(upload, files={"files": ("clip.wav", b"x" * (2 << 20))})  # 2 MB
-        assert too_big.status_code == 413 and "maximum allowed size" in too_big.text
+        upload = f"{url}/gradio_api/upload"
+        assert httpx.post(upload, files={"files": ("clip.wav", b"x" * 1000)}).status_code == 401  # no login
+        with httpx.Client() as session:
+            assert session.post(f"{url}/login", data={"username": "me", "password": "wrong"}).status_code == 400
+            assert session.post(f"{url}/login", data={"username": "me", "password": "a-pass"}).status_code == 200
+            assert session.post(upload, files={"files": ("clip.wav", b"x" * 1000)}).status_code == 200
+            too_big = session.post(upload, files={"files": ("clip.wav", b"x" * (2 << 20))})  # 2 MB
+            assert too_big.status_code == 413 and "maximum allowed size" in too_big.text
     finally:
         demo.close()
+
+
+def test_myna_app_warns_when_shared_and_passes_its_login_and_upload_limit(tmp_path, monkeypatch, capsys):
+    import myna_pipelines.app as app
+
+    launched = []
+
+    class Served:
+        def block_thread(self):  # as if Ctrl+C came at once
+            pass
+
+    def fake_launch(library, host, port, k, **options):
+        launched.append({"host": host, "port": port, **options})
+        return Served()
+
+    monkeypatch.setattr(app, "launch", fake_launch)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    store = ["app", "--store", str(empty), "--port", "8080"]
+    assert main(store + ["--host", "0.0.0.0", "--auth", "me:a:pass", "--max_upload_mb", "5"]) == 0
+    err = capsys.readouterr().err
+    warning = next(line for line in err.splitlines() if "warning" in line)
+    assert "--host 0.0.0.0 serves beyond this machine: anyone who reaches port 8080 can search the library" in warning
+    assert "--auth" not in warning  # it has a login already
+    assert launched[-1]["auth"] == ("me", "a:pass") and launched[-1]["max_upload_mb"] == 5
+    assert main(store + ["--host", "192.168.1.20"]) == 0
+    assert "--auth USER:PASSWORD asks for a login" in capsys.readouterr().err and launched[-1]["auth"] is None
+    assert launched[-1]["max_upload_mb"] == 200  # the default
+    for loopback in ("127.0.0.1", "localhost", "::1"):
+        assert main(store + ["--host", loopback]) == 0
+        assert "warning" not in capsys.readouterr().err
+    for bad, said in (
+        (["--auth", "me"], "--auth takes USER:PASSWORD"),
+        (["--auth", ":a-pass"], "--auth takes USER:PASSWORD"),
+        (["--max_upload_mb", "0"], "--max_upload_mb must be positive"),
+    ):
+        with pytest.raises(SystemExit):
+            main(store + bad)
+        assert said in capsys.readouterr().err
 
 
 def test_the_app_builds_its_page(opened):
