@@ -3,7 +3,7 @@
     myna app --index index/                     # the index of `myna index`; its store is found from it
     myna app --store store/                     # a store: the index is built (or reused) in store/.myna/index
     myna app --store store/ --prepare           # build the index, the map and the timelines, then exit
-    myna app --index index/ --host 0.0.0.0 --port 8080 --metadata tags.csv
+    myna app --index index/ --host 0.0.0.0 --port 8080 --auth me:secret   # shared: a login, and a warning printed
 
 Three tabs. **Search**: upload or record a clip, or pick a track of the library; the k nearest tracks each get their
 score, a player that starts at the track's best-matching 3 s and a timeline of how similar each of its 3 s chunks is
@@ -12,16 +12,26 @@ the index folder), coloured by a metadata column (the folder, the format, the du
 `metadata.csv` files beside the tracks or given with --metadata); hover for the name, click a point to play the track
 and search from it. **Track**: a track's self-similarity, its 3 s chunks against each other (repeats and sections).
 
-A mistake (a file that is not audio, a clip shorter than one chunk, a store of another model, an empty store) is one
-message on the page; the app keeps serving. `space/app.py` runs the same app as a Hugging Face Space. Needs the
-`app` extra (gradio, plotly, scikit-learn); `umap-learn` for a UMAP map.
+A mistake (a file that is not audio, a clip shorter than one chunk or longer than ten minutes, a store of another
+model, an empty store) is one message on the page; the app keeps serving.
+
+What the page exposes: the audio files of the tracks it has handed to a player (exactly those files, never their
+folders), the store's folder, its tracks' paths and their metadata. Served beyond this machine (`--host 0.0.0.0`),
+anyone who reaches the port can search and play the library: the command says so, and `--auth user:password` asks
+for a login. Uploads stop at `--max_upload_mb`; the players' temporary WAVs and Gradio's copies of what was played
+go when the app closes (and Gradio's after an hour anyway).
+
+`space/app.py` runs the same app as a Hugging Face Space. Needs the `app` extra (gradio, plotly, scikit-learn);
+`umap-learn` for a UMAP map.
 
 Here: the page (its components and events) and the command. What the page shows comes from `explore.py` (the
 library as data) and `app_figures.py` (its figures).
 """
 
+import ipaddress
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +40,10 @@ from .app_figures import map_figure, self_similarity_figure, timeline_figure
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+MAX_UPLOAD_MB = 200  # a query is at most 10 minutes (query_rules.MAX_QUERY_SECONDS): 100 MB of 44.1 kHz stereo WAV
+# Gradio copies every file a player gets into its cache; copies older than an hour go, swept every 10 minutes (all
+# of them when the app closes).
+CACHE_SWEEP = (600, 3600)  # (every, older than) seconds: Gradio's `delete_cache`
 MAX_RESULTS = 20  # the most result slots a page may have (`--k`: each slot is a few components to build)
 CHOICES = 50  # names offered by a track picker at once; typing filters the library
 
@@ -133,7 +147,7 @@ def create_app(library, k: int = 10):
     colour_first = library.default_colour if library.columns else "folder"
     first_names = library.find("", CHOICES)
 
-    with gr.Blocks(title="Myna library") as demo:
+    with gr.Blocks(title="Myna library", delete_cache=CACHE_SWEEP) as demo:
         gr.Markdown(header(library), elem_id="library-header")
         problems = gr.Markdown(problems_text(library), elem_id="library-problems", elem_classes=["myna-problem"],
                                visible=bool(library.problems))  # fmt: skip
@@ -190,6 +204,20 @@ def create_app(library, k: int = 10):
                 track_player = gr.Audio(type="filepath", interactive=False, label="The track", elem_id="track-player")
                 similarity = gr.Plot(show_label=False, elem_id="self-similarity")
 
+        offered: set[str] = set()
+        offering = threading.Lock()
+
+        def offer(path: str | None) -> str | None:
+            """`path` for a player: Gradio may serve this exact file from now on (its `allowed_paths`). Never a
+            folder: Gradio serves everything below one, and beside a track may be anything (keys, web pages)."""
+            if path:
+                path = os.path.abspath(path)
+                with offering:
+                    if path not in offered:
+                        offered.add(path)
+                        demo.allowed_paths.append(path)
+            return path
+
         result_outputs = [message]
         for slot in slots:
             result_outputs += [slot.group, slot.title, slot.player, slot.timeline]
@@ -202,7 +230,7 @@ def create_app(library, k: int = 10):
                     continue
                 result = found.results[i]
                 start = result.get("segment_start", 0.0)
-                clip_path = library.segment_clip(result["id"], start)
+                clip_path = offer(library.segment_clip(result["id"], start))
                 label = f"{result['name']} from {_time(start)}" if clip_path else "(the audio file is not there)"
                 values += [
                     gr.Group(visible=True), result_title(result), gr.Audio(value=clip_path, label=label),
@@ -242,7 +270,7 @@ def create_app(library, k: int = 10):
                 name = library.names[track_id]
             except (ValueError, IndexError):
                 return [gr.skip()] * (5 + len(result_outputs))
-            audio = library.audio_path(track_id)
+            audio = offer(library.audio_path(track_id))
             note = "" if audio else f"⚠️ The audio of {name} is not where the store says ({library.paths[track_id]})."
             try:
                 found = library.search_track(track_id, int(shown))
@@ -258,7 +286,7 @@ def create_app(library, k: int = 10):
                 return [gr.skip()] * 3
             try:
                 track_id = library.track_id(track_name)
-                audio = library.audio_path(track_id)
+                audio = offer(library.audio_path(track_id))
                 matrix, starts = library.self_similarity(track_id)
                 note = "" if audio else f"⚠️ The audio of {track_name} is not where the store says."
                 note = note or (
@@ -283,31 +311,45 @@ def create_app(library, k: int = 10):
         track.input(show_track, track, [track_message, track_player, similarity])
 
         def current_problems():  # the query model may still be loading when the page is first served
-            library.wait_for_model()
+            try:
+                library.wait_for_model()
+            except LibraryError as error:
+                return gr.Markdown(f"{problems_text(library)}\n\n⚠️ {error}".strip(), visible=True)
             return gr.Markdown(problems_text(library), visible=bool(library.problems))
 
         demo.load(current_problems, None, problems, show_progress="hidden")
     return demo
 
 
-def allowed_paths(library) -> list[str]:
-    """The folders the page may play audio from: those of the library's tracks (and where clips are written)."""
-    folders = {os.path.dirname(library.audio_path(i) or library.paths[i]) for i in range(len(library))}
-    return sorted(folders) + [library.clips_folder]
-
-
 def launch(library, host: str | None = DEFAULT_HOST, port: int | None = DEFAULT_PORT, k: int = 10, block: bool = True,
-           **options):  # fmt: skip
-    """Serves the app of `library` at http://host:port; returns the Gradio app (`block=False`: in the background).
-    `host` / `port` None: Gradio's defaults, or its GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (as on a Space)."""
+           max_upload_mb: float = MAX_UPLOAD_MB, auth: tuple[str, str] | None = None, **options):  # fmt: skip
+    """Serves the app of `library` at http://host:port; returns the Gradio app (`block=False`: in the background;
+    then `demo.close()` and `library.close()` stop it and remove its temporary files). `host` / `port` None:
+    Gradio's defaults, or its GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (as on a Space). Uploads (and recordings)
+    stop at `max_upload_mb`; `auth` (user, password) asks for a login. The page serves the audio files it hands to
+    a player, nothing else of the library's folders."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     demo = create_app(library, k)
     demo.queue(default_concurrency_limit=2)
-    demo.launch(
-        server_name=host, server_port=port, allowed_paths=allowed_paths(library), js=MAP_CLICK_JS, css=CSS,
-        prevent_thread_lock=not block, show_error=True, **options,
-    )  # fmt: skip
+    try:
+        demo.launch(
+            server_name=host, server_port=port, js=MAP_CLICK_JS, css=CSS, prevent_thread_lock=not block,
+            show_error=True, max_file_size=round(max_upload_mb * 2**20), auth=auth, **options,
+        )  # fmt: skip
+    finally:
+        if block:  # stopped (Ctrl+C), or never started
+            library.close()
     return demo
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` serves this machine alone (127.0.0.0/8, ::1, localhost); a name may resolve anywhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 # ------------------------------------------------------------------------------------------------ the command
@@ -328,7 +370,11 @@ class AppArguments:
     model: str | None = field(
         default=None, metadata={"help": "Model (folder or Hub id) that embeds queries. Default: the store's."}
     )
-    host: str = field(default=DEFAULT_HOST, metadata={"help": "Address to serve on; 0.0.0.0 for other machines."})
+    host: str = field(
+        default=DEFAULT_HOST,
+        metadata={"help": "Address to serve on; 0.0.0.0 for other machines (anyone who reaches it can search and "
+                  "play the library: see --auth)."},
+    )  # fmt: skip
     port: int = field(default=DEFAULT_PORT, metadata={"help": "Port to serve on (0: any free port)."})
     k: int = field(default=10, metadata={"aliases": ["-k"], "help": f"Results shown per search (at most {MAX_RESULTS})."})
     metadata: str | None = field(
@@ -348,6 +394,14 @@ class AppArguments:
     audio_root: str | None = field(
         default=None,
         metadata={"help": "Where the library's audio is now, if it moved: the folder that replaces the tracks' common one."},
+    )
+    auth: str | None = field(
+        default=None,
+        metadata={"help": "USER:PASSWORD: the page asks for this login (Gradio's auth). Over plain http, and visible "
+                  "to this machine's other users in its process list."},
+    )  # fmt: skip
+    max_upload_mb: float = field(
+        default=MAX_UPLOAD_MB, metadata={"help": "The largest upload (or recording) the page accepts, in MB."}
     )
     clip_seconds: float = field(default=10.0, metadata={"help": "Length of a result's player, from its best 3 s."})
     device: str = field(default="cpu", metadata={"help": "Where queries are embedded."})
@@ -373,6 +427,14 @@ def app_command(argv: list[str]) -> int:
         parser.error(f"--port must be between 0 and 65535, got {args.port}.")
     if not 1 <= args.k <= MAX_RESULTS:
         parser.error(f"-k must be between 1 and {MAX_RESULTS}, got {args.k}.")
+    if args.max_upload_mb <= 0:
+        parser.error(f"--max_upload_mb must be positive, got {args.max_upload_mb}.")
+    auth = None
+    if args.auth is not None:
+        user, colon, password = args.auth.partition(":")
+        if not (user and colon and password):
+            parser.error("--auth takes USER:PASSWORD, both not empty (e.g. --auth me:a-long-password).")
+        auth = (user, password)
     for folder, option in ((args.index, "--index"), (args.store, "--store"), (args.audio_root, "--audio_root")):
         if folder is not None and not os.path.isdir(folder) and not (option == "--index" and args.store):
             raise UsageError(f"{option} {folder}: no such folder.")
@@ -400,15 +462,27 @@ def app_command(argv: list[str]) -> int:
     if args.prepare:
         return 0
     port = args.port or _free_port(args.host)
+    if not is_loopback(args.host):
+        login = "" if auth else " (--auth USER:PASSWORD asks for a login)"
+        print(
+            f"myna app: warning: --host {args.host} serves beyond this machine: anyone who reaches port {port} can "
+            f"search the library, see its paths and play its tracks{login}.",
+            file=sys.stderr,
+        )
     # The page first: the query model (torch, transformers, the weights) loads once it is served, while the map
-    # and the library's own tracks already answer; a search by a clip waits for it.
+    # and the library's own tracks already answer; a search by a clip waits for it (released however loading
+    # ends, at once for an empty library).
     library.expect_query_model()
-    demo = launch(library, args.host, port, args.k, block=False, quiet=True)
-    print(f"myna app: serving on http://{args.host}:{port} (Ctrl+C to stop)", file=sys.stderr)
-    library.load_query_model(args.model)  # here, while Gradio's threads serve
-    if library.query_problem:
-        print(f"myna app: {library.query_problem}", file=sys.stderr)
-    demo.block_thread()  # returns on Ctrl+C, once Gradio has closed its server
+    try:
+        demo = launch(library, args.host, port, args.k, block=False, max_upload_mb=args.max_upload_mb, auth=auth,
+                      quiet=True)  # fmt: skip
+        print(f"myna app: serving on http://{args.host}:{port} (Ctrl+C to stop)", file=sys.stderr)
+        library.load_query_model(args.model)  # here, while Gradio's threads serve
+        if library.query_problem:
+            print(f"myna app: {library.query_problem}", file=sys.stderr)
+        demo.block_thread()  # returns on Ctrl+C, once Gradio has closed its server (and its cache)
+    finally:
+        library.close()  # the players' WAVs
     print("myna app: stopped", file=sys.stderr, flush=True)
     return 0
 
@@ -422,5 +496,6 @@ def _free_port(host: str) -> int:
 
 
 __all__ = [
-    "AppArguments", "app_command", "create_app", "launch", "map_figure", "self_similarity_figure", "timeline_figure",
+    "AppArguments", "app_command", "create_app", "is_loopback", "launch", "map_figure", "self_similarity_figure",
+    "timeline_figure",
 ]  # fmt: skip

@@ -5,6 +5,12 @@ from collections import Counter
 from typing import Any
 
 
+# The map's legend (or colour bar) goes below the points: on the right, Plotly's toolbar covered its title and the
+# hover labels of the points nearest the edge ran over it. Its height comes out of the plot's.
+BELOW = {"x": 0.0, "xanchor": "left", "y": 0.0, "yanchor": "top"}
+BELOW_COLOURBAR = {**BELOW, "orientation": "h", "len": 0.5, "lenmode": "fraction", "thickness": 12}
+
+
 def map_figure(library, colour: str = "folder", height: int = 620):
     """The library as a Plotly scattergl map, one colour per value of `colour` (a metadata column)."""
     import numpy as np
@@ -26,7 +32,8 @@ def map_figure(library, colour: str = "folder", height: int = 620):
             if (~known).any():
                 figure.add_trace(_points(go, xy, ids, names, ~known, "(unknown)", size, color="#c8c8c8"))
             trace = _points(go, xy, ids, names, known, colour, size)
-            trace.marker.update(color=values[known], colorscale="Viridis", showscale=True, colorbar={"title": colour})
+            trace.marker.update(color=values[known], colorscale="Viridis", showscale=True, colorbar=BELOW_COLOURBAR)
+            trace.marker.colorbar.title = {"text": colour, "side": "top"}
             trace.hovertemplate = f"%{{hovertext}}<br>{colour}: %{{marker.color:.4g}}<extra></extra>"
             figure.add_trace(trace)
         else:
@@ -38,8 +45,8 @@ def map_figure(library, colour: str = "folder", height: int = 620):
                 figure.add_trace(_points(go, xy, ids, names, labels == value, value, size))
     figure.update_layout(
         height=height, margin={"l": 10, "r": 10, "t": 10, "b": 10}, hovermode="closest", uirevision="map",
-        legend={"title": {"text": colour}, "itemsizing": "constant"}, plot_bgcolor="white",
-        xaxis={"visible": False}, yaxis={"visible": False}, clickmode="event",
+        legend={**BELOW, "title": {"text": colour, "side": "top left"}, "itemsizing": "constant", "orientation": "h"},
+        plot_bgcolor="white", xaxis={"visible": False}, yaxis={"visible": False}, clickmode="event",
     )  # fmt: skip
     return figure
 

@@ -48,6 +48,9 @@ from .store import META_DIR, EmbeddingStore
 
 
 STORE_INDEX = os.path.join(META_DIR, "index")  # where `--store` keeps the index it builds
+# How long a search by a clip waits for the query model the app loads after serving its page: torch, transformers
+# and a Myna-Base's weights load in seconds, or a minute on a busy machine; past this the page says so.
+QUERY_MODEL_WAIT_SECONDS = 120.0
 
 
 @dataclass
@@ -208,10 +211,12 @@ class LibraryExplorer:
         return library
 
     def load_query_model(self, model: str | None = None, background: bool = False) -> None:
-        """Loads the model that embeds queries (default: the index's); another model's weights turn clip search
-        off with `query_problem` saying why. `background`: in a thread, so that the page is served meanwhile (a
-        search waits for it: `wait_for_model`)."""
+        """Loads the model that embeds queries (default: the index's); another model's weights, or any failure to
+        load, turn clip search off with `query_problem` saying why. `background`: in a thread, so that the page is
+        served meanwhile (a search waits for it: `wait_for_model`). Searches waiting are released in every case,
+        an empty library's at once (its `query_problem` was written on opening)."""
         if self.index is None:
+            self._model_ready.set()
             return
         self.model_name, self._model = model or self.index.info["model"], model
         self._model_ready.clear()
@@ -224,34 +229,50 @@ class LibraryExplorer:
         """Searches by a clip wait from now on until `load_query_model` has run (the app serves its page first)."""
         self._model_ready.clear()
 
-    def wait_for_model(self) -> None:
-        """Returns once the query model is loaded (or failed to: `query_problem`), if a load is expected."""
-        self._model_ready.wait()
+    def wait_for_model(self, timeout: float | None = None) -> None:
+        """Returns once the query model is loaded (or failed to: `query_problem`), if a load is expected; raises
+        `LibraryError` when it is still loading after `timeout` seconds (`QUERY_MODEL_WAIT_SECONDS`)."""
+        timeout = QUERY_MODEL_WAIT_SECONDS if timeout is None else timeout
+        if not self._model_ready.wait(timeout):
+            raise LibraryError(
+                f"The model that embeds clips is still loading after {timeout:.0f} s: search again in a moment (a "
+                "search from a track of the library answers meanwhile)."
+            )
 
     def query_model(self):
         """`(inference model, feature extractor)` that embed queries (loaded once; `load_query_model`)."""
         return self.index.model(self._model, self.device)
 
+    def close(self) -> None:
+        """Removes the players' segment WAVs (`clips_folder`); the library stays usable and writes anew if asked."""
+        self._segments.close()
+
     def _load_query_model(self) -> None:
         try:
             self._try_loading_query_model()
+        except Exception as error:  # noqa: BLE001  (a broken install, a corrupt file: the rest of the page answers)
+            self._query_model_failed(
+                f"Search by a clip is off: loading the model `{self.model_name}` failed ({type(error).__name__}: "
+                f"{_first_line(error)})."
+            )
         finally:
             self._model_ready.set()
+
+    def _query_model_failed(self, problem: str) -> None:
+        self.query_problem = problem
+        self.problems.append(problem)
 
     def _try_loading_query_model(self) -> None:
         try:
             self.index.model(self._model, self.device)
             self.query_problem = None
         except ValueError as error:  # another model's fingerprint
-            self.query_problem = f"Search by a clip is off, the store was embedded with another model: {error}"
-            self.problems.append(self.query_problem)
+            self._query_model_failed(f"Search by a clip is off, the store was embedded with another model: {error}")
         except OSError as error:  # a missing folder, an unknown Hub id, no network
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            self.query_problem = (
-                f"Search by a clip is off: the model `{self.model_name}` could not be loaded ({first}). Start the "
-                "app with --model pointing at the folder or Hub id the store was embedded with."
+            self._query_model_failed(
+                f"Search by a clip is off: the model `{self.model_name}` could not be loaded ({_first_line(error)}). "
+                "Start the app with --model pointing at the folder or Hub id the store was embedded with."
             )
-            self.problems.append(self.query_problem)
 
     # ------------------------------------------------------------------------------------------------ tracks
 
@@ -371,6 +392,11 @@ def _set_event() -> threading.Event:
     return event
 
 
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _check_store_model(store: EmbeddingStore, info: dict[str, Any]) -> str | None:
     table = store.read_table(["model", "model_fingerprint"])
     fingerprints = set(table["model_fingerprint"].to_pylist())
@@ -384,8 +410,7 @@ def _check_store_model(store: EmbeddingStore, info: dict[str, Any]) -> str | Non
     return None
 
 
-
 __all__ = [
-    "CACHE_DIR", "LAYOUTS", "Column", "LibraryError", "LibraryExplorer", "SearchResult", "compute_layout",
-    "layout_method", "store_signature",
+    "CACHE_DIR", "LAYOUTS", "QUERY_MODEL_WAIT_SECONDS", "Column", "LibraryError", "LibraryExplorer", "SearchResult",
+    "compute_layout", "layout_method", "store_signature",
 ]  # fmt: skip

@@ -16,26 +16,34 @@ from .store import select_patch_mode
 def search_clip(library, source: Any, k: int = 10) -> SearchResult:
     """The `k` tracks nearest to an audio clip (a path, bytes, `{"array", "sampling_rate"}`), embedded as the store
     was; with segments and timelines when the store has them."""
-    from modeling_myna.audio_utils import AudioDecodeError, load_audio
+    from modeling_myna.audio_utils import AudioDecodeError, load_audio, open_audio
 
     from .library import embed_chunks
-    from .query_rules import QueryTooShortError, check_query_length, shortest_query_seconds
+    from .query_rules import (
+        MAX_QUERY_SECONDS,
+        QueryTooLongError,
+        QueryTooShortError,
+        check_query_length,
+        shortest_query_seconds,
+    )
 
     started = time.perf_counter()
     library.wait_for_model()
     check_searchable(library, clip=True)
     inference, feature_extractor = library.query_model()
     name = os.path.basename(str(source)) if isinstance(source, (str, os.PathLike)) else "The clip"
+    shortest = shortest_query_seconds(feature_extractor)
     try:
+        with open_audio(source) as header:  # its length from the header: an hour-long upload is never decoded
+            check_query_length(header.duration, name, shortest, MAX_QUERY_SECONDS)
         audio, rate = load_audio(source, sampling_rate=feature_extractor.sampling_rate)
+        check_query_length(len(audio) / rate, name, shortest)  # a file that decodes to less than its header says
     except AudioDecodeError as error:
         raise LibraryError(
             f"`{name}` cannot be read as audio: {_short(str(error), str(source))} Upload a wav, flac, ogg or "
             "mp3 file, or record a clip."
         ) from None
-    try:
-        check_query_length(len(audio) / rate, name, shortest_query_seconds(feature_extractor))
-    except QueryTooShortError as error:
+    except (QueryTooShortError, QueryTooLongError) as error:
         raise LibraryError(str(error)) from None
     info = library.index.info
     chunks, starts = embed_chunks(

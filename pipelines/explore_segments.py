@@ -1,5 +1,6 @@
 """The audio the app's players start at a result's best-matching chunk: a WAV of a track from a start second, cut
-once per (track, start, length) into a temporary folder that the page may serve.
+once per (track, start, length) into a temporary folder that the page may serve, and that goes when the app
+closes (`close`, or at the latest when the process exits).
 
 Searches run in Gradio's worker threads, so several may write the same segment at once (two results of one track,
 two users). Each writer writes under a name of its own and renames it into place (`myna_common.atomic`); the
@@ -14,18 +15,26 @@ from myna_common.atomic import atomic_path
 
 
 class SegmentClips:
-    """A folder of segment WAVs, made on first use (`folder`)."""
+    """A folder of segment WAVs, made on first use (`folder`) and removed by `close`."""
 
     def __init__(self):
-        self._folder: str | None = None
+        # tempfile's own: removed by `cleanup`, or when it is collected or the interpreter exits, whichever is first
+        self._folder: tempfile.TemporaryDirectory | None = None
         self._lock = threading.Lock()
 
     @property
     def folder(self) -> str:
         with self._lock:  # one folder, even when the first searches come at once
             if self._folder is None:
-                self._folder = tempfile.mkdtemp(prefix="myna-app-clips-")
-        return self._folder
+                self._folder = tempfile.TemporaryDirectory(prefix="myna-app-clips-", ignore_cleanup_errors=True)
+            return self._folder.name
+
+    def close(self) -> None:
+        """Removes the folder and its WAVs; a later `write` makes a new one."""
+        with self._lock:
+            folder, self._folder = self._folder, None
+        if folder is not None:
+            folder.cleanup()
 
     def write(self, path: str, track: int, start: float, seconds: float) -> str | None:
         """A WAV of the audio file `path` (track `track`) from `start` seconds for `seconds`; None when it does

@@ -1,7 +1,16 @@
 """Shared by the app's tests: a tiny generated library (music in two folders with tags, a store with timelines, an
-index) and clips cut from its tracks on the store's 3 s chunk boundaries."""
+index), clips cut from its tracks on the store's 3 s chunk boundaries, and `myna app` served by its own command."""
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
@@ -68,3 +77,62 @@ def write_short_clip(path: str, seconds: float = 1.0) -> str:
     rng = np.random.default_rng(0)
     sf.write(path, (0.1 * rng.standard_normal(int(seconds * RATE))).astype(np.float32), RATE, subtype="FLOAT")
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServedCommand:
+    """A running `myna app`: its page's `url`; once stopped, what it printed (`err`) and its `returncode`."""
+
+    url: str
+    process: subprocess.Popen
+    err: str = ""
+    returncode: int | None = None
+
+
+@contextmanager
+def serve_command(argv: list[str], env: dict[str, str] | None = None, wait: float = 180) -> Iterator[ServedCommand]:
+    """`myna app ARGV --port FREE` in a process of its own, yielded once its page answers; on leaving, stopped with
+    SIGINT as Ctrl+C stops it (killed if it has not stopped a minute later). `env` is added to this environment."""
+    port = free_port()
+    command = [sys.executable, "-m", "myna_pipelines.cli", "app", *argv, "--port", str(port)]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1", **(env or {})}
+    # A run started in the background (a shell's `&`, as CI scripts do) ignores SIGINT, and children inherit that:
+    # the server gets the terminal's default, so that SIGINT stops it as Ctrl+C does.
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    served = ServedCommand(f"http://127.0.0.1:{port}/", process)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"myna app stopped before serving: {process.communicate()[1][-3000:]}")
+            try:
+                with urllib.request.urlopen(served.url, timeout=5) as response:
+                    assert response.status == 200 and "Myna library" in response.read().decode()
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "myna app did not serve its page"
+                time.sleep(0.2)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                served.err = process.communicate(timeout=60)[1]
+            except subprocess.TimeoutExpired:
+                process.kill()
+                served.err = process.communicate()[1]
+        served.returncode = process.returncode
+
+
+def files_under(folder) -> list[str]:
+    """Every file below `folder`, relative to it."""
+    return sorted(os.path.relpath(os.path.join(d, n), folder) for d, _, names in os.walk(folder) for n in names)

@@ -94,6 +94,11 @@ def screenshots(tmp_path_factory) -> str:
     return folder
 
 
+def overlap(a: dict, b: dict) -> bool:
+    """Whether two client rectangles (`left`, `top`, `right`, `bottom`) share any area."""
+    return a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] and b["top"] < a["bottom"]
+
+
 def upload(page, path: str) -> None:
     page.locator("#query-clip input[type=file]").set_input_files(path)
 
@@ -184,6 +189,22 @@ def test_a_click_on_the_map_plays_the_track_and_searches_from_it(page, served, s
     page.mouse.move(point["x"], point["y"])  # its name on hover, for the screenshot
     page.wait_for_timeout(300)
     page.screenshot(path=os.path.join(screenshots, "map.png"), full_page=True)
+    # The legend is below the points, clear of Plotly's toolbar (shown on hover) and of the hover label.
+    boxes = page.evaluate(
+        """() => {
+          const gd = document.querySelector('#library-map .js-plotly-plot');
+          const box = (selector) => {
+            const r = gd.querySelector(selector).getBoundingClientRect();
+            return {left: r.left, top: r.top, right: r.right, bottom: r.bottom};
+          };
+          return {legend: box('.legend'), points: box('.nsewdrag'), toolbar: box('.modebar'),
+                  hover: box('.hoverlayer')};
+        }"""
+    )
+    legend, points, toolbar = boxes["legend"], boxes["points"], boxes["toolbar"]
+    assert legend["top"] >= points["bottom"] - 1, boxes
+    assert toolbar["right"] > toolbar["left"] and not overlap(legend, toolbar), boxes
+    assert not overlap(legend, boxes["hover"]), boxes
     # The Track tab follows: the track's self-similarity.
     page.get_by_role("tab", name="Track").click()
     page.locator("#self-similarity .js-plotly-plot").wait_for()

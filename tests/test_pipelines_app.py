@@ -19,7 +19,15 @@ from myna_pipelines.explore import CACHE_DIR, LibraryError, LibraryExplorer, com
 from myna_pipelines.library import embed_library  # noqa: E402
 from myna_pipelines.store import EmbeddingStore  # noqa: E402
 
-from .app_support import cut_clip, make_library, write_not_audio, write_short_clip  # noqa: E402
+from .app_support import (  # noqa: E402
+    cut_clip,
+    files_under,
+    free_port,
+    make_library,
+    serve_command,
+    write_not_audio,
+    write_short_clip,
+)
 from .pipelines_support import save_tiny_model  # noqa: E402
 
 
@@ -169,6 +177,26 @@ def test_bad_clips_are_one_message(opened, tmp_path):
     assert opened.search_clip(write_short_clip(str(tmp_path / "enough.wav"), 3.1), k=1).results  # one chunk will do
 
 
+def test_a_query_longer_than_ten_minutes_is_refused_before_it_is_decoded(opened, tmp_path, monkeypatch):
+    import modeling_myna.audio_utils as audio_utils
+    from myna_pipelines.query_rules import MAX_QUERY_SECONDS
+
+    concert = str(tmp_path / "concert.wav")
+    sf.write(concert, np.zeros(int((MAX_QUERY_SECONDS + 60) * 1000), np.int16), 1000, subtype="PCM_16")  # 11 min
+    decoded, load_audio = [], audio_utils.load_audio
+
+    def decoding(source, **options):
+        decoded.append(source)
+        return load_audio(source, **options)
+
+    monkeypatch.setattr(audio_utils, "load_audio", decoding)
+    with pytest.raises(LibraryError, match=r"^`concert.wav` is 11.0 min long; a query is at most 10 min\. Cut"):
+        opened.search_clip(concert)
+    assert decoded == []  # refused from its header
+    clip, _ = cut_clip(opened.paths[0], str(tmp_path / "clip.wav"))
+    assert opened.search_clip(clip, k=1).results and decoded == [clip]  # a clip within the bounds: decoded once
+
+
 def test_another_models_store_turns_clip_search_off_not_the_app(library, tmp_path):
     other = save_tiny_model(tmp_path / "other", variant="base", seed=1)
     opened = LibraryExplorer.open(index=library["index"], model=other, load_query_model=True)
@@ -246,6 +274,17 @@ def test_map_figure_holds_50k_points_in_one_gl_trace_per_colour():
     assert len(numeric.data) == 1 and numeric.data[0].marker.showscale
 
 
+def test_the_maps_legend_and_colour_bar_are_below_the_points(opened):
+    # On the right, Plotly's toolbar covered the legend's title and hover labels ran over it.
+    pytest.importorskip("plotly")
+    from myna_pipelines.app import map_figure
+
+    legend = map_figure(opened, "folder").layout.legend
+    assert legend.orientation == "h" and legend.y <= 0 and legend.yanchor == "top" and legend.title.text == "folder"
+    bar = map_figure(opened, "duration (s)").data[-1].marker.colorbar  # a numeric column: a colour bar
+    assert bar.orientation == "h" and bar.y <= 0 and bar.yanchor == "top" and bar.title.text == "duration (s)"
+
+
 # ------------------------------------------------------------------------------------------------ the command
 
 
@@ -265,50 +304,170 @@ def test_app_command_prepares_and_refuses_mistakes(library, tmp_path, capsys):
     assert "between 1 and" in capsys.readouterr().err
 
 
-def test_myna_app_serves_its_page_and_answers_a_search(library, tmp_path):
+def test_myna_app_serves_its_page_answers_a_search_and_leaves_no_temporary_files(library, tmp_path):
     pytest.importorskip("gradio")
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
     from gradio_client import Client, handle_file
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "myna_pipelines.cli", "app", "--index", library["index"], "--port", str(port),
-               "-k", "3"]  # fmt: skip
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
-    # A run started in the background (a shell's `&`, as CI scripts do) ignores SIGINT, and children inherit that:
-    # the server gets the terminal's default, so that SIGINT stops it as Ctrl+C does.
-    server = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, server.communicate()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                    assert response.status == 200 and "Myna library" in response.read().decode()
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "myna app did not serve its page"
-                time.sleep(0.2)
-        clip, _ = cut_clip(library["paths"][2], str(tmp_path / "clip.wav"))
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    temporary = tmp_path / "tmp"  # the server's temporary folder: the players' WAVs and Gradio's cache
+    temporary.mkdir()
+    clip, _ = cut_clip(library["paths"][2], str(tmp_path / "clip.wav"))
+    with serve_command(["--index", library["index"], "-k", "3"], env={"TMPDIR": str(temporary)}) as served:
+        client = Client(served.url, verbose=False, download_files=False)
         answer = client.predict(handle_file(clip), None, 3, api_name="/search")
+        client.predict("rock/song1.wav", api_name="/show_track")  # a whole track played
         client.close()  # its heartbeat stream would hold the server's graceful shutdown open until it is collected
         assert "3 nearest tracks to **clip.wav**" in answer[0] and "**1. jazz/song2.wav** · score" in str(answer)
+        written = files_under(temporary)
+    port = served.url.split(":")[-1].strip("/")
+    assert f"serving on http://127.0.0.1:{port}" in served.err and "8 tracks, map by" in served.err
+    assert "myna app: stopped" in served.err and served.returncode == 0
+    assert "warning" not in served.err  # served to this machine alone
+    # While it served: the results' WAVs and Gradio's copies of them, of the uploaded clip and of the played track.
+    assert sum(name.startswith("myna-app-clips-") and name.endswith(".wav") for name in written) == 3, written
+    assert any(name.startswith("gradio") and name.endswith("/song1.wav") for name in written), written
+    assert any(name.startswith("gradio") and name.endswith("/clip.wav") for name in written), written
+    assert files_under(temporary) == [] and not [n for n in os.listdir(temporary) if n.startswith("myna-app-clips-")]
+
+
+def test_myna_app_on_an_empty_store_answers_a_clip_search_at_once(library, tmp_path):
+    # The command serves the page, then loads the query model; with nothing to index there is no model to load,
+    # and a search by a clip waited for it for ever.
+    pytest.importorskip("gradio")
+    from gradio_client import Client, handle_file
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    clip, _ = cut_clip(library["paths"][2], str(tmp_path / "clip.wav"))
+    with serve_command(["--store", str(empty)]) as served:
+        client = Client(served.url, verbose=False, download_files=False)
+        try:  # at once: well within the 2 minutes a search waits for a model still loading
+            answer = client.submit(handle_file(clip), None, 3, api_name="/search").result(timeout=30)
+        finally:
+            client.close()
+    assert answer[0].startswith("⚠️ The store `") and "holds no embeddings yet" in answer[0], answer[0]
+    assert served.returncode == 0 and "holds no embeddings yet" in served.err
+
+
+def test_a_search_waits_for_the_query_model_a_bounded_time(library, tmp_path, monkeypatch):
+    from myna_pipelines import explore
+
+    opened = LibraryExplorer.open(index=library["index"], load_query_model=False)
+    opened.expect_query_model()  # as the app does before it serves; here the model never comes
+    monkeypatch.setattr(explore, "QUERY_MODEL_WAIT_SECONDS", 1.0, raising=False)
+    clip, _ = cut_clip(library["paths"][0], str(tmp_path / "clip.wav"))
+    outcome = []
+    searching = threading.Thread(target=lambda: outcome.append(_raised(opened.search_clip, clip)), daemon=True)
+    searching.start()
+    searching.join(timeout=30)
+    assert outcome, "a search by a clip still waits for the query model after 30 s"
+    assert isinstance(outcome[0], LibraryError) and "still loading after 1 s: search again" in str(outcome[0])
+    assert opened.search_track(0, k=1).results[0]["id"] == 0  # a track of the library answers meanwhile
+
+
+def _raised(function, *args) -> Exception | None:
+    try:
+        function(*args)
+    except Exception as error:  # noqa: BLE001  (returned, and asserted by the caller)
+        return error
+    return None
+
+
+def test_the_page_serves_the_audio_it_played_and_nothing_else_of_the_library(library, opened):
+    # Gradio serves everything below an allowed folder: a key or a web page beside a track came back.
+    pytest.importorskip("gradio")
+    import httpx
+    from gradio_client import Client
+
+    from myna_pipelines.app import launch
+
+    jazz = os.path.dirname(library["paths"][0])
+    os.makedirs(os.path.join(jazz, ".ssh"), exist_ok=True)
+    secret, page = os.path.join(jazz, ".ssh", "id_rsa"), os.path.join(jazz, "x.html")
+    with open(secret, "w") as f:
+        f.write("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    with open(page, "w") as f:
+        f.write("<script>alert('from the library page')</script>\n")
+    port = free_port()
+    demo = launch(opened, "127.0.0.1", port, k=2, block=False, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        note, played, _ = client.predict("jazz/song0.wav", api_name="/show_track")  # the Track tab plays it
+        client.close()
+        assert note.startswith("4 chunks of 3 s") and played["path"].endswith("song0.wav")
+
+        def fetch(path: str) -> httpx.Response:
+            return httpx.get(f"http://127.0.0.1:{port}/gradio_api/file={path}", timeout=30)
+
+        for refused in (secret, page, library["paths"][1], jazz):  # a track not played, the folder itself
+            response = fetch(refused)
+            assert response.status_code == 403, (refused, response.status_code, response.headers["content-type"])
+        track = fetch(library["paths"][0])
+        with open(library["paths"][0], "rb") as f:
+            assert track.status_code == 200 and track.content == f.read()
+        assert fetch(played["path"]).status_code == 200  # Gradio's copy, which the player fetches
     finally:
-        server.send_signal(signal.SIGINT)
-        _, err = server.communicate(timeout=60)
-    assert f"serving on http://127.0.0.1:{port}" in err and "8 tracks, map by" in err and "myna app: stopped" in err
-    assert server.returncode == 0
+        demo.close()
+
+
+def test_launch_limits_uploads_and_asks_for_a_login(opened):
+    pytest.importorskip("gradio")
+    import httpx
+
+    from myna_pipelines.app import launch
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    demo = launch(opened, "127.0.0.1", port, k=2, block=False, quiet=True, max_upload_mb=1, auth=("me", "a-pass"))
+    try:
+        upload = f"{url}/gradio_api/upload"
+        assert httpx.post(upload, files={"files": ("clip.wav", b"x" * 1000)}).status_code == 401  # no login
+        with httpx.Client() as session:
+            assert session.post(f"{url}/login", data={"username": "me", "password": "wrong"}).status_code == 400
+            assert session.post(f"{url}/login", data={"username": "me", "password": "a-pass"}).status_code == 200
+            assert session.post(upload, files={"files": ("clip.wav", b"x" * 1000)}).status_code == 200
+            too_big = session.post(upload, files={"files": ("clip.wav", b"x" * (2 << 20))})  # 2 MB
+            assert too_big.status_code == 413 and "maximum allowed size" in too_big.text
+    finally:
+        demo.close()
+
+
+def test_myna_app_warns_when_shared_and_passes_its_login_and_upload_limit(tmp_path, monkeypatch, capsys):
+    import myna_pipelines.app as app
+
+    launched = []
+
+    class Served:
+        def block_thread(self):  # as if Ctrl+C came at once
+            pass
+
+    def fake_launch(library, host, port, k, **options):
+        launched.append({"host": host, "port": port, **options})
+        return Served()
+
+    monkeypatch.setattr(app, "launch", fake_launch)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    store = ["app", "--store", str(empty), "--port", "8080"]
+    assert main(store + ["--host", "0.0.0.0", "--auth", "me:a:pass", "--max_upload_mb", "5"]) == 0
+    err = capsys.readouterr().err
+    warning = next(line for line in err.splitlines() if "warning" in line)
+    assert "--host 0.0.0.0 serves beyond this machine: anyone who reaches port 8080 can search the library" in warning
+    assert "--auth" not in warning  # it has a login already
+    assert launched[-1]["auth"] == ("me", "a:pass") and launched[-1]["max_upload_mb"] == 5
+    assert main(store + ["--host", "192.168.1.20"]) == 0
+    assert "--auth USER:PASSWORD asks for a login" in capsys.readouterr().err and launched[-1]["auth"] is None
+    assert launched[-1]["max_upload_mb"] == 200  # the default
+    for loopback in ("127.0.0.1", "localhost", "::1"):
+        assert main(store + ["--host", loopback]) == 0
+        assert "warning" not in capsys.readouterr().err
+    for bad, said in (
+        (["--auth", "me"], "--auth takes USER:PASSWORD"),
+        (["--auth", ":a-pass"], "--auth takes USER:PASSWORD"),
+        (["--max_upload_mb", "0"], "--max_upload_mb must be positive"),
+    ):
+        with pytest.raises(SystemExit):
+            main(store + bad)
+        assert said in capsys.readouterr().err
 
 
 def test_the_app_builds_its_page(opened):
