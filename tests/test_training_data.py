@@ -1,5 +1,6 @@
 """Tests of myna_training.data: sources, bad-file counting, the spectrogram cache and vectorised crops."""
 
+import re
 import time
 
 import numpy as np
@@ -588,3 +589,23 @@ def test_prefetcher_slot_logic_with_the_device_copy_stubbed(tmp_path):
         if what == "filled":
             earlier = [e for e in log[:position] if e[1] == slot]
             assert not earlier or earlier[-1][0] == "copied", f"slot {slot} refilled before its copy completed"
+
+
+def test_spectrogram_progress_in_a_log_is_plain_lines_without_carriage_returns(messy_folder, monkeypatch, capsys):
+    # stderr captured, as in a log file or `make demo | tee`: datasets' bar would redraw itself with "\r".
+    monkeypatch.setenv("MYNA_PROGRESS_INTERVAL", "0")  # a line per update, so the lines between show too
+    clips = folder_clips(str(messy_folder))
+    compute_spectrograms(clips, MynaFeatureExtractor(), 96, SkipReport(), batch_size=2, num_proc=2)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b[" not in err, repr(err[-500:])
+    lines = [line for line in err.splitlines() if line.startswith("Spectrograms (num_proc=2): ")]
+    assert lines and re.fullmatch(
+        r"Spectrograms \(num_proc=2\): 8/8 clips \(100%\), \d+s elapsed, ETA 0s \[[\d.]+ clips/s\]", lines[-1]
+    ), err
+    counts = [int(re.match(r"Spectrograms \(num_proc=2\): (\d+)/8", line).group(1)) for line in lines]
+    assert counts == sorted(counts) and counts[-1] == 8
+    # The bar module's own class is back after the call.
+    from datasets import arrow_dataset
+    from datasets.utils import tqdm as datasets_tqdm
+
+    assert arrow_dataset.hf_tqdm is datasets_tqdm

@@ -32,8 +32,8 @@ if __name__ == "__main__":
     # Arguments first: `--help`, a typo or a bad config file answers before torch and transformers are imported.
     from myna_common.progress import quiet_library_bars
 
-    # In a log: no weight-writing bars, the preprocessing bar every 30 s. Before anything imports tqdm (parsing
-    # imports transformers, which does), since tqdm reads TQDM_MININTERVAL once, at import.
+    # In a log: no weight-writing bars, the preprocessing as a plain line every 30 s (spectrograms.py). Before
+    # anything imports tqdm (parsing imports transformers, which does), since tqdm reads TQDM_MININTERVAL once.
     quiet_library_bars(datasets=False)
     from myna_common.cli_support import run_cli
     from myna_training.arguments import parse_arguments
