@@ -462,6 +462,85 @@ def test_a_damaged_store_in_the_cache_stops_the_next_run_in_one_line(tmp_path, c
     )
 
 
+def launch_ranks(args, num_processes=2):
+    """`num_processes` gloo processes of pretrain.py started one by one, as srun or mpirun start them (torchrun would
+    stop the others when one fails): each one's output apart, `(rank, process)` each."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ranks = []
+    for rank in range(num_processes):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": str(num_processes), "LOCAL_WORLD_SIZE": str(num_processes)}
+        ranks.append(subprocess.Popen([sys.executable, PRETRAIN, *args], env=env, start_new_session=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return ranks
+
+
+def finish_ranks(ranks, timeout: float) -> list[str]:
+    """Each rank's output once it has exited; a rank still running after `timeout` seconds (waiting in a
+    collective) is killed, and the test fails."""
+    deadline, outputs = time.time() + timeout, []
+    for process in ranks:
+        try:
+            outputs.append(process.communicate(timeout=max(1.0, deadline - time.time()))[0])
+        except subprocess.TimeoutExpired:
+            for other in ranks:
+                if other.poll() is None:
+                    os.killpg(other.pid, signal.SIGKILL)
+            pytest.fail(f"a rank was still running {timeout:.0f} s after the start: "
+                        + "\n---\n".join(p.communicate()[0][-2000:] for p in ranks))
+    return outputs
+
+
+def test_a_non_finite_crop_in_one_rank_stops_every_rank_at_once_with_its_message(tmp_path):
+    # A store whose checksum matches but whose clip read by rank 1 in the first step holds NaN (out-of-core: each
+    # crop is checked as it is read, on the rank that reads it). Rank 0 used to go on into the step's collectives
+    # and wait there for the rank that had stopped.
+    import json
+
+    import numpy as np
+
+    from myna_training.batch_plan import BatchPlan
+    from myna_training.spectrogram_store import SpectrogramStore, new_checksum
+
+    cache = ["--cache_dir", str(tmp_path / "cache")]
+    pretrain.main(QUICK + cache + ["--output_dir", str(tmp_path / "first"), "--max_steps", "1"])
+    (folder,) = [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("spectrograms-")]
+    store = SpectrogramStore(str(folder))
+    index, first, _ = BatchPlan(store.num_frames, global_batch=8, crop_frames=96, seed=0)(0)
+    clip = int(index[5])  # rank 1's rows are 4-7 of the global batch of 2 x 4
+    offset = int(store.num_frames[:clip].sum()) * store.row_bytes
+    frames = np.fromfile(store.frames_path, dtype=np.uint8)
+    frames[offset : offset + int(store.num_frames[clip]) * store.row_bytes] = 0xFF  # NaN, in float32 and bfloat16
+    frames.tofile(store.frames_path)
+    checksum = new_checksum()
+    checksum.update(frames)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["checksum"]["value"] = checksum.hexdigest()
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+    started = time.time()
+    ranks = launch_ranks(TINY[:-6] + cache + [
+        "--per_device_batch_size", "4", "--max_steps", "2", "--checkpointing_steps", "0", "--probe_clips", "0",
+        "--spectrogram_placement", "out_of_core", "--output_dir", str(tmp_path / "second"),
+    ])
+    outputs = finish_ranks(ranks, timeout=240)
+    errors = [[line for line in output.splitlines() if "error:" in line] for output in outputs]
+    expected = (
+        f"pretrain.py: error: the crop of clip {clip} (frames {int(first[5])}-{int(first[5]) + 96} of the clip) holds "
+        f"NaN or inf values: training stopped before they reach the loss. The spectrogram store {folder} is damaged: "
+        "delete that folder; the next run recomputes it."
+    )
+    for rank, (process, lines) in enumerate(zip(ranks, errors)):
+        assert process.returncode == 1 and lines == [expected], f"rank {rank}: {outputs[rank][-3000:]}"
+    assert time.time() - started < 240
+    assert not (tmp_path / "second" / "model").exists()
+
+
 def test_a_store_of_an_earlier_format_in_the_cache_is_recomputed(tmp_path, capsys):
     """An upgrade finds the cache's store written by an earlier version: the run says so and recomputes it, where a
     damaged store of this version stops the run (above)."""
