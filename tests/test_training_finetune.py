@@ -524,6 +524,25 @@ def test_trainer_logs_are_readable_lines_not_dicts(three_epochs):
     assert logs[-1].startswith(f"epoch 3.0  step 6  test_loss {summary['test']['test_loss']:.4g}  test_accuracy ")
 
 
+def test_log_lines_replace_the_printed_dicts_with_bars_or_without(tmp_path, capsys):
+    # Without bars (a log) Trainer prints each entry as a dict (PrinterCallback); with them (a terminal) its
+    # ProgressCallback writes the dict above the bar. Both give way to one readable line.
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from myna_training.finetune_run import LogLinesCallback, ProgressBarLogLinesCallback, use_log_lines
+
+    model = MynaForAudioClassification(MynaConfig(**TINY_MYNA, num_labels=2))
+    for bars in (False, True):
+        args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", disable_tqdm=not bars)
+        trainer = MynaTrainer(model=model, args=args)
+        use_log_lines(trainer)
+        kinds = [type(callback) for callback in trainer.callback_handler.callbacks]
+        assert PrinterCallback not in kinds and ProgressCallback not in kinds
+        assert (ProgressBarLogLinesCallback if bars else LogLinesCallback) in kinds
+        trainer.log({"loss": 0.41234, "grad_norm": 1.3123, "learning_rate": 1.2e-4, "total_flos": 9.0})  # + epoch 0
+    assert capsys.readouterr().out.splitlines() == ["epoch 0.0  step 0  loss 0.4123  grad_norm 1.312  lr 1.2e-4"] * 2
+
+
 def test_resuming_a_finished_run_says_so_and_trains_nothing(work, three_epochs, capsys):
     # Its latest checkpoint (step 6) is the planned end, and results.json is written: Trainer used to train on (from
     # the best checkpoint when only that one is kept) and overwrite the model.
