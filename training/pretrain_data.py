@@ -188,7 +188,7 @@ class TrainingData:
         if error is None:
             try:
                 batch = self.micro_batch(micro_batch, view_shift)
-            except Exception as found:
+            except Exception as found:  # noqa: BLE001  (raised by every process below)
                 error = found
         self.step_check(error)
         return batch
@@ -227,7 +227,7 @@ class TrainingData:
         if self.verifier is not None:
             try:
                 self.verifier.finish()
-            except Exception as found:
+            except Exception as found:  # noqa: BLE001  (raised by every process below)
                 error = found
         self.step_check(error)
 
@@ -303,7 +303,7 @@ def load_training_data(
     verify, error, bank = accelerator.is_local_main_process, None, None
     try:
         bank = store.bank(accelerator.device, resident=placement == "resident", verify=verify)
-    except Exception as found:
+    except Exception as found:  # noqa: BLE001  (raised by every process below)
         error = found
     raise_together(accelerator, error)
     verifier = StoreVerifier(store) if placement != "resident" and verify else None

@@ -28,11 +28,10 @@ def portable(error: BaseException | None) -> BaseException | None:
     if error is None:
         return None
     try:
-        if str(pickle.loads(pickle.dumps(error))) == str(error):
-            return error
-    except Exception:  # an exception whose arguments do not rebuild it
-        pass
-    return (ValueError if isinstance(error, ValueError) else RuntimeError)(str(error))
+        travels = str(pickle.loads(pickle.dumps(error))) == str(error)
+    except Exception:  # noqa: BLE001  (an exception whose arguments do not rebuild it)
+        travels = False
+    return error if travels else (ValueError if isinstance(error, ValueError) else RuntimeError)(str(error))
 
 
 def first_error(accelerator, error: BaseException | None) -> tuple[int, BaseException] | None:
@@ -77,7 +76,7 @@ def main_process_first(accelerator):
             raise outcome[0]
         try:
             yield
-        except Exception as found:
+        except Exception as found:  # noqa: BLE001  (raised by every process below)
             error = found
     raise_together(accelerator, error)
 
