@@ -143,3 +143,22 @@ def test_a_model_size_flag_wins_over_a_presets_dimensions():
     assert training_args.max_steps == 8  # the preset's other settings stay
     model_args, _, _ = parse_arguments(["--config", "cpu-smoke.yaml"])
     assert model_args.to_config().hidden_size == 64  # without the flag, the preset's dimensions
+
+
+def test_complementary_masking_with_more_than_two_views_is_refused_before_any_work(tmp_path, capsys):
+    # It used to pass the checks and stop at step 1, after the spectrograms were computed and written.
+    from myna_common.cli_support import run_cli
+    from myna_training import pretrain
+
+    with pytest.raises(ValueError, match=r"complementary splits each clip's tokens between exactly two views, and "
+                                         r"num_views is 3: use --num_views 2"):
+        parse_arguments(["--masking_policy", "complementary", "--num_views", "3"])
+    out = tmp_path / "run"
+    argv = ["--masking_policy", "complementary", "--num_views", "3", "--output_dir", str(out)]
+    assert run_cli(pretrain.main, "pretrain.py", argv) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1 and err[0].startswith("pretrain.py: error: masking_policy complementary"), err
+    assert not out.exists()  # no run folder, no cache, no spectrograms
+    # Two views, or another policy with three, still parse.
+    assert parse_arguments(["--masking_policy", "complementary", "--num_views", "2"])[1].num_views == 2
+    assert parse_arguments(["--masking_policy", "time_block", "--num_views", "3"])[1].num_views == 3

@@ -1,5 +1,6 @@
 """Tests of myna_training.data: sources, bad-file counting, the spectrogram cache and vectorised crops."""
 
+import re
 import time
 
 import numpy as np
@@ -588,3 +589,56 @@ def test_prefetcher_slot_logic_with_the_device_copy_stubbed(tmp_path):
         if what == "filled":
             earlier = [e for e in log[:position] if e[1] == slot]
             assert not earlier or earlier[-1][0] == "copied", f"slot {slot} refilled before its copy completed"
+
+
+def test_spectrogram_progress_in_a_log_is_plain_lines_without_carriage_returns(messy_folder, monkeypatch, capsys):
+    # stderr captured, as in a log file or `make demo | tee`: datasets' bar would redraw itself with "\r".
+    monkeypatch.setenv("MYNA_PROGRESS_INTERVAL", "0")  # a line per update, so the lines between show too
+    clips = folder_clips(str(messy_folder))
+    compute_spectrograms(clips, MynaFeatureExtractor(), 96, SkipReport(), batch_size=2, num_proc=2)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b[" not in err, repr(err[-500:])
+    lines = [line for line in err.splitlines() if line.startswith("Spectrograms (num_proc=2): ")]
+    assert lines and re.fullmatch(
+        r"Spectrograms \(num_proc=2\): 8/8 clips \(100%\), \d+s elapsed, ETA 0s \[[\d.]+ clips/s\]", lines[-1]
+    ), err
+    counts = [int(re.match(r"Spectrograms \(num_proc=2\): (\d+)/8", line).group(1)) for line in lines]
+    assert counts == sorted(counts) and counts[-1] == 8
+    # The bar module's own class is back after the call.
+    from datasets import arrow_dataset
+    from datasets.utils import tqdm as datasets_tqdm
+
+    assert arrow_dataset.hf_tqdm is datasets_tqdm
+
+
+@pytest.mark.parametrize("placement", ["resident", "out_of_core"])
+def test_only_the_local_main_process_reads_the_store_for_its_checksum(tmp_path, placement):
+    # A run of N processes on a machine used to read the whole of frames.bin N times to check it. The other processes
+    # learn the outcome from the local main process (tests/test_training_pretrain.py runs two).
+    import contextlib
+    from types import SimpleNamespace
+
+    from myna_training.data import DamagedStoreError, SpectrogramStore
+    from myna_training.pretrain_data import Clips, load_training_data
+
+    store_dir = tmp_path / "spectrograms-abc"
+    SpectrogramStore.write(random_spectrogram_dataset([313, 96, 200, 150]), str(store_dir), SkipReport())
+    damage(store_dir, "bit-flipped", "bfloat16")  # same size, finite: only the checksum tells
+    data_args = SimpleNamespace(streaming=False, cache_dir=str(tmp_path), spectrogram_placement=placement,
+                                num_views=2, max_crop_distance=None)
+    training_args = SimpleNamespace(per_device_batch_size=2, seed=0, output_dir=str(tmp_path), loss="sogclr")
+
+    def load(local_main: bool):
+        accelerator = SimpleNamespace(num_processes=1, process_index=0, is_main_process=True, device=torch.device("cpu"),
+                                      is_local_main_process=local_main, print=lambda *a, **k: None,
+                                      main_process_first=contextlib.nullcontext)
+        clips = Clips(dataset=None, index_size=4, skipped=SkipReport())
+        return load_training_data(accelerator, clips, "abc", 96, None, data_args, training_args)
+
+    other = load(local_main=False)
+    assert other.verifier is None and other.num_clips == 4  # no checksum, no background reading
+    other.finish()
+    with pytest.raises(DamagedStoreError, match="checksum of frames.bin"):
+        local_main = load(local_main=True)  # resident: checked while the whole file is read
+        assert local_main.verifier is not None
+        local_main.finish()  # out-of-core: checked by the background thread

@@ -5,6 +5,7 @@ the saved folder in both audio-classification pipelines, the model card, the Hub
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -471,3 +472,117 @@ def test_two_processes_give_the_metrics_of_one(work, tmp_path):
         assert two[split][f"{split}_accuracy"] == pytest.approx(one[split][f"{split}_accuracy"], abs=1e-6)
         assert two[split][f"{split}_loss"] == pytest.approx(one[split][f"{split}_loss"], rel=1e-4)
     assert os.path.basename(two["best_checkpoint"]) == os.path.basename(one["best_checkpoint"])
+
+
+def scores(metrics: dict) -> dict:
+    """The metrics of an evaluation without its timings."""
+    return {k: v for k, v in metrics.items() if not k.endswith(("runtime", "per_second", "preparation_time"))}
+
+
+RESUMABLE = ["--task", "synthetic-style", "--synthetic_sizes", "16,8,8", "--synthetic_duration", "4",
+             "--num_train_epochs", "3", "--per_device_train_batch_size", "8", "--save_total_limit", "2"]
+
+
+@pytest.fixture(scope="module")
+def three_epochs(work):
+    """A run of 3 epochs of 2 steps that keeps its best checkpoint (step 2) and its last (step 6): its summary and
+    what it printed."""
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        summary = run(work, "three-epochs", "--model_name_or_path", str(work / "tiny-base"), *RESUMABLE)
+    return summary, printed.getvalue()
+
+
+def interrupted_copy(work, name: str, remove: tuple[str, ...]):
+    """A copy of the three-epoch run's folder as an interruption would have left it, without `remove`."""
+    import shutil
+
+    folder = work / name
+    shutil.copytree(work / "three-epochs", folder)
+    for entry in remove:
+        shutil.rmtree(folder / entry) if (folder / entry).is_dir() else (folder / entry).unlink()
+    return folder
+
+
+def resume(work, name: str):
+    return run(work, name, "--model_name_or_path", str(work / "tiny-base"), *RESUMABLE,
+               "--resume_from_checkpoint", "latest")
+
+
+def test_trainer_logs_are_readable_lines_not_dicts(three_epochs):
+    summary, out = three_epochs
+    assert not [line for line in out.splitlines() if line.startswith("{")], out
+    # 3 of training, 3 evaluations, the training summary, the 2 closing evaluations.
+    logs = [line for line in out.splitlines() if re.match(r"epoch \d+\.\d+  step \d+  ", line)]
+    assert len(logs) == 9, out
+    assert re.fullmatch(r"epoch 1\.0  step 2  loss \d\.\d+  grad_norm [\d.]+  lr [\d.]+e-\d", logs[0]), logs[0]
+    assert re.fullmatch(r"epoch 1\.0  step 2  eval_loss \d\.\d+  eval_accuracy [\d.]+  .*", logs[1]), logs[1]
+    assert logs[6].startswith("epoch 3.0  step 6  train_runtime ") and "total_flos" not in logs[6]
+    assert logs[-1].startswith(f"epoch 3.0  step 6  test_loss {summary['test']['test_loss']:.4g}  test_accuracy ")
+
+
+def test_log_lines_replace_the_printed_dicts_with_bars_or_without(tmp_path, capsys):
+    # Without bars (a log) Trainer prints each entry as a dict (PrinterCallback); with them (a terminal) its
+    # ProgressCallback writes the dict above the bar. Both give way to one readable line.
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from myna_training.finetune_run import LogLinesCallback, ProgressBarLogLinesCallback, use_log_lines
+
+    model = MynaForAudioClassification(MynaConfig(**TINY_MYNA, num_labels=2))
+    for bars in (False, True):
+        args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", disable_tqdm=not bars)
+        trainer = MynaTrainer(model=model, args=args)
+        use_log_lines(trainer)
+        kinds = [type(callback) for callback in trainer.callback_handler.callbacks]
+        assert PrinterCallback not in kinds and ProgressCallback not in kinds
+        assert (ProgressBarLogLinesCallback if bars else LogLinesCallback) in kinds
+        trainer.log({"loss": 0.41234, "grad_norm": 1.3123, "learning_rate": 1.2e-4, "total_flos": 9.0})  # + epoch 0
+    assert capsys.readouterr().out.splitlines() == ["epoch 0.0  step 0  loss 0.4123  grad_norm 1.312  lr 1.2e-4"] * 2
+
+
+def test_resuming_a_finished_run_says_so_and_trains_nothing(work, three_epochs, capsys):
+    # Its latest checkpoint (step 6) is the planned end, and results.json is written: Trainer used to train on (from
+    # the best checkpoint when only that one is kept) and overwrite the model.
+    first, _ = three_epochs
+    folder = interrupted_copy(work, "finished", remove=())
+    saved = (folder / "model.safetensors").stat().st_mtime_ns
+    finished = resume(work, "finished")
+    run_id = json.loads((folder / "run.json").read_text())["run_id"]
+    assert capsys.readouterr().out.strip() == (
+        f"run {run_id} in {folder} has finished (3 epochs, results.json written): nothing to train. To train its "
+        f"model further, fine-tune it in another --output_dir with --model_name_or_path {folder}."
+    )
+    assert finished["validation"] == first["validation"] and (folder / "model.safetensors").stat().st_mtime_ns == saved
+
+
+def test_a_run_killed_in_its_closing_evaluation_closes_without_training(work, three_epochs, capsys):
+    # The latest checkpoint is the planned end (step 6 of 6), but no model or results were written: the closing runs
+    # on the best checkpoint, without training, and gives the metrics of the run that was not interrupted.
+    first, _ = three_epochs
+    folder = interrupted_copy(work, "closing", remove=("results.json", "model.safetensors", "config.json"))
+    closed = resume(work, "closing")
+    out = capsys.readouterr().out
+    assert f"its training ended at step 6 of 6 (epoch 3 of 3) in {folder / 'checkpoint-6'}" in out
+    assert f"running them on {folder / 'checkpoint-2'}, without training" in out
+    assert "  loss " not in out and "newly initialised" not in out, out
+    assert scores(closed["validation"]) == scores(first["validation"])
+    assert scores(closed["test"]) == scores(first["test"])
+    assert closed["train_loss"] == first["train_loss"] and (folder / "results.json").is_file()
+
+
+def test_a_run_resumed_mid_way_trains_on_with_the_head_of_its_checkpoint(work, three_epochs, capsys):
+    # Killed after the checkpoint of step 2: it trains epochs 2 and 3, its classifier loaded from the checkpoint,
+    # which the notice used to call newly initialised.
+    first, _ = three_epochs
+    folder = interrupted_copy(work, "mid-way", remove=("results.json", "model.safetensors", "checkpoint-6"))
+    resumed = resume(work, "mid-way")
+    out = capsys.readouterr().out
+    assert "newly initialised" not in out
+    assert f"model: the encoder of {work / 'tiny-base'}; the encoder and head of {folder / 'checkpoint-2'} " in out
+    assert [line.split("  loss ")[0] for line in out.splitlines() if "  loss " in line] == [
+        "epoch 2.0  step 4", "epoch 3.0  step 6"
+    ]
+    assert resumed["epochs"] == 3.0 and scores(resumed["validation"]) == scores(first["validation"])

@@ -88,8 +88,9 @@ def test_tiny_run_exports_an_automodel_folder_probes_and_uploads(tmp_path, monke
     assert printed.count("model saved to") == 1 and "(checkpoints/, logs/, cache/, run.json)" in printed
     assert "masking: uniform, 90% of the tokens dropped (constant ratio)" in printed
     assert "device: cpu x 1 process; precision float32" in printed
-    # Preprocessing reports clips per second and the time left (datasets' map bar).
-    assert re.search(r"Spectrograms( \(num_proc=\d+\))?: 100%", captured.err) and "examples/s" in captured.err
+    # Preprocessing reports clips per second and the time left, in plain lines (stderr is not a terminal here).
+    assert re.search(r"Spectrograms( \(num_proc=\d+\))?: 16/16 clips \(100%\), .* \[[\d.]+ clips/s\]", captured.err)
+    assert "\rSpectrograms" not in captured.err  # (transformers' own bars are quieted by the script, not here)
 
 
 def test_push_offline_fails_with_a_clear_message(tmp_path):
@@ -459,6 +460,98 @@ def test_a_damaged_store_in_the_cache_stops_the_next_run_in_one_line(tmp_path, c
         f", not the {recorded} recorded when it was written (its content changed). Delete that folder "
         f"(rm -r {store}); the next run recomputes it."
     )
+
+
+def launch_ranks(args, num_processes=2):
+    """`num_processes` gloo processes of pretrain.py started one by one, as srun or mpirun start them (torchrun would
+    stop the others when one fails): each one's output apart, `(rank, process)` each."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ranks = []
+    for rank in range(num_processes):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": str(num_processes), "LOCAL_WORLD_SIZE": str(num_processes)}
+        ranks.append(subprocess.Popen([sys.executable, PRETRAIN, *args], env=env, start_new_session=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return ranks
+
+
+def finish_ranks(ranks, timeout: float) -> list[str]:
+    """Each rank's output once it has exited; a rank still running after `timeout` seconds (waiting in a
+    collective) is killed, and the test fails."""
+    deadline, outputs = time.time() + timeout, []
+    for process in ranks:
+        try:
+            outputs.append(process.communicate(timeout=max(1.0, deadline - time.time()))[0])
+        except subprocess.TimeoutExpired:
+            for other in ranks:
+                if other.poll() is None:
+                    os.killpg(other.pid, signal.SIGKILL)
+            pytest.fail(f"a rank was still running {timeout:.0f} s after the start: "
+                        + "\n---\n".join(p.communicate()[0][-2000:] for p in ranks))
+    return outputs
+
+
+@pytest.mark.parametrize("damage", ["non-finite crop", "checksum", "meta.json"])
+def test_a_damaged_store_stops_every_rank_at_once_with_one_message(tmp_path, damage):
+    # Out-of-core, on 2 processes. "non-finite crop": the checksum matches, but the clip that rank 1 reads in the
+    # first step holds NaN; each crop is checked as it is read, by the rank that reads it, and rank 0 used to go on
+    # into the step's collectives and wait there for the rank that had stopped. "checksum": one bit flipped; only
+    # rank 0 (the machine's local main process) reads the whole file to check it, and rank 1 learns the outcome.
+    # "meta.json": unreadable; the main process finds it in its turn at the store, where rank 1 used to wait.
+    import json
+
+    import numpy as np
+
+    from myna_training.batch_plan import BatchPlan
+    from myna_training.spectrogram_store import SpectrogramStore, new_checksum
+
+    cache = ["--cache_dir", str(tmp_path / "cache")]
+    pretrain.main(QUICK + cache + ["--output_dir", str(tmp_path / "first"), "--max_steps", "1"])
+    (folder,) = [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("spectrograms-")]
+    store = SpectrogramStore(str(folder))
+    index, first, _ = BatchPlan(store.num_frames, global_batch=8, crop_frames=96, seed=0)(0)
+    clip = int(index[5])  # rank 1's rows are 4-7 of the global batch of 2 x 4
+    offset = int(store.num_frames[:clip].sum()) * store.row_bytes
+    frames = np.fromfile(store.frames_path, dtype=np.uint8)
+    meta = json.loads((folder / "meta.json").read_text())
+    if damage == "meta.json":
+        meta = "{broken"
+        expected = f"pretrain.py: error: the spectrogram store {folder} is damaged: its meta.json cannot be read ("
+    elif damage == "checksum":
+        frames[offset] ^= 0x04  # a low mantissa bit: finite
+        expected = (
+            f"pretrain.py: error: the spectrogram store {folder} is damaged: the xxh3_128 checksum of frames.bin is "
+        )
+    else:
+        frames[offset : offset + int(store.num_frames[clip]) * store.row_bytes] = 0xFF  # NaN (float32 and bfloat16)
+        checksum = new_checksum()
+        checksum.update(frames)
+        meta["checksum"]["value"] = checksum.hexdigest()
+        expected = (
+            f"pretrain.py: error: the crop of clip {clip} (frames {int(first[5])}-{int(first[5]) + 96} of the clip) "
+            f"holds NaN or inf values: training stopped before they reach the loss. The spectrogram store {folder} "
+            "is damaged: delete that folder; the next run recomputes it."
+        )
+    frames.tofile(store.frames_path)
+    (folder / "meta.json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
+
+    started = time.time()
+    ranks = launch_ranks(TINY[:-6] + cache + [
+        "--per_device_batch_size", "4", "--max_steps", "2", "--checkpointing_steps", "0", "--probe_clips", "0",
+        "--spectrogram_placement", "out_of_core", "--output_dir", str(tmp_path / "second"),
+    ])
+    outputs = finish_ranks(ranks, timeout=240)
+    errors = [[line for line in output.splitlines() if "error:" in line] for output in outputs]
+    assert errors[0] == errors[1] and len(errors[0]) == 1, outputs  # one line, the same on both ranks
+    for rank, (process, lines) in enumerate(zip(ranks, errors)):
+        assert process.returncode == 1 and lines[0].startswith(expected), f"rank {rank}: {outputs[rank][-3000:]}"
+    assert time.time() - started < 240
+    assert not (tmp_path / "second" / "model").exists()
 
 
 def test_a_store_of_an_earlier_format_in_the_cache_is_recomputed(tmp_path, capsys):

@@ -411,7 +411,19 @@ def parse_arguments(argv: list[str] | None = None, groups: tuple = ARGUMENT_GROU
         parser.set_defaults(**values)
     if "-h" not in argv and "--help" not in argv:
         check_unknown_options(parser, argv)
-    return parser.parse_args_into_dataclasses(args=argv)
+    parsed = parser.parse_args_into_dataclasses(args=argv)
+    if groups == ARGUMENT_GROUPS:
+        check_together(*parsed)
+    return parsed
+
+
+def check_together(model_args: "ModelArguments", data_args: "DataArguments", training_args=None) -> None:
+    """The checks that read settings of two groups, each dataclass having checked its own: before any data work."""
+    if model_args.masking_policy == "complementary" and data_args.num_views != 2:
+        raise ValueError(
+            f"masking_policy complementary splits each clip's tokens between exactly two views, and num_views is "
+            f"{data_args.num_views}: use --num_views 2 with it, or another --masking_policy for more views."
+        )
 
 
 def to_yaml(*groups) -> str:
@@ -434,6 +446,7 @@ __all__ = [
     "DataArguments",
     "ModelArguments",
     "PretrainingArguments",
+    "check_together",
     "flat_config",
     "parse_arguments",
     "read_config_file",

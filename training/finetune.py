@@ -21,7 +21,13 @@ that carries the data, the settings and the validation and test metrics; `pipeli
 import os
 
 import numpy as np
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, EarlyStoppingCallback, set_seed
+from transformers import (
+    AutoFeatureExtractor,
+    AutoModelForAudioClassification,
+    EarlyStoppingCallback,
+    TrainerState,
+    set_seed,
+)
 from transformers.utils import logging as transformers_logging
 
 import modeling_myna  # noqa: F401  (registers Myna with the Auto classes)
@@ -37,8 +43,12 @@ from myna_training.finetune_run import (
     RunIdentityCallback,
     check_new_finetune,
     clear_finetune,
+    describe_end,
+    ended_training,
     finetune_identity_settings,
+    finished_results,
     resolve_finetune_checkpoint,
+    use_log_lines,
 )
 from myna_training.run_folder import read_identity, run_identity, write_identity
 from myna_common.cli_support import check_model_name
@@ -121,6 +131,28 @@ def main(argv: list[str] | None = None) -> dict:
     with training_args.main_process_first(desc="loading the data"):
         spec, splits = load_finetuning_data(data_args, training_args.seed)
     label_names = list(spec.label_names)
+
+    # The run's identity (model, settings, seed, data): a resume continues only the same run; a new one starts clean.
+    data_hash = cache_key({s: getattr(d, "_fingerprint", None) for s, d in splits.items()}, spec.to_dict())
+    identity = run_identity(finetune_identity_settings(model_args, data_args, training_args), data_hash)
+    checkpoint = resolve_finetune_checkpoint(resume, output_dir, identity) if resume else None
+    # A finished run (its results written last) has nothing to train; a checkpoint whose training had ended (killed
+    # during the closing evaluation) gets its closing without training: Trainer would train on from it.
+    finished, ended = (finished_results(output_dir), ended_training(checkpoint)) if resume else (None, None)
+    if finished is not None:
+        if training_args.should_log:
+            print(f"run {identity['run_id']} in {output_dir} has finished ({finished.get('epochs') or 0:g} epochs, "
+                  "results.json written): nothing to train. To train its model further, fine-tune it in another "
+                  f"--output_dir with --model_name_or_path {output_dir}.")
+        return finished
+    if training_args.should_save:
+        if folder_state == "replace":
+            removed = clear_finetune(output_dir)
+            if removed:
+                print(f"--overwrite_output_dir: removed {', '.join(removed)} of the previous run in {output_dir}.")
+        if read_identity(output_dir) is None:
+            write_identity(output_dir, identity)
+
     config_kwargs = {
         "num_labels": len(label_names),
         "id2label": dict(enumerate(label_names)),
@@ -131,11 +163,17 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if model_args.patch_mode is not None:
         config_kwargs["default_patch_mode"] = model_args.patch_mode
+    closing_from = None  # training that had ended closes on the model it would have ended with
+    if ended:
+        best = ended.get("best_model_checkpoint") if training_args.load_best_model_at_end else None
+        best = best and os.path.join(output_dir, os.path.basename(best))  # where the folder is now
+        closing_from = best if best and os.path.isdir(best) else checkpoint
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # its load report (in ANSI colours): summarised in one line below
     try:
         model, loading = AutoModelForAudioClassification.from_pretrained(
-            model_args.model_name_or_path, ignore_mismatched_sizes=True, output_loading_info=True, **config_kwargs
+            closing_from or model_args.model_name_or_path, ignore_mismatched_sizes=True, output_loading_info=True,
+            **config_kwargs,
         )
     finally:
         transformers_logging.set_verbosity(verbosity)
@@ -143,9 +181,14 @@ def main(argv: list[str] | None = None) -> dict:
         str(item[0] if isinstance(item, (tuple, list)) else item).split(".")[0]
         for item in loading.get("mismatched_keys", [])
     })
-    if training_args.should_log:
-        print(f"model: the encoder of {model_args.model_name_or_path}"
-              + (f"; newly initialised: {', '.join(new)}" if new else "") + f" ({len(label_names)} outputs)")
+    if training_args.should_log and ended:
+        print(f"run {identity['run_id']}: its training ended at {describe_end(ended)} in {checkpoint}, and its "
+              f"closing evaluation and save did not run: running them on {closing_from}, without training.")
+    elif training_args.should_log:
+        # A resumed run's head (and encoder) come from its checkpoint: nothing of it is newly initialised.
+        origin = f"; the encoder and head of {checkpoint}" if checkpoint else (
+            f"; newly initialised: {', '.join(new)}" if new else "")
+        print(f"model: the encoder of {model_args.model_name_or_path}{origin} ({len(label_names)} outputs)")
     try:
         feature_extractor = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path)
     except OSError:  # a folder without preprocessor_config.json: the extractor its config implies
@@ -158,18 +201,6 @@ def main(argv: list[str] | None = None) -> dict:
             key = cache_key(getattr(dataset, "_fingerprint", None), feature_extractor.to_dict(), split)
             cache_file = None if data_args.on_the_fly else os.path.join(cache_dir, f"chunks-{split}-{key}.arrow")
             features[split], dropped[split] = prepare_features(dataset, feature_extractor, data_args, cache_file)
-
-    # The run's identity (model, settings, seed, data): a resume continues only the same run; a new one starts clean.
-    data_hash = cache_key({s: getattr(d, "_fingerprint", None) for s, d in splits.items()}, spec.to_dict())
-    identity = run_identity(finetune_identity_settings(model_args, data_args, training_args), data_hash)
-    checkpoint = resolve_finetune_checkpoint(resume, output_dir, identity) if resume else None
-    if training_args.should_save:
-        if folder_state == "replace":
-            removed = clear_finetune(output_dir)
-            if removed:
-                print(f"--overwrite_output_dir: removed {', '.join(removed)} of the previous run in {output_dir}.")
-        if read_identity(output_dir) is None:
-            write_identity(output_dir, identity)
 
     # Fine-tuning mode.
     freeze_unused_tokenizers(model, model.config.default_patch_mode)
@@ -206,8 +237,15 @@ def main(argv: list[str] | None = None) -> dict:
         layer_decay=layer_decay,
         mask_ratio=model_args.token_mask_ratio or None,
     )
+    use_log_lines(trainer)  # one readable line per log entry, not Trainer's printed dicts
 
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    if ended:
+        trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+        trainer.state.is_local_process_zero = trainer.is_local_process_zero()  # this process's, not the saver's
+        trainer.state.is_world_process_zero = trainer.is_world_process_zero()
+        train_metrics = {}
+    else:
+        train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
     trainer.remove_callback(EarlyStoppingCallback)  # the closing evaluations are reports, not stopping criteria
     results = {"validation": trainer.evaluate(metric_key_prefix="validation")}
     if "test" in features:
@@ -224,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
         "num_clips": {split: len(dataset) for split, dataset in features.items()},
         "dropped": dropped,
         "train_loss": losses,
-        "train_runtime": train_result.metrics.get("train_runtime"),
+        "train_runtime": train_metrics.get("train_runtime"),
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "epochs": trainer.state.epoch,
         "num_trainable_parameters": num_trainable,

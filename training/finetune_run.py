@@ -1,4 +1,5 @@
-"""A fine-tuning output folder holds one run, as a pre-training folder does (`run_folder.py`).
+"""A fine-tuning output folder holds one run, as a pre-training folder does (`run_folder.py`); where a resumed run
+stands (finished, training ended, or mid-way); and how the run reads in a log (one line per epoch and per log entry).
 
     output_dir/
       run.json                 the run's identity: the model it starts from, seed, settings, data hash
@@ -13,17 +14,20 @@ removes what a fine-tuning run writes (never other files); `--resume_from_checkp
 folder) continues only the same run: same model, settings, seed and data.
 """
 
+import json
 import os
 import re
 import shutil
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from myna_common.cli_support import check_output_folder
 from myna_training.run_folder import RUN_FILE, check_resume, describe_run, read_identity, write_identity
 
 
 CACHE = "cache"
+RESULTS = "results.json"  # written last: the run's closing evaluation and save are done
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # What a fine-tuning run writes at the top of its folder (save_model, the card, results, Trainer's files).
 RUN_FILES = {
@@ -119,6 +123,94 @@ def resolve_finetune_checkpoint(resume: str, output_dir: str, identity: dict) ->
     return checkpoint
 
 
+def finished_results(output_dir: str) -> dict | None:
+    """The summary a finished run wrote last (`results.json`), or `None` while the run is not finished."""
+    try:
+        with open(os.path.join(output_dir, RESULTS), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def ended_training(checkpoint: str | None) -> dict | None:
+    """The Trainer state of `checkpoint` when its training had ended: at the run's planned last step, or stopped by
+    early stopping (Trainer records in the checkpoint that it was stopping). `None` for a checkpoint mid-run.
+
+    Trainer would train on from either: from the planned end it trains nothing but logs an empty epoch; from an
+    early stop it clears the stop and trains until the patience runs out again."""
+    try:
+        with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, TypeError, ValueError):
+        return None
+    control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
+    stopping = control.get("should_training_stop")
+    return state if stopping or state.get("global_step", 0) >= state.get("max_steps", float("inf")) else None
+
+
+def describe_end(state: dict) -> str:
+    """`"step 38 of 40 (epoch 19 of 20, stopped early)"` for a checkpoint's Trainer state."""
+    step, planned = state.get("global_step", 0), state.get("max_steps", 0)
+    early = ", stopped early" if step < planned else ""
+    epoch, epochs = state.get("epoch") or 0, state.get("num_train_epochs", 0)
+    return f"step {step} of {planned} (epoch {epoch:g} of {epochs:g}{early})"
+
+
+def format_log_entry(logs: dict, step: int) -> str:
+    """One of Trainer's log entries as a line: `epoch 3.0  step 120  loss 0.4123  lr 1.2e-4  grad_norm 1.31`."""
+    logs = {("lr" if key == "learning_rate" else key): value for key, value in logs.items() if key != "total_flos"}
+    parts = [f"epoch {_epoch(logs.pop('epoch'))}"] if "epoch" in logs else []
+    return "  ".join(parts + [f"step {step}"] + [f"{key} {_number(value)}" for key, value in logs.items()])
+
+
+def _epoch(value: float) -> str:
+    """3.0 -> "3.0", 2.5 -> "2.5", 2.3333 -> "2.33"."""
+    text = f"{value:.2f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def _number(value) -> str:
+    """A metric in 4 significant digits; a learning rate (or any tiny or huge value) as `1.2e-4`."""
+    if not isinstance(value, float):
+        return str(value)
+    if value != 0 and not 1e-3 <= abs(value) < 1e6:
+        mantissa, exponent = f"{value:.1e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return f"{value:.4g}"
+
+
+class LogLinesCallback(TrainerCallback):
+    """Trainer's log entries (training loss, evaluations, the closing ones) as readable lines (`format_log_entry`),
+    in place of the dicts its `PrinterCallback` prints; on the main process only."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            print(format_log_entry(logs, state.global_step), flush=True)
+
+
+class ProgressBarLogLinesCallback(ProgressCallback):
+    """Trainer's progress bars (a terminal), with its log entries written above the bar as `format_log_entry`
+    lines instead of dicts."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            line = format_log_entry(logs, state.global_step)
+            if self.training_bar is not None:
+                self.training_bar.write(line)
+            else:  # the closing evaluations, after the training bar
+                print(line, flush=True)
+
+
+def use_log_lines(trainer) -> None:
+    """Replaces the callback by which `trainer` prints its logs (`PrinterCallback` when its bars are off, else
+    `ProgressCallback`) with one that prints readable lines."""
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(ProgressBarLogLinesCallback)
+    else:
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(LogLinesCallback)
+
+
 class RunIdentityCallback(TrainerCallback):
     """Copies the run's `run.json` into every checkpoint Trainer saves, so a checkpoint names its run."""
 
@@ -160,10 +252,17 @@ class EtaCallback(TrainerCallback):
 
 __all__ = [
     "EtaCallback",
+    "LogLinesCallback",
+    "ProgressBarLogLinesCallback",
     "RunIdentityCallback",
     "check_new_finetune",
     "checkpoints",
     "clear_finetune",
+    "describe_end",
+    "ended_training",
     "finetune_identity_settings",
+    "finished_results",
+    "format_log_entry",
     "resolve_finetune_checkpoint",
+    "use_log_lines",
 ]

@@ -32,8 +32,8 @@ if __name__ == "__main__":
     # Arguments first: `--help`, a typo or a bad config file answers before torch and transformers are imported.
     from myna_common.progress import quiet_library_bars
 
-    # In a log: no weight-writing bars, the preprocessing bar every 30 s. Before anything imports tqdm (parsing
-    # imports transformers, which does), since tqdm reads TQDM_MININTERVAL once, at import.
+    # In a log: no weight-writing bars, the preprocessing as a plain line every 30 s (spectrograms.py). Before
+    # anything imports tqdm (parsing imports transformers, which does), since tqdm reads TQDM_MININTERVAL once.
     quiet_library_bars(datasets=False)
     from myna_common.cli_support import run_cli
     from myna_training.arguments import parse_arguments
@@ -362,12 +362,12 @@ def training_step(accelerator: Accelerator, training: Training, data: TrainingDa
     """One micro-batch: its views and masks, drawn for the whole global batch from generators seeded by
     `(seed, micro-batch)` with this process's rows kept, then the forward and backward pass, and on a micro-batch
     that synchronises gradients the optimiser and schedule steps. Returns the micro-batch's loss."""
-    data.check()  # raises once the background check found the store damaged
     micro, step = training.progress.micro_batches, training.progress.step
     generator = torch.Generator(device=accelerator.device).manual_seed((args.seed * 1_000_003 + micro) * 2)
     if isinstance(training.loss_fn, SogCLRLoss):  # libauc's adjust_gamma: the first-visit rule holds in epoch 0 only
         training.loss_fn.set_epoch(data.epoch(micro))
-    views, index, view_shift = data.micro_batch(micro, view_shift=masking_policy.uses_view_shift)
+    # Every process raises here, at the same micro-batch, when any found the store damaged or its crops non-finite.
+    views, index, view_shift = data.checked_micro_batch(micro, view_shift=masking_policy.uses_view_shift)
     # One draw per tokenizer for the whole global batch by the masking policy (uniform: a (2, global batch, tokens)
     # torch.rand), this process's rows kept, view-major as the model expects.
     mask_ratio = mask_ratio_at(step, training.max_steps, config.mask_ratio, config.mask_ratio_schedule,

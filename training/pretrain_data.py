@@ -3,7 +3,9 @@ what the training step reads from it.
 
 The main process computes each clip's spectrogram once into a content-keyed `SpectrogramStore` (the other processes
 wait, then read it); the store is placed resident on the training device or read out-of-core, and its checksum is
-checked on the way or by a background thread. With `--streaming` the spectrograms are computed as they are read, and
+checked on the way or by a background thread, by one process per machine. Whatever one process finds wrong with the
+store or its crops stops every process at the same point with its message (`process_errors`), rather than leaving
+the others waiting in the next collective. With `--streaming` the spectrograms are computed as they are read, and
 each process reads its share of the stream. `TrainingData` hands the step each micro-batch's views: for a store,
 drawn by the `BatchPlan` for the whole global batch, this process's rows kept, so that N processes with batch B train
 exactly like one with N * B.
@@ -19,6 +21,7 @@ from accelerate import Accelerator
 from modeling_myna.configuration_myna import HOP_LENGTH
 from myna_training.audio_sources import SkipReport, load_clips
 from myna_training.batch_plan import BatchPlan, CropPrefetcher, crop_generator
+from myna_training.process_errors import StepCheck, main_process_first, raise_together
 from myna_training.run_folder import CACHE_DIR
 from myna_training.spectrogram_banks import DiskSpectrogramBank, SpectrogramBank, StreamingSpectrograms
 from myna_training.spectrogram_store import (
@@ -84,7 +87,7 @@ class Clips:
 def list_clips(accelerator: Accelerator, data_args, seed: int, config) -> Clips:
     """The run's clips (the main process first: it fills the `datasets` cache the others read)."""
     skipped = SkipReport()
-    with accelerator.main_process_first():
+    with main_process_first(accelerator):
         dataset, index_size = load_clips(data_args, seed, skipped, min_seconds=crop_seconds(config))
     return Clips(dataset, index_size, skipped)
 
@@ -142,7 +145,7 @@ class TrainingData:
     source: SpectrogramBank | DiskSpectrogramBank | StreamingSpectrograms
     plan: BatchPlan | None  # `None` for a stream, which draws its own crops
     store: SpectrogramStore | None
-    verifier: StoreVerifier | None  # checks an out-of-core store's checksum while training runs
+    verifier: StoreVerifier | None  # an out-of-core store's checksum, checked while training runs (one per machine)
     num_clips: int | None  # `None` for a stream
     index_size: int | None
     skipped: SkipReport
@@ -151,6 +154,7 @@ class TrainingData:
     local_rows: slice  # this process's rows of the global batch
     seed: int
     max_crop_distance: int | None
+    step_check: StepCheck  # every process learns at each micro-batch whether any found its data damaged
     prefetcher: CropPrefetcher | None = None
 
     @property
@@ -176,9 +180,18 @@ class TrainingData:
                 "run recomputes it.",
             )
 
-    def check(self) -> None:
-        if self.verifier is not None:
-            self.verifier.check()  # raises once the background check found the store damaged
+    def checked_micro_batch(self, micro_batch: int, view_shift: bool):
+        """`micro_batch(...)`, once every process has read its share of it and none has found its data damaged (the
+        background checksum, a non-finite crop, a failed read): otherwise every process raises the first one's
+        error here, at the same micro-batch, before the step's collectives."""
+        error, batch = self.verifier.error if self.verifier is not None else None, None
+        if error is None:
+            try:
+                batch = self.micro_batch(micro_batch, view_shift)
+            except Exception as found:  # noqa: BLE001  (raised by every process below)
+                error = found
+        self.step_check(error)
+        return batch
 
     def micro_batch(self, micro_batch: int, view_shift: bool) -> tuple[list, torch.Tensor | None, torch.Tensor | None]:
         """`(views, index, shift)`: this process's `(B, F, crop)` views of `micro_batch`, their clips' indices `(B,)`
@@ -206,23 +219,31 @@ class TrainingData:
         return views, index, shift
 
     def finish(self) -> None:
-        """Stops reading ahead and waits for the store's check: no model is exported from a damaged store."""
+        """Stops reading ahead and waits for the store's check, whose outcome every process learns: no model is
+        exported from a damaged store."""
         if self.prefetcher is not None:
             self.prefetcher.close()
+        error = None
         if self.verifier is not None:
-            self.verifier.finish()
+            try:
+                self.verifier.finish()
+            except Exception as found:  # noqa: BLE001  (raised by every process below)
+                error = found
+        self.step_check(error)
 
 
 def load_training_data(
     accelerator: Accelerator, clips: Clips, key: str, crop_frames: int, feature_extractor, data_args, training_args
 ) -> TrainingData:
     """The spectrograms of `clips` (`key`: their hash): computed once into the store (the main process computes, the
-    others read) and placed resident or out-of-core, or with `--streaming` computed as this process reads its share."""
+    others read) and placed resident or out-of-core, or with `--streaming` computed as this process reads its share.
+    The store's checksum is checked by the local main process of each machine, which reads the whole file, and every
+    process learns the outcome; an error of any process here stops them all."""
     world_size, rank = accelerator.num_processes, accelerator.process_index
     batch_size = training_args.per_device_batch_size
     local_rows = slice(rank * batch_size, (rank + 1) * batch_size)
     skipped = clips.skipped
-    with accelerator.main_process_first():
+    with main_process_first(accelerator):
         if data_args.streaming:
             spectrograms = compute_spectrograms(
                 clips.dataset, feature_extractor, min_frames=crop_frames, skipped=skipped,
@@ -238,6 +259,7 @@ def load_training_data(
     common = dict(
         index_size=clips.index_size, skipped=skipped, crop_frames=crop_frames, global_batch=batch_size * world_size,
         local_rows=local_rows, seed=training_args.seed, max_crop_distance=data_args.max_crop_distance,
+        step_check=StepCheck(accelerator),
     )
     if data_args.streaming:
         if training_args.loss == "sogclr" and clips.index_size is None:
@@ -276,9 +298,15 @@ def load_training_data(
         processes_per_host=int(os.environ.get("LOCAL_WORLD_SIZE", world_size)),
     )
     # Resident: the whole file is read, and its checksum checked on the way; out-of-core: the size now, the
-    # checksum by a background thread while training runs.
-    bank = store.bank(accelerator.device, resident=placement == "resident")
-    verifier = StoreVerifier(store) if placement != "resident" else None
+    # checksum by a background thread while training runs. Once per machine: the other processes read it only as
+    # they need it, and learn the outcome (now, and at each micro-batch).
+    verify, error, bank = accelerator.is_local_main_process, None, None
+    try:
+        bank = store.bank(accelerator.device, resident=placement == "resident", verify=verify)
+    except Exception as found:  # noqa: BLE001  (raised by every process below)
+        error = found
+    raise_together(accelerator, error)
+    verifier = StoreVerifier(store) if placement != "resident" and verify else None
     accelerator.print(
         f"spectrograms: {num_clips} clips, {store.total_frames} frames, {gib(store.nbytes)} as "
         f"{store.meta['dtype']} ({numbers}) -> "

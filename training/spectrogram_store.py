@@ -7,8 +7,10 @@ A store proves it is whole. Writing refuses non-finite frames (naming the clip) 
 `frames.bin` and a checksum of it (xxh3-128, computed block by block as the file is written, at disk speed); the
 folder is written under a temporary name and renamed when complete (`myna_common.atomic`). Opening a store checks
 the size always; the resident path, which reads the whole file anyway, checks the checksum as it reads; the
-out-of-core path checks it in a background thread (`StoreVerifier`) while training runs. A mismatch is one line
-(`DamagedStoreError`) that names the folder and says to delete it: it is recomputed on the next run.
+out-of-core path checks it in a background thread (`StoreVerifier`) while training runs. In a run of several
+processes, one process per machine checks the checksum and the others learn the outcome (`pretrain_data`). A
+mismatch is one line (`DamagedStoreError`) that names the folder and says to delete it: it is recomputed on the next
+run.
 """
 
 import json
@@ -65,9 +67,10 @@ class DamagedStoreError(ValueError):
             f"the spectrogram store {directory} is damaged: {what}. Delete that folder (rm -r {directory}); the next "
             "run recomputes it."
         )
-        self.directory = directory
+        self.directory, self.what = directory, what
 
-
+    def __reduce__(self):  # rebuilt from its two parts in another process (`process_errors`)
+        return type(self), (self.directory, self.what)
 
 
 def non_finite_rows(array: np.ndarray) -> np.ndarray:
@@ -192,28 +195,31 @@ class SpectrogramStore:
         self.check_checksum(checksum.hexdigest())
         return True
 
-    def bank(self, device, resident: bool) -> "SpectrogramBank | DiskSpectrogramBank":
-        """A resident bank on `device` (the file read once, 64 MiB at a time, its checksum checked on the way), or
-        an out-of-core bank that reads each crop from the file (size checked; `StoreVerifier` checks the checksum)."""
+    def bank(self, device, resident: bool, verify: bool = True) -> "SpectrogramBank | DiskSpectrogramBank":
+        """A resident bank on `device` (the file read once, 64 MiB at a time, its checksum checked on the way unless
+        not `verify`: another process of the machine checks it), or an out-of-core bank that reads each crop from the
+        file (size checked; `StoreVerifier` checks the checksum)."""
         self.check_size()
         if not resident:
             return DiskSpectrogramBank(self.frames_path, self.num_frames, self.num_mel_bins, self.dtype)
         frames = torch.empty((self.total_frames, self.num_mel_bins), dtype=self.dtype, device=device)
         host_dtype = np.int16 if frames.element_size() == 2 else np.float32
         step = max(1, CHECKSUM_BLOCK_BYTES // self.row_bytes)
-        checksum = new_checksum()
+        checksum = new_checksum() if verify else None
         with open(self.frames_path, "rb") as f:
             for row in range(0, self.total_frames, step):
                 rows = min(step, self.total_frames - row)
                 bits = np.fromfile(f, dtype=host_dtype, count=rows * self.num_mel_bins)
                 if bits.size != rows * self.num_mel_bins:  # changed since the size check
                     raise DamagedStoreError(self.directory, "frames.bin ended early while it was read")
-                checksum.update(bits)
+                if checksum is not None:
+                    checksum.update(bits)
                 chunk = torch.from_numpy(bits).view(self.dtype).view(rows, self.num_mel_bins)
                 frames[row : row + rows] = chunk.to(device)
             if f.read(1):
                 raise DamagedStoreError(self.directory, "frames.bin grew while it was read")
-        self.check_checksum(checksum.hexdigest())
+        if checksum is not None:
+            self.check_checksum(checksum.hexdigest())
         return SpectrogramBank(frames, self.num_frames)
 
     @classmethod

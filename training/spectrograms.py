@@ -2,19 +2,23 @@
 there is one, else in one single-threaded worker process per core) and cached as Arrow through `Dataset.map`:
 float32, or bfloat16 stored as its uint16 bits (never float16, which overflows on power mels). Undecodable, empty,
 silent and too-short clips are kept as rows with a `skip_reason`, then filtered out and counted, so the count
-survives the cache. This module also owns the stored row format (`encode_spectrogram`, `decode_spectrograms`) and
-`cache_key`, which names a cache by what it was computed from.
+survives the cache. In a log the progress is plain lines (`map_progress_lines`), never tqdm's carriage returns.
+This module also owns the stored row format (`encode_spectrogram`, `decode_spectrograms`) and `cache_key`, which
+names a cache by what it was computed from.
 """
 
 import hashlib
 import json
 import os
+import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from modeling_myna import MynaFeatureExtractor
 from modeling_myna.audio_utils import AudioDecodeError, load_audio
+from myna_common.progress import LineProgress, is_terminal
 from myna_training.audio_sources import SkipReport
 
 
@@ -122,6 +126,42 @@ def make_spectrogram_function(
     return compute
 
 
+class ClipProgress(LineProgress):
+    """`Dataset.map`'s progress as plain lines, with the clips per second: `Spectrograms (num_proc=2): 8/16 clips
+    (50%), 12s elapsed, ETA 12s [0.7 clips/s]`, one every `MYNA_PROGRESS_INTERVAL` seconds (30) and one at the end.
+    Takes the keyword arguments `Dataset.map` gives its tqdm bar."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**{**kwargs, "unit": "clip", "disable": False})
+
+    def _print(self) -> None:
+        elapsed = time.monotonic() - self.started
+        if elapsed > 0 and self.n > self.initial:
+            self.postfix = f"{(self.n - self.initial) / elapsed:.1f} clips/s"
+        super()._print()
+
+
+@contextmanager
+def map_progress_lines():
+    """Within it, `Dataset.map` reports its progress as `ClipProgress` lines when stderr is not a terminal (a log, a
+    pipe) or `datasets`' bars are turned off; on a terminal its tqdm bar stays. Preprocessing can take hours, so a
+    log needs its progress, and tqdm's redraws (carriage returns) are debris in a file. `datasets` takes no bar
+    class: its module's name for the bar is swapped for the call and put back (the bar lives in the main process,
+    also with `num_proc` workers, which send it their counts)."""
+    from datasets import arrow_dataset
+    from datasets.utils import are_progress_bars_disabled
+
+    if (is_terminal() and not are_progress_bars_disabled()) or not hasattr(arrow_dataset, "hf_tqdm"):
+        yield
+        return
+    bar = arrow_dataset.hf_tqdm
+    arrow_dataset.hf_tqdm = ClipProgress
+    try:
+        yield
+    finally:
+        arrow_dataset.hf_tqdm = bar
+
+
 def cache_key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -169,16 +209,17 @@ def compute_spectrograms(
     if cache_file is not None:
         os.makedirs(os.path.dirname(os.path.abspath(cache_file)), exist_ok=True)
     workers = min(num_proc, len(clips))
-    mapped = clips.map(
-        function,
-        batched=True,
-        batch_size=batch_size,
-        remove_columns=clips.column_names,
-        features=features,
-        cache_file_name=cache_file,
-        num_proc=workers if workers > 1 else None,  # None: the main process (datasets pools even num_proc=1)
-        desc="Spectrograms",
-    )
+    with map_progress_lines():
+        mapped = clips.map(
+            function,
+            batched=True,
+            batch_size=batch_size,
+            remove_columns=clips.column_names,
+            features=features,
+            cache_file_name=cache_file,
+            num_proc=workers if workers > 1 else None,  # None: the main process (datasets pools even num_proc=1)
+            desc="Spectrograms",
+        )
     reasons = mapped["skip_reason"]
     ids = mapped["id"]
     for clip_id, reason in zip(ids, reasons):
@@ -192,10 +233,12 @@ def compute_spectrograms(
 
 __all__ = [
     "STORAGE_DTYPES",
+    "ClipProgress",
     "cache_key",
     "compute_spectrograms",
     "decode_spectrograms",
     "encode_spectrogram",
     "make_spectrogram_function",
+    "map_progress_lines",
     "spectrogram_features",
 ]
