@@ -30,7 +30,8 @@ from myna_common.cli_support import audio_files_in, check_model_name, check_outp
 from myna_common.progress import progress_bar
 
 from .arguments import EmbedArguments, find_audio_files
-from .precision import PRECISIONS, MynaInferenceModel, check_precision
+from .onnx_backend import inference_model
+from .precision import PRECISIONS, MynaInferenceModel
 from .store import EmbeddingStore, content_hash, settings_key
 from .streaming import AudioSegment, segment_chunks, stream_segments
 
@@ -267,6 +268,7 @@ def embed_library(
     overwrite: bool = False,
     progress: bool = True,
     repair: bool = False,
+    backend: str = "pytorch",
 ) -> dict[str, Any]:
     """Embeds `files` (audio files, or folders searched recursively) into the store at `store_path`, skipping those
     already there; returns the run's counts.
@@ -275,7 +277,7 @@ def embed_library(
     """
     rank, world_size, local_rank = _distributed_context()
     if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() and backend == "pytorch" else "cpu"
     store = EmbeddingStore(store_path)
     if audio_files_in(store_path):  # never into a folder of music, whatever the flags
         raise ValueError(f"{store_path} holds audio: a store is written into its own folder, never into music.")
@@ -291,11 +293,9 @@ def embed_library(
 
     model, feature_extractor = load_model(model_id, device, dtype)
     patch_mode = patch_mode or model.config.default_patch_mode
-    if precision != "float32":
-        check = check_precision(model, feature_extractor, precision, patch_mode=patch_mode)
-        if rank == 0:
-            print(f"precision {precision}: mean cosine {check['cosine']:.5f} to float32 on generated music")
-    inference = MynaInferenceModel(model, precision)
+    inference, checks = inference_model(model, precision, backend, model_id, feature_extractor, patch_mode)
+    for check in checks if rank == 0 else ():
+        print(f"{backend} {precision}: mean cosine {check['cosine']:.5f} to PyTorch float32 on generated music")
     fingerprint = model_fingerprint(model)
     settings = {
         "patch_mode": patch_mode,
@@ -305,6 +305,7 @@ def embed_library(
         "chunk_frames": feature_extractor.chunk_frames,
         "embedding_size": model.config.embedding_size(patch_mode),
         "front_end": front_end_settings(feature_extractor),
+        **({"backend": backend} if backend != "pytorch" else {}),  # PyTorch stores keep their key
     }
     key = settings_key(fingerprint, settings)
     shown_id = os.path.abspath(model_id) if os.path.isdir(model_id) else model_id
@@ -447,7 +448,7 @@ def embed_library_command(argv: list[str]) -> int:
             files, args.output, args.model, patch_mode=args.patch_mode, precision=library.precision,
             timeline=library.timeline or args.pooling == "none", batch_size=args.batch_size,
             num_workers=library.num_workers, shard_size=library.shard_size, device=args.device, dtype=args.dtype,
-            overwrite=args.overwrite, repair=library.repair,
+            overwrite=args.overwrite, repair=library.repair, backend=args.backend,
         )  # fmt: skip
     except (OSError, ValueError) as error:
         print(f"myna embed: {error}", file=sys.stderr)
