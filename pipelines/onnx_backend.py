@@ -1,8 +1,8 @@
 """The ONNX Runtime backend for CPU embedding: `MynaOnnxInferenceModel` runs an exported Myna graph (`onnx_export.py`)
 where `MynaInferenceModel` (`precision.py`) runs PyTorch, behind the same `embed(chunks, patch_mode)`.
 
-    inference = inference_model(model, precision="int8", backend="onnxruntime")   # or backend="pytorch"
-    inference.embed(chunks, "both")                                               # (B, D) float32 torch tensor
+    inference, checks = inference_model(model, precision="int8", backend="onnxruntime")  # or backend="pytorch"
+    inference.embed(chunks, "both")                                                      # (B, D) float32 tensor
 
 The graph of each patch mode is looked up where `myna export` writes it, first in the model folder's `onnx/`, then at
 its top (`model.onnx`, `model_quantized.onnx` at int8, `model_<mode>.onnx` for a mode other than the default; a Hub
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .onnx_export import INPUT_NAME, ONNX_SUBFOLDER, export_onnx, graph_folder, onnx_file_name, require
+from .onnx_export import INPUT_NAME, ONNX_SUBFOLDER, export_onnx, onnx_file_name, require
 from .precision import COSINE_BOUND, MynaInferenceModel, check_precision, mean_cosine
 
 
@@ -40,7 +40,7 @@ def find_graph(source: str | None, file_name: str) -> str | None:
     if not source:
         return None
     if os.path.isdir(source):
-        for folder in (graph_folder(source), source):
+        for folder in (os.path.join(source, ONNX_SUBFOLDER), source):
             if os.path.isfile(os.path.join(folder, file_name)):
                 return os.path.join(folder, file_name)
         return None
@@ -147,9 +147,7 @@ class MynaOnnxInferenceModel:
         return self.sessions[patch_mode]
 
     def _check(self, patch_mode: str) -> dict[str, Any]:
-        from .precision import _generated_chunks
-
-        chunks, _ = _generated_chunks(self.feature_extractor, CHECK_CLIPS, seed=0)
+        chunks = check_chunks(self.feature_extractor)
         cosine = compare_to_pytorch(self.model, self.sessions[patch_mode], chunks, patch_mode)
         bound = FLOAT32_BOUND if self.precision == "float32" else COSINE_BOUND
         config, quantize = self.model.config, "int8" if self.precision == "int8" else None
@@ -175,6 +173,13 @@ class MynaOnnxInferenceModel:
         values = chunks.detach().to("cpu", torch.float32).contiguous().numpy()
         (pooled,) = session.run(["pooler_output"], {INPUT_NAME: values})
         return torch.from_numpy(pooled)
+
+
+def check_chunks(feature_extractor) -> torch.Tensor:
+    """The chunks every graph is checked on: `CHECK_CLIPS` generated clips, as `precision.check_precision` uses."""
+    from .precision import _generated_chunks
+
+    return _generated_chunks(feature_extractor, CHECK_CLIPS, seed=0)[0]
 
 
 def export_command(source: str | None, patch_mode: str, quantize: str | None, config) -> str:
@@ -249,6 +254,7 @@ __all__ = [
     "FLOAT32_BOUND",
     "ONNX_PRECISIONS",
     "MynaOnnxInferenceModel",
+    "check_chunks",
     "compare_to_pytorch",
     "export_command",
     "find_graph",

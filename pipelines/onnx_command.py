@@ -60,10 +60,10 @@ def _is_own_folder(folder: str) -> bool:
 def check_graphs(model, feature_extractor, graphs: dict[str, dict[str, str]]) -> list[str]:
     """One line per graph: its mean chunk cosine to PyTorch float32 on generated music. Raises `ValueError` (and
     removes the graph) for one below its bound."""
-    from .onnx_backend import FLOAT32_BOUND, CHECK_CLIPS, compare_to_pytorch
-    from .precision import COSINE_BOUND, _generated_chunks
+    from .onnx_backend import FLOAT32_BOUND, check_chunks, compare_to_pytorch
+    from .precision import COSINE_BOUND
 
-    chunks, _ = _generated_chunks(feature_extractor, CHECK_CLIPS, seed=0)
+    chunks = check_chunks(feature_extractor)
     lines = []
     for patch_mode, paths in graphs.items():
         for precision, path in paths.items():

@@ -190,6 +190,20 @@ def test_a_missing_extra_is_named_in_one_line(monkeypatch, tmp_path, capsys):
     assert error[0].endswith('pip install "myna-hf[onnx]"')
 
 
+def test_myna_export_refuses_music_and_other_folders_before_any_work(tmp_path, capsys):
+    folder = save_tiny_model(tmp_path / "model", "base")
+    music = tmp_path / "music"
+    music.mkdir()
+    (music / "track.flac").write_bytes(b"fLaC")
+    assert main(["export", folder, "--output", str(music), "--overwrite"]) == 2
+    assert "holds audio (track.flac)" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(["export", folder, "--output", str(other)]) == 2
+    assert "is not empty (notes.txt) and holds no ONNX export" in capsys.readouterr().err
+
+
 # --- the backend --------------------------------------------------------------------------------------------------
 
 
