@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[train,eval,search,bench,app,dev]"
+	$(BIN)/pip install --quiet -e ".[train,eval,search,bench,app,onnx,dev]"
 	@$(MAKE) --no-print-directory browser
 	touch $@
 

@@ -1,7 +1,7 @@
 """One 3-minute track through full-size Myna-Hybrid (both tokenizers), file to embeddings, against what a user would
 otherwise run: nnAudio's `MelSpectrogram` feeding a plain eager ViT with the same weights. Like with like.
 
-    python benchmarks/benchmark_embed_track.py                          # plain, float32, bfloat16, int8
+    python benchmarks/benchmark_embed_track.py                          # plain, float32, bfloat16, int8, ONNX Runtime
     python benchmarks/benchmark_embed_track.py --implementations float32,int8,int8@fbgemm,int8@x86 --repeats 3
     python benchmarks/benchmark_embed_track.py --seconds 60 --repeats 1 --allow_busy   # a dry run on a busy machine
 
@@ -10,7 +10,10 @@ feature extractor's `mel_backend="nnaudio"`, built once), then the straightforwa
 `tests/reference_vit.py` (plain softmax attention, one forward per tokenizer). The other rows are this project's path,
 as `myna embed` runs it minus the decoding worker: the same decoding, the FFT mel (`MynaMelSpectrogram`), then
 `MynaInferenceModel(model, precision).embed(chunks, "both")` at float32, bfloat16 (autocast; CPUs with native
-bfloat16) or int8 (dynamic quantization; `int8@ENGINE` picks the quantized engine, default `int8_engine()`). Every
+bfloat16) or int8 (dynamic quantization; `int8@ENGINE` picks the quantized engine, default `int8_engine()`).
+`onnxruntime` and `onnxruntime-int8` are the same weights exported to ONNX (`pipelines/onnx_export.py`, once, before
+any timing; int8 by onnxruntime's dynamic quantization of the same linear layers) and run by ONNX Runtime on the CPU
+with as many threads as torch (`MynaOnnxInferenceModel`, `--backend onnxruntime` of `myna embed`). Every
 path runs in this one process on the same file, the same chunks and the same batch (`--batch_size 0`: all chunks in
 one batch), with the same random weights (the plain model's, converted); runs are interleaved (plain, float32, ...,
 then again) and the best of `--repeats` is kept, after one warm-up round. Every path runs with the same malloc
@@ -28,6 +31,7 @@ Accuracy: every path's mean chunk cosine to the plain model's embeddings (the bo
 machine's measured float32 matmul throughput, end to end (decoding and the mel included in the time).
 """
 
+import importlib.util
 import os
 import sys
 import tempfile
@@ -48,9 +52,10 @@ sys.path.insert(0, REPO)
 class BenchmarkArguments:
     seconds: float = field(default=180.0, metadata={"help": "Length of the generated track."})
     implementations: str = field(
-        default="float32,bfloat16,int8",
+        default="float32,bfloat16,int8,onnxruntime,onnxruntime-int8",
         metadata={"help": "Comma-separated project paths, each timed against the plain baseline: float32, "
-                  "bfloat16, int8 or int8@ENGINE (onednn, fbgemm, x86)."},
+                  "bfloat16, int8 or int8@ENGINE (onednn, fbgemm, x86); onnxruntime, onnxruntime-int8 (the "
+                  "`onnx` extra)."},
     )  # fmt: skip
     batch_size: int = field(default=0, metadata={"help": "Chunks per forward, for every path (0: all in one)."})
     repeats: int = field(default=4, metadata={"help": "Interleaved timed rounds after one warm-up; best kept."})
@@ -143,8 +148,38 @@ def main() -> None:
 
         return run
 
+    def onnx_path(precision: str, folder: str):
+        from myna_pipelines.onnx_backend import MynaOnnxInferenceModel
+
+        inference = MynaOnnxInferenceModel(model, precision, source=folder, feature_extractor=extractor, check=False)
+
+        def run() -> np.ndarray:
+            audio, rate = load_audio(path)
+            chunks = extractor(audio, sampling_rate=rate, return_tensors="pt")["input_values"]
+            return torch.cat([inference.embed(c, "both") for c in batches(chunks)]).numpy()
+
+        return run
+
     runs, labels = {"plain": run_plain}, {"plain": "plain eager ViT + nnAudio MelSpectrogram"}
+    onnx_folder = None
     for name in args.implementations.split(","):
+        if name.startswith("onnxruntime"):
+            missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+            if missing:
+                print(f"{name}: skipped, {', '.join(missing)} not installed (pip install 'myna-hf[onnx]')")
+                continue
+            if onnx_folder is None:
+                from myna_pipelines.onnx_export import export_onnx
+
+                onnx_folder, started = tempfile.mkdtemp(prefix="myna-onnx-"), time.perf_counter()
+                export_onnx(model, onnx_folder, extractor, ["both"], "int8")
+                print(f"exported to ONNX (float32 and int8) in {time.perf_counter() - started:.0f} s, before timing")
+            precision = "int8" if name.endswith("int8") else "float32"
+            runs[name] = onnx_path(precision, onnx_folder)
+            labels[name] = f"ONNX Runtime {precision}"
+            if precision == "int8":
+                labels[name] += " (onnxruntime's dynamic quantization)"
+            continue
         precision, _, engine = name.partition("@")
         if precision == "bfloat16" and not bfloat16_supported():
             print("bfloat16: skipped, this CPU has no native bfloat16")

@@ -49,6 +49,13 @@ class EmbedArguments:
         default="float32",
         metadata={"help": "Model weights' dtype (the spectrogram and the first LayerNorm stay float32)."},
     )
+    backend: Literal["pytorch", "onnxruntime"] = field(
+        default="pytorch",
+        metadata={
+            "help": "onnxruntime: run the model's exported ONNX graph on the CPU (`myna export`; exported on the fly "
+            "if the folder has none), checked against PyTorch on generated music first."
+        },
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace --output if it exists."})
 
 

@@ -7,6 +7,7 @@
     myna app --index index/                                   # a web page: search by example, the map (app.py)
     myna convert --checkpoint myna-hybrid.pth --variant hybrid --output myna-hybrid
     myna info myna-hybrid
+    myna export myna-hybrid --format onnx --output myna-hybrid --quantize int8  # ONNX graphs (onnx_command.py)
 
 Each command parses its options from a dataclass with the standard library's argparse (`dataclass_parser` of
 `myna_common.cli_support`), before importing numpy, torch or transformers, so that `--help` and mistakes answer at
@@ -223,9 +224,12 @@ def embed_command(argv: list[str]) -> int:
     from .precision import keep_freed_memory
     from .query_rules import QueryTooShortError, check_query_length, shortest_query_seconds
 
-    device = check_device(args.device) if args.device else ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = torch.cuda.is_available() and args.backend == "pytorch"  # onnxruntime runs on the CPU
+    device = check_device(args.device) if args.device else ("cuda" if cuda else "cpu")
     try:
-        embedder = pipeline("music-embedding", model=args.model, device=device, dtype=getattr(torch, args.dtype))
+        embedder = pipeline(
+            "music-embedding", model=args.model, device=device, dtype=getattr(torch, args.dtype), backend=args.backend
+        )
     except OSError as error:
         # transformers' message says whether the folder lacks files or the Hub could not be reached.
         print(f"myna embed: cannot load the model {args.model!r}: {error}", file=sys.stderr)
@@ -446,7 +450,14 @@ COMMANDS = {
     "index": (lambda argv: _search().index_command(argv), "build a similarity index over a store from `myna embed`"),
     "search": (lambda argv: _search().search_command(argv), "find the tracks of an index nearest to audio files"),
     "app": (lambda argv: _app().app_command(argv), "a web page on a library: search by example, the map, timelines"),
+    "export": (lambda argv: _onnx().export_command(argv), "export a model to ONNX (float32, int8), checked"),
 }
+
+
+def _onnx():
+    from . import onnx_command
+
+    return onnx_command
 
 
 def _search():

@@ -32,7 +32,8 @@ from myna_common.cli_support import audio_files_in, check_model_name, check_outp
 from myna_common.progress import progress_bar, transformers_bars_off
 
 from .arguments import EmbedArguments, LibraryArguments, check_output_outside_inputs, embed_parser, find_audio_files
-from .precision import PRECISIONS, MynaInferenceModel, check_precision
+from .onnx_backend import inference_model
+from .precision import PRECISIONS, MynaInferenceModel
 from .query_rules import QueryTooShortError, check_query_length, shortest_query_seconds
 from .store import EmbeddingStore, content_hash, settings_key
 from .streaming import AudioSegment, open_stream, segment_chunks, stream_segments
@@ -276,6 +277,7 @@ def embed_library(
     progress: bool = True,
     repair: bool = False,
     keep_memory: bool = False,
+    backend: str = "pytorch",
 ) -> dict[str, Any]:
     """Embeds `files` (audio files, or folders searched recursively) into the store at `store_path`, skipping those
     already there; returns the run's counts. Files shorter than one chunk are skipped and listed (`too_short`),
@@ -286,7 +288,7 @@ def embed_library(
     """
     rank, world_size, local_rank = _distributed_context()
     if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() and backend == "pytorch" else "cpu"
     store = EmbeddingStore(store_path)
     if audio_files_in(store_path):  # never into a folder of music, whatever the flags
         raise ValueError(f"{store_path} holds audio: a store is written into its own folder, never into music.")
@@ -302,11 +304,11 @@ def embed_library(
 
     model, feature_extractor = load_model(model_id, device, dtype)
     patch_mode = patch_mode or model.config.default_patch_mode
-    if precision != "float32":
-        check = check_precision(model, feature_extractor, precision, patch_mode=patch_mode)
-        if rank == 0:
-            print(f"precision {precision}: mean cosine {check['cosine']:.5f} to float32 on generated music")
-    inference = MynaInferenceModel(model, precision, keep_memory=keep_memory)
+    inference, checks = inference_model(
+        model, precision, backend, model_id, feature_extractor, patch_mode, keep_memory=keep_memory
+    )
+    for check in checks if rank == 0 else ():
+        print(f"{backend} {precision}: mean cosine {check['cosine']:.5f} to PyTorch float32 on generated music")
     fingerprint = model_fingerprint(model)
     settings = {
         "patch_mode": patch_mode,
@@ -316,6 +318,7 @@ def embed_library(
         "chunk_frames": feature_extractor.chunk_frames,
         "embedding_size": model.config.embedding_size(patch_mode),
         "front_end": front_end_settings(feature_extractor),
+        **({"backend": backend} if backend != "pytorch" else {}),  # PyTorch stores keep their key
     }
     key = settings_key(fingerprint, settings)
     shown_id = os.path.abspath(model_id) if os.path.isdir(model_id) else model_id
@@ -448,7 +451,7 @@ def embed_library_command(argv: list[str]) -> int:
             files, args.output, args.model, patch_mode=args.patch_mode, precision=library.precision,
             timeline=library.timeline or args.pooling == "none", batch_size=args.batch_size,
             num_workers=library.num_workers, shard_size=library.shard_size, device=args.device, dtype=args.dtype,
-            overwrite=args.overwrite, repair=library.repair, keep_memory=True,
+            overwrite=args.overwrite, repair=library.repair, keep_memory=True, backend=args.backend,
         )  # fmt: skip
     except (OSError, ValueError) as error:
         print(f"myna embed: {error}", file=sys.stderr)

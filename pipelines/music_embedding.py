@@ -51,8 +51,24 @@ class MusicEmbeddingPipeline(MynaChunkPipeline):
             is computed in float32 on the same device and reaches the model's float32 patch LayerNorm unchanged,
             so float16 models work too.
 
+    Options at construction only:
+        backend (`str`, defaults to `"pytorch"`): `"onnxruntime"` runs the model's exported ONNX graph on the CPU
+            (`myna export`; exported on the fly when the folder has none), through `onnx_backend.inference_model`.
+        precision (`str`, defaults to `"float32"`): `"int8"` (either backend) or `"bfloat16"` (PyTorch), checked
+            against float32 on generated music first, as `myna embed --precision` is (`precision.py`).
+
     Unreadable inputs raise `modeling_myna.audio_utils.AudioDecodeError` (a `ValueError`) naming the input.
     """
+
+    def __init__(self, model, *args, backend: str = "pytorch", precision: str = "float32", **kwargs):
+        super().__init__(model, *args, **kwargs)
+        self.inference, self.checks = None, []
+        if backend != "pytorch" or precision != "float32":
+            from .onnx_backend import inference_model
+
+            self.inference, self.checks = inference_model(
+                self.model, precision, backend, feature_extractor=self.feature_extractor
+            )
 
     def _sanitize_parameters(self, pooling: str | None = None, patch_mode: str | None = None, **kwargs):
         preprocess_params = self._sanitize_common(**kwargs)
@@ -72,9 +88,11 @@ class MusicEmbeddingPipeline(MynaChunkPipeline):
 
     def _forward(self, model_inputs: dict[str, Any], patch_mode: str | None = None) -> dict[str, Any]:
         chunks, start_frames = self._segment_chunks(model_inputs)
-        # The bare encoder, also when the model given is a classifier or a pre-training model.
-        encoder = self.model.base_model
-        embeddings = encoder(input_values=chunks, patch_mode=patch_mode).pooler_output  # (num_chunks, D)
+        if self.inference is not None:  # another backend or precision
+            embeddings = self.inference.embed(chunks, patch_mode)  # (num_chunks, D)
+        else:
+            # The bare encoder, also when the model given is a classifier or a pre-training model.
+            embeddings = self.model.base_model(input_values=chunks, patch_mode=patch_mode).pooler_output
         return {"embeddings": embeddings.float(), "start_frames": start_frames, "is_last": model_inputs["is_last"]}
 
     def postprocess(self, model_outputs: list[dict[str, Any]], pooling: str = "mean") -> np.ndarray | dict:

@@ -236,9 +236,15 @@ class MynaIndex:
             loaded, feature_extractor = model, MynaFeatureExtractor.from_config(model.config)
         self.check_fingerprint(model_fingerprint(loaded), f"the query model {name}")
         self.check_front_end(feature_extractor, f"the query model {name}")
-        precision = self.info["store_settings"].get("precision", "float32")
-        precision = precision if loaded.device.type == "cpu" else "float32"
-        result = (MynaInferenceModel(loaded, precision), feature_extractor)
+        settings, on_cpu = self.info["store_settings"], loaded.device.type == "cpu"
+        precision = settings.get("precision", "float32") if on_cpu else "float32"
+        if on_cpu and settings.get("backend") == "onnxruntime":  # queries through the store's backend
+            from .onnx_backend import MynaOnnxInferenceModel
+
+            inference = MynaOnnxInferenceModel(loaded, precision, feature_extractor=feature_extractor)
+        else:
+            inference = MynaInferenceModel(loaded, precision)
+        result = (inference, feature_extractor)
         self._models[cache_key] = result
         return result
 
