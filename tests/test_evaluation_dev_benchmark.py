@@ -17,7 +17,7 @@ mido = pytest.importorskip("mido")
 pytest.importorskip("music21")
 
 from myna_common.atomic import temporary_name  # noqa: E402
-from myna_evaluation.dev_benchmark import build, scores, soundtracks  # noqa: E402
+from myna_evaluation.dev_benchmark import build, scores, soundtracks, system_tools  # noqa: E402
 from myna_evaluation.tasks import KEY_NAMES, SPLITS, column  # noqa: E402
 
 
@@ -291,12 +291,12 @@ def test_pretrain_stage_resumes_and_records_hours(tmp_path, monkeypatch):
 
 
 def test_missing_renderer_and_unknown_collections_say_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    monkeypatch.setattr(system_tools.shutil, "which", lambda name: None)
     monkeypatch.setattr(scores, "find_soundfont", lambda path=None: (_ for _ in ()).throw(FileNotFoundError(path)))
     with pytest.raises(FileNotFoundError, match=r"fluidsynth, fluid-soundfont-gm missing: install with `apt-get "
                        r"install -y fluidsynth fluid-soundfont-gm`"):
         build.ensure_renderer(install=False, soundfont=None)
-    monkeypatch.setattr(build, "ensure_renderer", lambda install, soundfont: "font.sf2")
+    monkeypatch.setattr(system_tools, "ensure_renderer", lambda install, soundfont: "font.sf2")
     with pytest.raises(ValueError, match=r"--collections bachh: not folders of music21's corpus; found .*bach, "):
         build.run(build.BuildArguments(output=str(tmp_path), stages="tasks", collections="bach,bachh", progress=False))
 

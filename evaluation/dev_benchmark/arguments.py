@@ -1,0 +1,46 @@
+"""The options of `benchmarks/build_dev_benchmark.py` (`BuildArguments`): where to build, which stages, and the
+settings of each. Light: parsed before anything heavy loads."""
+
+import os
+from dataclasses import dataclass, field
+
+from . import scores, soundtracks
+
+
+def default_output() -> str:
+    """`$XDG_CACHE_HOME/myna-hf/dev-benchmark` (`~/.cache/...` by default): data stays out of the repository."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "myna-hf", "dev-benchmark")
+
+
+@dataclass
+class BuildArguments:
+    output: str = field(default_factory=default_output, metadata={"help": "Where the benchmark is built."})
+    stages: str = field(default="pretrain,tasks", metadata={"help": "Comma list of stages to run: pretrain, tasks."})
+    packages: str = field(
+        default=",".join(soundtracks.PACKAGES), metadata={"help": "Comma list of Debian soundtrack packages."}
+    )
+    min_seconds: float = field(default=30.0, metadata={"help": "Music files shorter than this are jingles."})
+    collections: str = field(
+        default=",".join(scores.COLLECTIONS), metadata={"help": "Comma list of music21 corpus folders (classes)."}
+    )
+    clips_per_class: int = field(default=200, metadata={"help": "Rendered clips per collection (about)."})
+    pieces_per_class: int = field(default=100, metadata={"help": "Pieces drawn per collection at most."})
+    clip_seconds: float = field(default=10.0, metadata={"help": "Seconds per rendered clip."})
+    tempo_range: str = field(default="60,160", metadata={"help": "Rendering tempi, quarter notes per minute."})
+    max_families: int = field(default=3, metadata={"help": "Instrument families per clip at most."})
+    fractions: str = field(default="0.7,0.15,0.15", metadata={"help": "train,validation,test share, split by work."})
+    seed: int = field(default=0, metadata={"help": "Seed of the piece draw, the clip plans and the split."})
+    soundfont: str | None = field(default=None, metadata={"help": "SoundFont; fluid-soundfont-gm's FluidR3_GM."})
+    render_batch: int = field(default=48, metadata={"help": "Clips per FluidSynth call."})
+    workers: int = field(default=2, metadata={"help": "Processes for decoding and rendering."})
+    install: bool = field(
+        default=True, metadata={"help": "apt-get install fluidsynth and fluid-soundfont-gm when missing."}
+    )
+    keep_scratch: bool = field(
+        default=False, metadata={"help": "Keep unpacked packages and decoded audio (the .debs are always kept)."}
+    )
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+
+__all__ = ["BuildArguments", "default_output"]
