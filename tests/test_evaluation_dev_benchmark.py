@@ -2,6 +2,7 @@
 work, the soundtrack filters (jingles, silence, duplicates, loops), the manifest and resume, task files that the
 custom task family loads, and one FluidSynth render when FluidSynth is installed."""
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -22,6 +23,9 @@ from myna_evaluation.tasks import KEY_NAMES, SPLITS, column  # noqa: E402
 
 
 SR = 16_000
+SCRIPT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "build_dev_benchmark.py"
+)
 
 
 D_PATTERN = [(0, 2, 62), (2, 1, 66), (3, 1, 69), (4, 1, 67), (5, 1, 64), (6, 1, 61), (7, 1, 62)]
@@ -43,7 +47,10 @@ def test_key_estimate_and_signatures():
     assert scores.estimate_key(histogram)[:2] == (0, "major")
     assert scores.estimate_key(np.roll(histogram, 7))[:2] == (7, "major")
     assert [scores.signature_sharps(*k) for k in ((7, "major"), (4, "minor"), (5, "major"), (2, "minor"))] == [
-        1, 1, -1, -1,
+        1,
+        1,
+        -1,
+        -1,
     ]
     assert scores.signature_sharps(6, "major") == -6 and scores.signature_sharps(6, "minor") == 3
     assert all(scores.key_name(t, m) in KEY_NAMES for t in range(24) for m in ("major", "minor"))
@@ -108,8 +115,20 @@ def test_splits_by_work_never_leak_and_cover_every_class():
         for work in range(int(rng.integers(4, 15))):
             for clip in range(int(rng.integers(1, 6))):
                 plans.append(
-                    scores.ClipPlan(f"{collection}{work}@{clip}", f"{collection}/{work}", collection,
-                                    f"{collection}/w{work}", 0.0, 100.0, 0, [0], ["piano"], None, 0.0, 4.0)
+                    scores.ClipPlan(
+                        f"{collection}{work}@{clip}",
+                        f"{collection}/{work}",
+                        collection,
+                        f"{collection}/w{work}",
+                        0.0,
+                        100.0,
+                        0,
+                        [0],
+                        ["piano"],
+                        None,
+                        0.0,
+                        4.0,
+                    )
                 )
     membership = build.assign_splits(plans, (0.7, 0.15, 0.15), seed=0)
     assert membership == build.assign_splits(plans, (0.7, 0.15, 0.15), seed=0)
@@ -230,8 +249,15 @@ def test_near_duplicates_drop_the_shorter_copy():
 
 def test_decide_counts_jingles_silence_and_duplicates():
     def record(name, seconds, sha, rms=0.1, loop=None, error=None):
-        return {"package": "p", "source": name, "seconds": seconds, "sha256": sha, "rms": rms,
-                "loop_seconds": loop, **({"error": error} if error else {})}
+        return {
+            "package": "p",
+            "source": name,
+            "seconds": seconds,
+            "sha256": sha,
+            "rms": rms,
+            "loop_seconds": loop,
+            **({"error": error} if error else {}),
+        }
 
     records = build.decide(
         [
@@ -262,6 +288,7 @@ def test_pretrain_stage_resumes_and_records_hours(tmp_path, monkeypatch):
     monkeypatch.setattr(soundtracks, "resolve_package", lambda name: name)
     monkeypatch.setattr(soundtracks, "download_deb", lambda name, folder: str(source / name))
     monkeypatch.setattr(soundtracks, "unpack_deb", lambda deb, folder: deb)
+    monkeypatch.setattr(system_tools, "ensure_package_tools", lambda: None)
     output = tmp_path / "bench"
     args = dict(output=str(output), stages="pretrain", packages="p1,p2", workers=1, progress=False)
 
@@ -293,12 +320,71 @@ def test_pretrain_stage_resumes_and_records_hours(tmp_path, monkeypatch):
 def test_missing_renderer_and_unknown_collections_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(system_tools.shutil, "which", lambda name: None)
     monkeypatch.setattr(scores, "find_soundfont", lambda path=None: (_ for _ in ()).throw(FileNotFoundError(path)))
-    with pytest.raises(FileNotFoundError, match=r"fluidsynth, fluid-soundfont-gm missing: install with `apt-get "
-                       r"install -y fluidsynth fluid-soundfont-gm`"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"fluidsynth, fluid-soundfont-gm missing \(to render the labelled "
+        r"clips\): install with `apt-get install -y fluidsynth fluid-soundfont-gm`",
+    ):
         build.ensure_renderer(install=False, soundfont=None)
+    with pytest.raises(FileNotFoundError, match=r"timgm6mb-soundfont missing"):  # a SoundFont Debian ships
+        build.ensure_renderer(install=False, soundfont="/usr/share/sounds/sf2/TimGM6mb.sf2")
+    with pytest.raises(FileNotFoundError, match=r"--soundfont /nowhere/x.sf2: no such file"):
+        build.ensure_renderer(install=False, soundfont="/nowhere/x.sf2")
+    with pytest.raises(FileNotFoundError, match=r"apt-get, apt-cache, dpkg not found: .* \(--stages tasks\)"):
+        build.run(build.BuildArguments(output=str(tmp_path), stages="pretrain", progress=False))
     monkeypatch.setattr(system_tools, "ensure_renderer", lambda install, soundfont: "font.sf2")
     with pytest.raises(ValueError, match=r"--collections bachh: not folders of music21's corpus; found .*bach, "):
         build.run(build.BuildArguments(output=str(tmp_path), stages="tasks", collections="bach,bachh", progress=False))
+
+
+def test_system_packages_are_installed_only_when_asked(monkeypatch):
+    spec = importlib.util.spec_from_file_location("build_dev_benchmark", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(build, "run", lambda args: args)
+    assert script.main(["--output", "x"]).install is False and script.main(["--install"]).install is True
+    installed = {"apt-get"}
+    calls = []
+
+    def run(command, **kwargs):
+        calls.append(command)
+        installed.update(command[4:])
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(system_tools.subprocess, "run", run)
+    monkeypatch.setattr(system_tools.shutil, "which", lambda name: f"/usr/bin/{name}" if name in installed else None)
+    monkeypatch.setattr(scores, "find_soundfont", lambda path=None: "/usr/share/sounds/sf2/FluidR3_GM.sf2")
+    with pytest.raises(system_tools.MissingToolError) as error:
+        build.ensure_renderer(install=False, soundfont=None)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("fluidsynth missing")
+    assert "`apt-get install -y fluidsynth` (as root), or rerun with --install" in message
+    assert calls == []  # nothing ran
+
+    monkeypatch.setattr(system_tools.os, "geteuid", lambda: 1000)
+    with pytest.raises(PermissionError, match=r"--install runs `apt-get install -y fluidsynth`, which needs root"):
+        build.ensure_renderer(install=True, soundfont=None)
+    assert calls == []
+    monkeypatch.setattr(system_tools.os, "geteuid", lambda: 0)
+    assert build.ensure_renderer(install=True, soundfont=None) == "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+    assert calls == [["apt-get", "install", "-y", "-q", "fluidsynth"]]
+
+
+def test_a_download_lands_whole_and_apt_may_write_its_folder(tmp_path, monkeypatch):
+    owners = {}
+
+    def apt_get(command, cwd, **kwargs):  # apt-get download writes into its working folder
+        assert command == ["apt-get", "download", "tune"] and owners[cwd] == (42, 65534)
+        (tmp_path / "debs" / os.path.basename(cwd) / "tune_1_all.deb").write_bytes(b"deb")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(soundtracks.subprocess, "run", apt_get)
+    monkeypatch.setattr(soundtracks, "_apt_sandbox_ids", lambda: (42, 65534))  # as root: apt fetches as _apt
+    monkeypatch.setattr(soundtracks.os, "chown", lambda path, uid, gid: owners.__setitem__(str(path), (uid, gid)))
+    deb = soundtracks.download_deb("tune", str(tmp_path / "debs"))
+    assert deb == str(tmp_path / "debs/tune_1_all.deb") and owners[deb] == (os.geteuid(), os.getegid())
+    assert os.listdir(tmp_path / "debs") == ["tune_1_all.deb"]  # no temporary folder left
+    assert soundtracks.download_deb("tune", str(tmp_path / "debs")) == deb  # fetched once
 
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs Debian's dpkg-deb")

@@ -35,7 +35,11 @@ class BuildArguments:
     render_batch: int = field(default=48, metadata={"help": "Clips per FluidSynth call."})
     workers: int = field(default=2, metadata={"help": "Processes for decoding and rendering."})
     install: bool = field(
-        default=True, metadata={"help": "apt-get install fluidsynth and fluid-soundfont-gm when missing."}
+        default=False,
+        metadata={
+            "help": "apt-get install what is missing (fluidsynth, the SoundFont's package); without it a missing "
+            "tool stops the build with the command that installs it."
+        },
     )
     keep_scratch: bool = field(
         default=False, metadata={"help": "Keep unpacked packages and decoded audio (the .debs are always kept)."}

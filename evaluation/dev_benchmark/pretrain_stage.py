@@ -14,7 +14,7 @@ import numpy as np
 
 from myna_common.atomic import atomic_path
 
-from . import soundtracks
+from . import soundtracks, system_tools
 from .arguments import BuildArguments
 from .outputs import SAMPLING_RATE, Manifest, atomic_write_audio, progress_bar, safe_name, write_csv
 
@@ -97,6 +97,7 @@ def build_pretrain(args: BuildArguments, manifest: Manifest) -> dict:
     if manifest.done("pretrain", settings) and os.path.isdir(os.path.join(args.output, "pretrain")):
         logger.info("pre-training audio: done earlier (%s)", manifest.path)
         return manifest.data["stages"]["pretrain"]
+    system_tools.ensure_package_tools()
     started = time.perf_counter()
     scratch = os.path.join(args.output, "scratch")
     packages, failed = [], {}

@@ -97,20 +97,40 @@ def resolve_package(package: str) -> str:
         names = sorted(line.split(" ", 1)[0] for line in result.stdout.splitlines() if line.strip())
         if names:
             return names[-1]
-    raise PackageError(
-        f"apt knows no package {package}: run `apt-get update` first, or leave it out with --packages."
-    )
+    raise PackageError(f"apt knows no package {package}: run `apt-get update` first, or leave it out with --packages.")
+
+
+def _apt_sandbox_ids() -> tuple[int, int] | None:
+    """`(uid, gid)` of apt's sandbox user `_apt` when running as root, else None."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        entry = pwd.getpwnam("_apt")
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
 
 
 def download_deb(package: str, folder: str) -> str:
     """The package's `.deb` in `folder`, fetched with `apt-get download` unless it is there already. The download
-    runs in a temporary folder and the file is moved in when complete, so an interrupted one is never taken."""
+    runs in a temporary folder and the file is moved in when complete, so an interrupted one is never taken.
+
+    `apt-get download` needs no root: a user fetches into any folder they can write. Run as root, apt drops to its
+    sandbox user `_apt` for the fetch, which must then be able to write the folder itself (mode 755 is not enough);
+    where it cannot (the folder, or one above it, is closed to `_apt`), apt downloads as root after the warning
+    "Download is performed unsandboxed as root". The temporary folder is handed to `_apt` so that the download stays
+    sandboxed where apt can reach it, and the finished file is given back to root.
+    """
     os.makedirs(folder, exist_ok=True)
     found = sorted(glob.glob(os.path.join(folder, f"{package}_*.deb")))
     if found:
         return found[-1]
     with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as scratch:
-        os.chmod(scratch, 0o755)  # apt's sandbox user must be able to write there
+        sandbox = _apt_sandbox_ids()
+        if sandbox:
+            os.chown(scratch, *sandbox)
         result = subprocess.run(["apt-get", "download", package], cwd=scratch, capture_output=True, text=True)
         debs = glob.glob(os.path.join(scratch, "*.deb"))
         if result.returncode != 0 or not debs:
@@ -120,6 +140,8 @@ def download_deb(package: str, folder: str) -> str:
             )
         target = os.path.join(folder, os.path.basename(debs[0]))
         shutil.move(debs[0], target)
+        if sandbox:
+            os.chown(target, os.geteuid(), os.getegid())
     return target
 
 
