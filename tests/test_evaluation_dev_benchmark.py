@@ -2,6 +2,7 @@
 work, the soundtrack filters (jingles, silence, duplicates, loops), the manifest and resume, task files that the
 custom task family loads, and one FluidSynth render when FluidSynth is installed."""
 
+import csv
 import importlib.util
 import os
 import shutil
@@ -18,7 +19,7 @@ mido = pytest.importorskip("mido")
 pytest.importorskip("music21")
 
 from myna_common.atomic import temporary_name  # noqa: E402
-from myna_evaluation.dev_benchmark import build, scores, soundtracks, system_tools  # noqa: E402
+from myna_evaluation.dev_benchmark import build, scores, soundtracks, system_tools, tasks_stage  # noqa: E402
 from myna_evaluation.tasks import KEY_NAMES, SPLITS, column  # noqa: E402
 
 
@@ -194,6 +195,76 @@ def test_fluidsynth_renders_each_clip_of_a_batch_at_its_pitch():
         spectrum = np.abs(np.fft.rfft(audio[SR // 4 : SR] * np.hanning(3 * SR // 4)))
         peak = np.fft.rfftfreq(3 * SR // 4, 1 / SR)[spectrum.argmax()]
         assert abs(peak - expected) < 8, peak
+
+
+def synthetic_render(pieces, plans, soundfont, sampling_rate=SR, **kwargs):
+    """A stand-in for FluidSynth: each clip's notes as sines, or as square waves when the font's name says so."""
+    clips = []
+    for plan in plans:
+        t = np.arange(round(plan.seconds * sampling_rate)) / sampling_rate
+        audio = np.zeros_like(t)
+        for part in scores.clip_notes(pieces[plan.piece_id], plan):
+            for start, duration, pitch in part:
+                wave = np.sin(2 * np.pi * 440 * 2 ** ((pitch - 69) / 12) * t)
+                audio += ((t >= start) & (t < start + duration)) * (np.sign(wave) if "square" in soundfont else wave)
+        clips.append((0.1 * audio).astype(np.float32))
+    return clips
+
+
+def test_clips_from_renders_the_same_clips_through_another_soundfont(tmp_path, monkeypatch):
+    def tiny_corpus(args, scratch):
+        works = {c: [scale_piece(f"{c}/w{w}.1", c, f"{c}/w{w}") for w in range(4)] for c in ("bach", "mozart")}
+        return {c: works[c] for c in args.collections.split(",")}, {}
+
+    monkeypatch.setattr(tasks_stage, "select_pieces", tiny_corpus)
+    monkeypatch.setattr(scores, "render_batch", synthetic_render)
+    monkeypatch.setattr(system_tools, "ensure_renderer", lambda install, soundfont: soundfont or "/fonts/sine.sf2")
+    first, second = tmp_path / "first", tmp_path / "second"
+    options = dict(stages="tasks", workers=1, progress=False)
+    build.run(build.BuildArguments(output=str(first), collections="bach,mozart", clips_per_class=6, **options))
+    # The task options are the first benchmark's; those given here (every default collection) are not used.
+    again = dict(output=str(second), clips_from=str(first), soundfont="/fonts/square.sf2", **options)
+    summary = build.run(build.BuildArguments(**again))["tasks"]
+
+    names = sorted(os.listdir(first / "tasks"))
+    assert names == sorted(os.listdir(second / "tasks")) and "clips.csv" in names
+    for name in names:  # clips.csv, key.csv and the task files: the same clips, labels and splits
+        if os.path.isfile(first / "tasks" / name):
+            assert (first / "tasks" / name).read_text() == (second / "tasks" / name).read_text(), name
+    rows = list(csv.DictReader(open(first / "tasks/clips.csv")))
+    assert len(rows) == summary["clips"] == 8 and summary["clips_missing"] == 0
+    for row in rows:
+        before, after = sf.read(first / "tasks" / row["file"])[0], sf.read(second / "tasks" / row["file"])[0]
+        assert len(before) == len(after) and np.abs(before - after).max() > 0.05  # the same notes, other sounds
+    assert summary["soundfont"] == "/fonts/square.sf2" and summary["source_soundfont"] == "/fonts/sine.sf2"
+    assert build.run(build.BuildArguments(**again))["tasks"]["seconds"] == summary["seconds"]  # done: skipped
+
+    with pytest.raises(ValueError, match=r"--soundfont /fonts/sine.sf2 is the one .* was rendered with"):
+        build.run(build.BuildArguments(**{**again, "output": str(tmp_path / "third"), "soundfont": None}))
+    text = (first / "tasks/clips.csv").read_text()  # a benchmark planned otherwise (another planner, or corpus)
+    changed = text.replace(f",{rows[0]['tempo']},", f",{float(rows[0]['tempo']) + 1},", 1)
+    (first / "tasks/clips.csv").write_text(changed)
+    with pytest.raises(
+        ValueError,
+        match=rf"1 of its 8 clips are planned differently now \(clip {rows[0]['clip']}: "
+        r"tempo",
+    ):
+        build.run(build.BuildArguments(**{**again, "output": str(tmp_path / "third")}))
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="no fluidsynth (apt-get install fluidsynth)")
+def test_two_debian_soundfonts_play_the_same_notes_with_other_sounds():
+    fonts = list(system_tools.SOUNDFONT_PACKAGES)
+    if not all(os.path.isfile(f) for f in fonts):
+        pytest.skip(f"needs {', '.join(system_tools.SOUNDFONT_PACKAGES.values())}")
+    piece = scores.ScorePiece("t/a", "t", "t/a", "", [[(0.0, 4.0, 69)]], 4.0)
+    plan = scores.ClipPlan("t/a@0", "t/a", "t", "t/a", 0.0, 60.0, 0, [0], ["piano"], None, 0.0, 1.5, [90])
+    audios = [scores.render_batch({"t/a": piece}, [plan], font, SR, gap_seconds=1.0)[0] for font in fonts]
+    for audio in audios:
+        spectrum = np.abs(np.fft.rfft(audio[SR // 4 : SR] * np.hanning(3 * SR // 4)))
+        assert abs(np.fft.rfftfreq(3 * SR // 4, 1 / SR)[spectrum.argmax()] - 440) < 8  # A4 in both
+    a, b = (x / np.linalg.norm(x) for x in audios)
+    assert np.dot(a, b) < 0.9  # but not the same waveform
 
 
 # ---------------------------------------------------------------------------------------------- soundtracks

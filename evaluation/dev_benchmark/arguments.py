@@ -32,6 +32,13 @@ class BuildArguments:
     fractions: str = field(default="0.7,0.15,0.15", metadata={"help": "train,validation,test share, split by work."})
     seed: int = field(default=0, metadata={"help": "Seed of the piece draw, the clip plans and the split."})
     soundfont: str | None = field(default=None, metadata={"help": "SoundFont; fluid-soundfont-gm's FluidR3_GM."})
+    clips_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "An existing benchmark folder: the tasks stage renders its clips again (same pieces, excerpts, "
+            "tempi, instruments, labels, splits; the task options are its manifest's) through --soundfont."
+        },
+    )
     render_batch: int = field(default=48, metadata={"help": "Clips per FluidSynth call."})
     workers: int = field(default=2, metadata={"help": "Processes for decoding and rendering."})
     install: bool = field(

@@ -15,9 +15,10 @@ output file is written to a temporary name and renamed, and files already there 
 continues where it stopped. Items that cannot be read (a package apt does not know, an undecodable file, a score
 music21 cannot parse, a failed render) are skipped and counted, never fatal.
 
-The rooms: `arguments` (the options), `outputs` (manifest, in-place writes), `system_tools` (FluidSynth and the
-SoundFont), `pretrain_stage`, `tasks_stage` and `task_files`; this module runs the stages and re-exports their
-public names, so `build.decide`, `build.write_tasks` and the like keep working.
+The rooms: `arguments` (the options), `outputs` (manifest, in-place writes), `system_tools` (apt, FluidSynth and
+the SoundFont), `pretrain_stage`, `tasks_stage`, `tasks_rerender` (the same clips through another SoundFont) and
+`task_files`; this module runs the stages and re-exports their public names, so `build.decide`, `build.write_tasks`
+and the like keep working.
 """
 
 import json
@@ -32,6 +33,7 @@ from .outputs import MANIFEST_VERSION, SAMPLING_RATE, Manifest, atomic_write_aud
 from .pretrain_stage import build_pretrain, decide, output_name
 from .system_tools import ensure_renderer
 from .task_files import CLIP_COLUMNS, TASK_NAMES, clip_rows, task_files, write_tasks
+from .tasks_rerender import build_tasks_from
 from .tasks_stage import TUNE_FILES, assign_splits, build_tasks, plan_collection, select_pieces
 
 
@@ -44,6 +46,8 @@ def run(args: BuildArguments) -> dict:
     unknown = sorted(set(stages) - {"pretrain", "tasks"})
     if unknown:
         raise ValueError(f"--stages {','.join(unknown)}: the stages are pretrain and tasks.")
+    if args.clips_from and "tasks" not in stages:
+        raise ValueError("--clips_from renders an existing benchmark's clips again: it needs the tasks stage.")
     args.output = os.path.abspath(os.path.expanduser(args.output))
     os.makedirs(args.output, exist_ok=True)
     manifest = Manifest(args.output)
@@ -52,7 +56,7 @@ def run(args: BuildArguments) -> dict:
     if "pretrain" in stages:
         summary["pretrain"] = build_pretrain(args, manifest)
     if "tasks" in stages:
-        summary["tasks"] = build_tasks(args, manifest)
+        summary["tasks"] = (build_tasks_from if args.clips_from else build_tasks)(args, manifest)
     sizes = {
         name: round(folder_bytes(os.path.join(args.output, name)) / 2**20, 1)
         for name in ("pretrain", "tasks", "scratch")
@@ -85,6 +89,7 @@ __all__ = [
     "atomic_write_audio",
     "build_pretrain",
     "build_tasks",
+    "build_tasks_from",
     "clip_rows",
     "decide",
     "default_output",

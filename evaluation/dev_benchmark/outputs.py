@@ -2,6 +2,7 @@
 16 kHz FLAC and CSV files written under a temporary name and renamed, file names, progress bars."""
 
 import csv
+import io
 import json
 import os
 import re
@@ -23,14 +24,17 @@ def atomic_write_audio(path: str, audio: np.ndarray, sampling_rate: int = SAMPLI
         sf.write(partial, np.clip(audio, -1, 1), sampling_rate, subtype="PCM_16", format="FLAC")
 
 
-def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
-    import io
-
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    """`rows` as CSV text with a header of `columns` (other keys left out)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    write_text(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
+    write_text(path, csv_text(rows, columns))
 
 
 def safe_name(text: str) -> str:
@@ -76,6 +80,7 @@ __all__ = [
     "Manifest",
     "SAMPLING_RATE",
     "atomic_write_audio",
+    "csv_text",
     "folder_bytes",
     "progress_bar",
     "safe_name",

@@ -7,7 +7,7 @@ import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -129,30 +129,35 @@ def _render(job) -> list[tuple[str, str | None]]:
     return results
 
 
-def build_tasks(args: BuildArguments, manifest: Manifest) -> dict:
+# The options that decide which clips are planned; with the SoundFont, the tasks stage's settings in the manifest.
+PLAN_OPTIONS = (
+    "collections",
+    "clips_per_class",
+    "pieces_per_class",
+    "clip_seconds",
+    "tempo_range",
+    "max_families",
+    "fractions",
+    "seed",
+)
+
+
+@dataclass
+class TaskPlan:
+    """Every clip the tasks stage plans: a pure function of `PLAN_OPTIONS` and the score corpus."""
+
+    pieces: dict[str, scores.ScorePiece]  # by piece id
+    plans: list[scores.ClipPlan]
+    rows: list[dict]  # clips.csv rows, one per plan, in the same order
+    collections: list[str]
+    parse_failures: dict[str, str] = field(default_factory=dict)
+    left_out: dict[str, int] = field(default_factory=dict)  # collections with fewer than 3 works: their work count
+
+
+def plan_tasks(args: BuildArguments, scratch: str) -> TaskPlan:
+    """Draws the pieces, plans the clips and splits them by work."""
     low, high = (float(v) for v in args.tempo_range.split(","))
     fractions = tuple(float(v) for v in args.fractions.split(","))
-    settings = {
-        k: getattr(args, k)
-        for k in (
-            "collections",
-            "clips_per_class",
-            "pieces_per_class",
-            "clip_seconds",
-            "tempo_range",
-            "max_families",
-            "fractions",
-            "seed",
-            "soundfont",
-        )
-    }
-    folder = os.path.join(args.output, "tasks")
-    if manifest.done("tasks", settings) and os.path.isfile(os.path.join(folder, "clips.csv")):
-        logger.info("labelled tasks: done earlier (%s)", manifest.path)
-        return manifest.data["stages"]["tasks"]
-    started = time.perf_counter()
-    soundfont = system_tools.ensure_renderer(args.install, args.soundfont)
-    scratch = os.path.join(args.output, "scratch")
     chosen, parse_failures = select_pieces(args, scratch)
     plan_settings = scores.PlanSettings(args.clip_seconds, (low, high), args.max_families, seed=args.seed)
     profiles = scores.key_profiles()
@@ -168,15 +173,29 @@ def build_tasks(args: BuildArguments, manifest: Manifest) -> dict:
     if too_few:
         logger.warning("collections left out (fewer than 3 works to split): %s", too_few)
     membership = assign_splits(plans, fractions, args.seed)
-    rows = clip_rows(plans, membership)
-    by_id = {p.piece_id: p for pieces in chosen.values() for p in pieces}
+    return TaskPlan(
+        pieces={p.piece_id: p for pieces in chosen.values() for p in pieces},
+        plans=plans,
+        rows=clip_rows(plans, membership),
+        collections=sorted(chosen),
+        parse_failures=parse_failures,
+        left_out=too_few,
+    )
 
-    todo = [(plan, os.path.join(folder, row["file"])) for plan, row in zip(plans, rows)]
+
+def render_clips(task_plan: TaskPlan, folder: str, soundfont: str, args: BuildArguments, only=None) -> dict:
+    """Renders the planned clips (those whose id is in `only`, when given) that `folder` lacks; returns `{clip id:
+    error}` of those that failed."""
+    todo = [
+        (plan, os.path.join(folder, row["file"]))
+        for plan, row in zip(task_plan.plans, task_plan.rows)
+        if only is None or plan.clip_id in only
+    ]
     todo = [(plan, target) for plan, target in todo if not os.path.isfile(target)]
     jobs = []
     for start in range(0, len(todo), max(1, args.render_batch)):
         batch = todo[start : start + args.render_batch]
-        needed = {plan.piece_id: by_id[plan.piece_id] for plan, _ in batch}
+        needed = {plan.piece_id: task_plan.pieces[plan.piece_id] for plan, _ in batch}
         jobs.append((needed, [p for p, _ in batch], [t for _, t in batch], soundfont))
     failures = {}
     bar = progress_bar(None, args.progress, total=len(todo), desc="render", unit="clip")
@@ -185,40 +204,68 @@ def build_tasks(args: BuildArguments, manifest: Manifest) -> dict:
             failures.update({clip: error for clip, error in results if error})
             bar.update(len(results))
     bar.close()
-    rendered = [r for r in rows if os.path.isfile(os.path.join(folder, r["file"]))]
-    paths = write_tasks(folder, rendered)
+    return failures
 
+
+def finish_tasks(folder: str, rendered: list[dict], task_plan: TaskPlan, failures: dict, soundfont: str) -> dict:
+    """Writes clips.csv, key.csv, the task files and failures.csv; returns the stage's summary."""
     from ..task_families.custom import load_custom_task
     from ..tasks import SPLITS
 
+    paths = write_tasks(folder, rendered)
     counts = {}
     for name, path in paths.items():
         _, dataset = load_custom_task(path)
         counts[name] = {split: len(dataset[split]) for split in SPLITS}
-    summary = {
+    if failures or task_plan.parse_failures:
+        write_csv(
+            os.path.join(folder, "failures.csv"),
+            [{"item": k, "error": v} for k, v in {**task_plan.parse_failures, **failures}.items()],
+            ["item", "error"],
+        )
+    logger.info("labelled tasks: %d clips; task files %s", len(rendered), ", ".join(paths.values()))
+    return {
         "folder": folder,
         "task_files": paths,
         "clips": len(rendered),
         "clips_by_split": {s: sum(r["split"] == s for r in rendered) for s in ("train", "validation", "test")},
-        "clips_by_composer": {c: sum(r["composer"] == c for r in rendered) for c in sorted(chosen)},
+        "clips_by_composer": {c: sum(r["composer"] == c for r in rendered) for c in task_plan.collections},
         "pieces": len({r["piece"] for r in rendered}),
         "works": len({r["work"] for r in rendered}),
         "task_sizes": counts,
         "render_failures": len(failures),
-        "score_failures": len(parse_failures),
-        "collections_left_out": too_few,
+        "score_failures": len(task_plan.parse_failures),
+        "collections_left_out": task_plan.left_out,
         "soundfont": soundfont,
-        "seconds": round(time.perf_counter() - started, 1),
     }
-    if failures or parse_failures:
-        write_csv(
-            os.path.join(folder, "failures.csv"),
-            [{"item": k, "error": v} for k, v in {**parse_failures, **failures}.items()],
-            ["item", "error"],
-        )
+
+
+def build_tasks(args: BuildArguments, manifest: Manifest) -> dict:
+    settings = {k: getattr(args, k) for k in (*PLAN_OPTIONS, "soundfont")}
+    folder = os.path.join(args.output, "tasks")
+    if manifest.done("tasks", settings) and os.path.isfile(os.path.join(folder, "clips.csv")):
+        logger.info("labelled tasks: done earlier (%s)", manifest.path)
+        return manifest.data["stages"]["tasks"]
+    started = time.perf_counter()
+    soundfont = system_tools.ensure_renderer(args.install, args.soundfont)
+    task_plan = plan_tasks(args, os.path.join(args.output, "scratch"))
+    failures = render_clips(task_plan, folder, soundfont, args)
+    rendered = [r for r in task_plan.rows if os.path.isfile(os.path.join(folder, r["file"]))]
+    summary = finish_tasks(folder, rendered, task_plan, failures, soundfont)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
     manifest.record("tasks", settings, summary)
-    logger.info("labelled tasks: %d clips; task files %s", len(rendered), ", ".join(paths.values()))
     return summary
 
 
-__all__ = ["TUNE_FILES", "assign_splits", "build_tasks", "plan_collection", "select_pieces"]
+__all__ = [
+    "PLAN_OPTIONS",
+    "TUNE_FILES",
+    "TaskPlan",
+    "assign_splits",
+    "build_tasks",
+    "finish_tasks",
+    "plan_collection",
+    "plan_tasks",
+    "render_clips",
+    "select_pieces",
+]
