@@ -283,7 +283,7 @@ def melody(seconds: float, seed: int) -> np.ndarray:
     return (0.2 * audio + 0.001 * rng.standard_normal(len(audio))).astype(np.float32)
 
 
-def test_music_paths_and_archives(tmp_path):
+def test_music_paths_and_archives(tmp_path, monkeypatch):
     (tmp_path / "usr/share/game/music").mkdir(parents=True)
     (tmp_path / "usr/share/game/sounds").mkdir(parents=True)
     sf.write(tmp_path / "usr/share/game/music/theme.ogg", melody(1, 0), SR)
@@ -298,6 +298,38 @@ def test_music_paths_and_archives(tmp_path):
     ]
     assert found[0].read_bytes() == found[1].read_bytes()
     assert soundtracks.is_music_path("a/albums/legacy_soundtrack/x.ogg") and not soundtracks.is_music_path("music.ogg")
+
+    # A package that keeps music elsewhere: a folder not named for it, files without an extension, a data archive.
+    (tmp_path / "usr/share/game/themes").mkdir(parents=True)
+    sf.write(tmp_path / "usr/share/game/themes/castle.ogg", melody(1, 2), SR)
+    shutil.copy(tmp_path / "usr/share/game/themes/castle.ogg", tmp_path / "usr/share/game/music/arctic")
+    (tmp_path / "usr/share/game/music/arctic.tags").write_text("title: Arctic")
+    with zipfile.ZipFile(tmp_path / "usr/share/game/public.zip", "w") as archive:
+        archive.write(tmp_path / "usr/share/game/music/theme.ogg", "audio/music/menu.ogg")
+        archive.write(tmp_path / "usr/share/game/sounds/boom.ogg", "audio/sounds/boom.ogg")
+    assert len(soundtracks.find_music("game", str(tmp_path))) == 2
+    layout = soundtracks.MusicLayout(folders=("themes",), archives=("public.zip",), untyped=True)
+    monkeypatch.setitem(soundtracks.MUSIC_LAYOUTS, "game", layout)
+    assert [os.path.relpath(s.name, tmp_path) for s in soundtracks.find_music("game", str(tmp_path))] == [
+        "usr/share/game/music.pk3!sound/cdtracks/track.ogg",
+        "usr/share/game/music/arctic",
+        "usr/share/game/music/theme.ogg",
+        "usr/share/game/public.zip!audio/music/menu.ogg",
+        "usr/share/game/themes/castle.ogg",
+    ]
+    assert len(soundtracks.find_music("other", str(tmp_path))) == 2  # only for the package named
+
+
+def test_package_sets_keep_the_first_one_as_default():
+    soundtracks14 = (
+        "wesnoth-1.16-music,warzone2100-music,supertux-data,freedroidrpg-data,widelands-data,nexuiz-music,"
+        "planetblupi-music-ogg,singularity-music,megaglest-data"
+    )  # the packages, in order, of every result measured before package sets: their manifests stay done
+    assert ",".join(build.package_names(build.BuildArguments())) == soundtracks14
+    wide = build.package_names(build.BuildArguments(package_set="wide"))
+    assert ",".join(wide[:9]) == soundtracks14 and len(wide) == len(set(wide)) > 9
+    assert set(soundtracks.MUSIC_LAYOUTS) <= set(wide)
+    assert build.package_names(build.BuildArguments(package_set="wide", packages="a, b")) == ["a", "b"]
 
 
 def test_loops_are_found_and_cut_after_the_first_period():
@@ -369,6 +401,13 @@ def test_pretrain_stage_resumes_and_records_hours(tmp_path, monkeypatch):
     assert summary["packages"]["p1"]["dropped"] == {"jingle": 1}
     assert summary["packages"]["p2"]["dropped"] == {"duplicate": 1}
     assert abs(summary["hours"] - (40 + 35 + 31) / 3600) < 1e-3
+    assert abs(summary["hours_found"] - (40 + 35 + 5 + 31 + 40) / 3600) < 1e-3  # before cleaning
+    assert summary["packages"]["p1"]["hours_found"] == round(80 / 3600, 3)
+    assert build.hours_table(summary).splitlines()[2:] == [
+        f"| `p1` | 0.02 | 0.02 | 2 |",
+        f"| `p2` | 0.02 | 0.01 | 1 |",
+        f"| all | 0.04 | 0.03 | 3 |",
+    ]
     assert not list(output.rglob("*.tmp*"))
     info = sf.info(output / "pretrain/p1/music__a.flac")
     assert info.samplerate == SR and info.channels == 1

@@ -28,9 +28,9 @@ import time
 
 from myna_common.atomic import write_text
 
-from .arguments import BuildArguments, default_output
+from .arguments import BuildArguments, default_output, package_names
 from .outputs import MANIFEST_VERSION, SAMPLING_RATE, Manifest, atomic_write_audio, folder_bytes, safe_name, write_csv
-from .pretrain_stage import build_pretrain, decide, output_name
+from .pretrain_stage import build_pretrain, decide, hours_table, output_name
 from .system_tools import ensure_renderer
 from .task_files import CLIP_COLUMNS, TASK_NAMES, clip_rows, task_files, write_tasks
 from .tasks_rerender import build_tasks_from
@@ -95,7 +95,9 @@ __all__ = [
     "default_output",
     "ensure_renderer",
     "folder_bytes",
+    "hours_table",
     "output_name",
+    "package_names",
     "plan_collection",
     "run",
     "safe_name",

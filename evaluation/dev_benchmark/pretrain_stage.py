@@ -1,7 +1,8 @@
-"""The pre-training stage: Debian soundtrack packages fetched, their music files decoded, analysed, filtered
-(`decide`: unreadable, silent, jingle, duplicate, near duplicate; loops cut to one period) and written to
-`<output>/pretrain/` as 16 kHz mono FLAC, with `pretrain_files.csv` and the hours per package in the manifest. The
-file-level analysis and its rules live in `soundtracks`; this module runs them over the packages."""
+"""The pre-training stage: Debian packages with recorded music (a named set of `soundtracks.PACKAGE_SETS`, or
+`--packages`) fetched, their music files decoded, analysed, filtered (`decide`: unreadable, silent, jingle,
+duplicate, near duplicate; loops cut to one period) and written to `<output>/pretrain/` as 16 kHz mono FLAC, with
+`pretrain_files.csv` and the hours per package, before and after cleaning, in the manifest. The file-level analysis
+and its rules live in `soundtracks`; this module runs them over the packages."""
 
 import json
 import logging
@@ -15,7 +16,7 @@ import numpy as np
 from myna_common.atomic import atomic_path
 
 from . import soundtracks, system_tools
-from .arguments import BuildArguments
+from .arguments import BuildArguments, package_names
 from .outputs import SAMPLING_RATE, Manifest, atomic_write_audio, progress_bar, safe_name, write_csv
 
 
@@ -93,7 +94,8 @@ def output_name(record: dict) -> str:
 def build_pretrain(args: BuildArguments, manifest: Manifest) -> dict:
     import soundfile as sf
 
-    settings = {"packages": args.packages, "min_seconds": args.min_seconds}
+    names = package_names(args)
+    settings = {"packages": ",".join(names), "min_seconds": args.min_seconds}  # as before package sets: still done
     if manifest.done("pretrain", settings) and os.path.isdir(os.path.join(args.output, "pretrain")):
         logger.info("pre-training audio: done earlier (%s)", manifest.path)
         return manifest.data["stages"]["pretrain"]
@@ -101,7 +103,7 @@ def build_pretrain(args: BuildArguments, manifest: Manifest) -> dict:
     started = time.perf_counter()
     scratch = os.path.join(args.output, "scratch")
     packages, failed = [], {}
-    for name in [p.strip() for p in args.packages.split(",") if p.strip()]:
+    for name in names:
         try:
             resolved = soundtracks.resolve_package(name)
             deb = soundtracks.download_deb(resolved, os.path.join(scratch, "debs"))
@@ -200,6 +202,8 @@ def build_pretrain(args: BuildArguments, manifest: Manifest) -> dict:
         }
     summary = {
         "folder": out_root,
+        "package_set": None if args.packages else args.package_set,
+        "hours_found": round(sum(p["hours_found"] for p in per_package.values()), 3),
         "hours": round(sum(p["hours_kept"] for p in per_package.values()), 3),
         "files": sum(p["kept"] for p in per_package.values()),
         "packages": per_package,
@@ -210,8 +214,19 @@ def build_pretrain(args: BuildArguments, manifest: Manifest) -> dict:
         for folder in ("unpacked", "audio"):
             shutil.rmtree(os.path.join(scratch, folder), ignore_errors=True)
     manifest.record("pretrain", settings, summary)
+    logger.info("hours per package, before and after cleaning:\n%s", hours_table(summary))
     logger.info("pre-training audio: %.2f h in %d files under %s", summary["hours"], summary["files"], out_root)
     return summary
 
 
-__all__ = ["build_pretrain", "decide", "output_name"]
+def hours_table(summary: dict) -> str:
+    """The pre-training stage's hours per package (found, kept after cleaning) and files kept, as a Markdown table."""
+    lines = ["| package | hours found | hours kept | files kept |", "|---|---:|---:|---:|"]
+    for package, values in summary["packages"].items():
+        lines.append(f"| `{package}` | {values['hours_found']:.2f} | {values['hours_kept']:.2f} | {values['kept']} |")
+    found = sum(v["hours_found"] for v in summary["packages"].values())
+    lines.append(f"| all | {found:.2f} | {summary['hours']:.2f} | {summary['files']} |")
+    return "\n".join(lines)
+
+
+__all__ = ["build_pretrain", "decide", "hours_table", "output_name"]
