@@ -95,7 +95,8 @@ def build_pretrain(args: BuildArguments, manifest: Manifest) -> dict:
     import soundfile as sf
 
     names = package_names(args)
-    settings = {"packages": ",".join(names), "min_seconds": args.min_seconds}  # as before package sets: still done
+    # The names, not the set's: a benchmark built before package sets existed is still done.
+    settings = {"packages": ",".join(names), "min_seconds": args.min_seconds}
     if manifest.done("pretrain", settings) and os.path.isdir(os.path.join(args.output, "pretrain")):
         logger.info("pre-training audio: done earlier (%s)", manifest.path)
         return manifest.data["stages"]["pretrain"]

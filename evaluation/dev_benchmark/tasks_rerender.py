@@ -56,7 +56,7 @@ def check_same_clips(source: str, planned: list[dict], existing: list[dict]) -> 
         if again is None:
             differences.append(f"clip {row['clip']} is not planned again")
         elif again != row:
-            column = next(c for c in CLIP_COLUMNS if again.get(c) != row.get(c))
+            column = next((c for c in CLIP_COLUMNS if again.get(c) != row.get(c)), "columns")
             differences.append(f"clip {row['clip']}: {column} {row.get(column)!r} then, {again.get(column)!r} now")
     if differences:
         raise ValueError(
