@@ -141,6 +141,23 @@ def test_splits_by_work_never_leak_and_cover_every_class():
     assert all(len(s) == 1 for s in pieces.values())
 
 
+def test_scores_of_the_same_file_name_are_parsed_and_cached_apart(tmp_path, monkeypatch):
+    paths = [
+        "/lib/music21/corpus/beethoven/opus18no1/movement2.mxl",
+        "/lib/music21/corpus/beethoven/opus59no2/movement2.mxl",
+    ]
+    stems = ["beethoven/opus18no1/movement2", "beethoven/opus59no2/movement2"]
+    monkeypatch.setattr(scores, "corpus_collections", lambda: ["beethoven"])
+    monkeypatch.setattr(scores, "corpus_files", lambda collections: {"beethoven": list(paths)})
+    read = lambda path, collection: [scale_piece(stems[paths.index(path)], collection, stems[paths.index(path)][:-10])]
+    monkeypatch.setattr(scores, "read_pieces", read)
+    args = build.BuildArguments(collections="beethoven", pieces_per_class=2, workers=1, progress=False)
+    for _ in range(2):  # parsed, then read back from the cache
+        chosen, failures = tasks_stage.select_pieces(args, str(tmp_path))
+        assert sorted(p.piece_id for p in chosen["beethoven"]) == stems and not failures
+    assert len(set(tasks_stage.score_cache(str(tmp_path), p) for p in paths)) == 2
+
+
 def test_task_files_load_in_the_custom_family(tmp_path):
     from myna_evaluation.task_families.custom import load_custom_task
 

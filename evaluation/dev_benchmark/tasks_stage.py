@@ -38,6 +38,13 @@ def _parse_file(job: tuple) -> tuple[str, list[dict] | None, str | None]:
     return path, values, None
 
 
+def score_cache(scratch: str, path: str) -> str:
+    """Where the parsed pieces of corpus file `path` are cached: named by its path inside the corpus, since many
+    files share a name (`beethoven/opus18no1/movement2.mxl`, `beethoven/opus59no2/movement2.mxl`)."""
+    relative = str(path).replace(os.sep, "/").split("/corpus/", 1)[-1]
+    return os.path.join(scratch, "scores", safe_name(relative.replace("/", "__")) + ".json")
+
+
 def select_pieces(args: BuildArguments, scratch: str) -> tuple[dict[str, list[scores.ScorePiece]], dict]:
     """Up to `pieces_per_class` pieces of each collection, drawn with the seed; collection files (many tunes in one
     `.abc`) are parsed a few at a time until enough tunes are found."""
@@ -60,10 +67,7 @@ def select_pieces(args: BuildArguments, scratch: str) -> tuple[dict[str, list[sc
         while len(pieces) < args.pieces_per_class and position < len(paths):
             batch = paths[position : position + max(1, args.workers * 4)]
             position += len(batch)
-            jobs = [
-                (p, collection, os.path.join(scratch, "scores", collection, safe_name(os.path.basename(p)) + ".json"))
-                for p in batch
-            ]
+            jobs = [(p, collection, score_cache(scratch, p)) for p in batch]
             for job in jobs:
                 os.makedirs(os.path.dirname(job[2]), exist_ok=True)
             with ProcessPoolExecutor(max(1, args.workers)) as pool:
@@ -267,5 +271,6 @@ __all__ = [
     "plan_collection",
     "plan_tasks",
     "render_clips",
+    "score_cache",
     "select_pieces",
 ]
