@@ -19,7 +19,14 @@ mido = pytest.importorskip("mido")
 pytest.importorskip("music21")
 
 from myna_common.atomic import temporary_name  # noqa: E402
-from myna_evaluation.dev_benchmark import build, scores, soundtracks, system_tools, tasks_stage  # noqa: E402
+from myna_evaluation.dev_benchmark import (  # noqa: E402
+    build,
+    scores,
+    soundtracks,
+    system_tools,
+    tasks_rerender,
+    tasks_stage,
+)
 from myna_evaluation.tasks import KEY_NAMES, SPLITS, column  # noqa: E402
 
 
@@ -155,7 +162,7 @@ def test_scores_of_the_same_file_name_are_parsed_and_cached_apart(tmp_path, monk
     for _ in range(2):  # parsed, then read back from the cache
         chosen, failures = tasks_stage.select_pieces(args, str(tmp_path))
         assert sorted(p.piece_id for p in chosen["beethoven"]) == stems and not failures
-    assert len(set(tasks_stage.score_cache(str(tmp_path), p) for p in paths)) == 2
+    assert len({tasks_stage.score_cache(str(tmp_path), p) for p in paths}) == 2
 
 
 def test_task_files_load_in_the_custom_family(tmp_path):
@@ -229,11 +236,12 @@ def synthetic_render(pieces, plans, soundfont, sampling_rate=SR, **kwargs):
 
 
 def test_clips_from_renders_the_same_clips_through_another_soundfont(tmp_path, monkeypatch):
-    def tiny_corpus(args, scratch):
-        works = {c: [scale_piece(f"{c}/w{w}.1", c, f"{c}/w{w}") for w in range(4)] for c in ("bach", "mozart")}
-        return {c: works[c] for c in args.collections.split(",")}, {}
-
-    monkeypatch.setattr(tasks_stage, "select_pieces", tiny_corpus)
+    works = {c: [scale_piece(f"{c}/w{w}.1", c, f"{c}/w{w}") for w in range(4)] for c in ("bach", "mozart")}
+    pieces = {p.piece_id: p for found in works.values() for p in found}
+    monkeypatch.setattr(
+        tasks_stage, "select_pieces", lambda args, scratch: ({c: works[c] for c in args.collections.split(",")}, {})
+    )
+    monkeypatch.setattr(tasks_rerender, "load_pieces", lambda ids, scratch, workers: ({i: pieces[i] for i in ids}, {}))
     monkeypatch.setattr(scores, "render_batch", synthetic_render)
     monkeypatch.setattr(system_tools, "ensure_renderer", lambda install, soundfont: soundfont or "/fonts/sine.sf2")
     first, second = tmp_path / "first", tmp_path / "second"
@@ -248,7 +256,8 @@ def test_clips_from_renders_the_same_clips_through_another_soundfont(tmp_path, m
     for name in names:  # clips.csv, key.csv and the task files: the same clips, labels and splits
         if os.path.isfile(first / "tasks" / name):
             assert (first / "tasks" / name).read_text() == (second / "tasks" / name).read_text(), name
-    rows = list(csv.DictReader(open(first / "tasks/clips.csv")))
+    with open(first / "tasks/clips.csv") as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == summary["clips"] == 8 and summary["clips_missing"] == 0
     for row in rows:
         before, after = sf.read(first / "tasks" / row["file"])[0], sf.read(second / "tasks" / row["file"])[0]
@@ -258,7 +267,14 @@ def test_clips_from_renders_the_same_clips_through_another_soundfont(tmp_path, m
 
     with pytest.raises(ValueError, match=r"--soundfont /fonts/sine.sf2 is the one .* was rendered with"):
         build.run(build.BuildArguments(**{**again, "output": str(tmp_path / "third"), "soundfont": None}))
-    text = (first / "tasks/clips.csv").read_text()  # a benchmark planned otherwise (another planner, or corpus)
+    # A clip listed twice (as the parsed-score cache once made): listed twice again, rendered once.
+    text = (first / "tasks/clips.csv").read_text()
+    (first / "tasks/clips.csv").write_text(text + text.splitlines(keepends=True)[1])
+    summary = build.run(build.BuildArguments(**{**again, "output": str(tmp_path / "twice")}))["tasks"]
+    assert (tmp_path / "twice/tasks/clips.csv").read_text() == (first / "tasks/clips.csv").read_text()
+    assert summary["clips"] == 9 and len(list((tmp_path / "twice/tasks/audio").rglob("*.flac"))) == 8
+
+    # A benchmark planned otherwise (another planner, or corpus).
     changed = text.replace(f",{rows[0]['tempo']},", f",{float(rows[0]['tempo']) + 1},", 1)
     (first / "tasks/clips.csv").write_text(changed)
     with pytest.raises(
@@ -421,9 +437,9 @@ def test_pretrain_stage_resumes_and_records_hours(tmp_path, monkeypatch):
     assert abs(summary["hours_found"] - (40 + 35 + 5 + 31 + 40) / 3600) < 1e-3  # before cleaning
     assert summary["packages"]["p1"]["hours_found"] == round(80 / 3600, 3)
     assert build.hours_table(summary).splitlines()[2:] == [
-        f"| `p1` | 0.02 | 0.02 | 2 |",
-        f"| `p2` | 0.02 | 0.01 | 1 |",
-        f"| all | 0.04 | 0.03 | 3 |",
+        "| `p1` | 0.02 | 0.02 | 2 |",
+        "| `p2` | 0.02 | 0.01 | 1 |",
+        "| all | 0.04 | 0.03 | 3 |",
     ]
     assert not list(output.rglob("*.tmp*"))
     info = sf.info(output / "pretrain/p1/music__a.flac")

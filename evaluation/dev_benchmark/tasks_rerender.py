@@ -2,24 +2,26 @@
 --soundfont OTHER.sf2`): the same pieces, excerpts, tempi, transpositions, instruments, labels and splits, so that a
 recipe whose scores drop on the new audio is seen to have learned the first SoundFont's sounds.
 
-The clips are planned again from the existing benchmark's manifest (planning is a pure function of its settings and
-the score corpus), checked against its `clips.csv` row by row (a changed corpus or planner is an error, never a
-silent difference), rendered with the new SoundFont, and written with the existing `clips.csv` rows as they were.
+Each row of the existing `clips.csv` is planned again from its piece (parsed from the score corpus), its index and
+its start, with the settings in the existing manifest (`scores.plan_clip`: the draws of tempo, transposition,
+programs and velocities are seeded by the piece and the index), and checked against the row in every column: a
+changed corpus or planner is an error, never a silent difference. The clips are rendered with the new SoundFont and
+written with the existing rows as they were. The rows, not a new draw of pieces, are the source: a benchmark is
+re-rendered as it is, whatever drew its pieces.
 """
 
 import csv
 import json
 import logging
 import os
-import shutil
 import time
-from dataclasses import replace
+from concurrent.futures import ProcessPoolExecutor
 
-from . import system_tools
+from . import scores, system_tools
 from .arguments import BuildArguments
 from .outputs import Manifest, csv_text
-from .task_files import CLIP_COLUMNS
-from .tasks_stage import PLAN_OPTIONS, finish_tasks, plan_tasks, render_clips
+from .task_files import CLIP_COLUMNS, clip_rows
+from .tasks_stage import PLAN_OPTIONS, TaskPlan, finish_tasks, parse_score_file, render_clips, score_cache
 
 
 logger = logging.getLogger(__name__)
@@ -42,28 +44,67 @@ def read_source(source: str) -> tuple[dict, list[dict]]:
         return entry, list(csv.DictReader(f))
 
 
+def load_pieces(piece_ids: set[str], scratch: str, workers: int) -> tuple[dict[str, scores.ScorePiece], dict]:
+    """`({piece id: piece}, {file: error})`: the pieces of `piece_ids` parsed from music21's corpus (a piece id is
+    the file's path inside the corpus without extension, `#n` for the n-th tune of a collection file)."""
+    stems = {piece_id.split("#", 1)[0] for piece_id in piece_ids}
+    collections = sorted({stem.split("/", 1)[0] for stem in stems})
+    files = {
+        os.path.splitext(str(path).replace(os.sep, "/").split("/corpus/", 1)[-1])[0]: (path, collection)
+        for collection, paths in scores.corpus_files(collections).items()
+        for path in paths
+    }
+    jobs = [
+        (files[stem][0], files[stem][1], score_cache(scratch, files[stem][0])) for stem in sorted(stems & set(files))
+    ]
+    os.makedirs(os.path.join(scratch, "scores"), exist_ok=True)
+    pieces, failures = {}, {stem: "not in music21's corpus" for stem in sorted(stems - set(files))}
+    with ProcessPoolExecutor(max(1, workers)) as pool:
+        for path, values, error in pool.map(parse_score_file, jobs):
+            if error:
+                failures[path] = error
+                continue
+            pieces.update(
+                (v["piece_id"], scores.ScorePiece.from_dict(v)) for v in values if v["piece_id"] in piece_ids
+            )
+    return pieces, failures
+
+
 def as_strings(rows: list[dict]) -> list[dict]:
     """`rows` as `clips.csv` holds them: every value the string the CSV writer gives it."""
     return list(csv.DictReader(csv_text(rows, CLIP_COLUMNS).splitlines()))
 
 
-def check_same_clips(source: str, planned: list[dict], existing: list[dict]) -> None:
-    """Raises ValueError unless every row of the existing clips.csv is planned again, identical in every column."""
-    by_clip = {row["clip"]: row for row in as_strings(planned)}
-    differences = []
-    for row in existing:
-        again = by_clip.get(row["clip"])
-        if again is None:
-            differences.append(f"clip {row['clip']} is not planned again")
-        elif again != row:
+def plan_rows(rows: list[dict], pieces: dict, settings: dict, source: str) -> list[scores.ClipPlan]:
+    """One plan per distinct clip of `rows`, planned again; raises ValueError unless each gives its row back."""
+    low, high = (float(v) for v in settings["tempo_range"].split(","))
+    plan_settings = scores.PlanSettings(
+        settings["clip_seconds"], (low, high), settings["max_families"], seed=settings["seed"]
+    )
+    profiles = scores.key_profiles()
+    plans, differences = {}, []
+    for row in rows:
+        if row["clip"] in plans:  # a clip listed twice (builds before the parsed-score cache fix drew a few twice)
+            continue
+        piece = pieces.get(row["piece"])
+        if piece is None:
+            differences.append(f"piece {row['piece']} cannot be read")
+            continue
+        index = int(row["clip"].rsplit("@", 1)[1])
+        tonal = scores.COLLECTIONS.get(piece.collection, False)
+        plan = scores.plan_clip(piece, index, float(row["start_quarter"]), plan_settings, tonal, profiles)
+        again = as_strings(clip_rows([plan], {plan.group: row["split"]}))[0]
+        if again != row:
             column = next((c for c in CLIP_COLUMNS if again.get(c) != row.get(c)), "columns")
             differences.append(f"clip {row['clip']}: {column} {row.get(column)!r} then, {again.get(column)!r} now")
+        plans[row["clip"]] = plan
     if differences:
         raise ValueError(
-            f"--clips_from {source}: {len(differences)} of its {len(existing)} clips are planned differently now "
+            f"--clips_from {source}: {len(differences)} of its {len(rows)} clips are planned differently now "
             f"({differences[0]}): the score corpus (music21) or the planner changed since it was built; rebuild it "
             "with this version first."
         )
+    return list(plans.values())
 
 
 def build_tasks_from(args: BuildArguments, manifest: Manifest) -> dict:
@@ -85,13 +126,20 @@ def build_tasks_from(args: BuildArguments, manifest: Manifest) -> dict:
         logger.info("labelled tasks from %s: done earlier (%s)", source, manifest.path)
         return manifest.data["stages"]["tasks"]
     started = time.perf_counter()
-    scratch = os.path.join(args.output, "scratch")
-    if os.path.isdir(os.path.join(source, "scratch", "scores")):  # the parsed scores: read, never written there
-        shutil.copytree(os.path.join(source, "scratch", "scores"), os.path.join(scratch, "scores"), dirs_exist_ok=True)
-    logger.info("re-planning the %d clips of %s with its settings %s", len(existing), source, planned_with)
-    task_plan = plan_tasks(replace(args, **planned_with), scratch)
-    check_same_clips(source, task_plan.rows, existing)
-    failures = render_clips(task_plan, folder, soundfont, args, only={row["clip"] for row in existing})
+    logger.info("planning the %d clips of %s again, with its settings %s", len(existing), source, planned_with)
+    pieces, parse_failures = load_pieces(
+        {row["piece"] for row in existing}, os.path.join(args.output, "scratch"), args.workers
+    )
+    plans = plan_rows(existing, pieces, planned_with, source)
+    by_clip = {row["clip"]: row for row in existing}
+    task_plan = TaskPlan(
+        pieces=pieces,
+        plans=plans,
+        rows=[by_clip[plan.clip_id] for plan in plans],
+        collections=sorted({row["composer"] for row in existing}),
+        parse_failures=parse_failures,
+    )
+    failures = render_clips(task_plan, folder, soundfont, args)
     rendered = [row for row in existing if os.path.isfile(os.path.join(folder, row["file"]))]
     if len(rendered) < len(existing):
         logger.warning(
@@ -111,4 +159,4 @@ def build_tasks_from(args: BuildArguments, manifest: Manifest) -> dict:
     return summary
 
 
-__all__ = ["as_strings", "build_tasks_from", "check_same_clips", "read_source"]
+__all__ = ["as_strings", "build_tasks_from", "load_pieces", "plan_rows", "read_source"]

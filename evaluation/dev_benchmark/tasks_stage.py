@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 TUNE_FILES = 4  # a class from collection files (.abc of hundreds of tunes) takes its tunes from about this many
 
 
-def _parse_file(job: tuple) -> tuple[str, list[dict] | None, str | None]:
+def parse_score_file(job: tuple) -> tuple[str, list[dict] | None, str | None]:
     path, collection, cache = job
     if os.path.isfile(cache):
         with open(cache, encoding="utf-8") as f:
@@ -71,7 +71,7 @@ def select_pieces(args: BuildArguments, scratch: str) -> tuple[dict[str, list[sc
             for job in jobs:
                 os.makedirs(os.path.dirname(job[2]), exist_ok=True)
             with ProcessPoolExecutor(max(1, args.workers)) as pool:
-                for path, values, error in pool.map(_parse_file, jobs):
+                for path, values, error in pool.map(parse_score_file, jobs):
                     if error:
                         failures[path] = error
                         continue
@@ -268,6 +268,7 @@ __all__ = [
     "assign_splits",
     "build_tasks",
     "finish_tasks",
+    "parse_score_file",
     "plan_collection",
     "plan_tasks",
     "render_clips",
