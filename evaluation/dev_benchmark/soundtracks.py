@@ -74,6 +74,15 @@ WIDE_ADDITIONS = (  # checked by hand (`dpkg-deb -c`, and the archives' listings
     "torus-trooper-data",
     "gunroar-data",
     "btanks-data",
+    "berusky2-data",
+    "plee-the-bear-data",
+    "davegnukem-data",
+    "lordsawar-data",
+    "hex-a-hop-data",
+    "zaz-data",
+    "frozen-bubble-data",
+    "amoebax-data",
+    "glob2-data",
 )
 PACKAGE_SETS = {"soundtracks14": SOUNDTRACKS14, "wide": SOUNDTRACKS14 + WIDE_ADDITIONS}
 PACKAGES = SOUNDTRACKS14
@@ -95,7 +104,11 @@ MUSIC_LAYOUTS = {
     "blobwars-data": MusicLayout(untyped=True),  # music/arctic, music/biomech, ...: Ogg Vorbis without extension
     "btanks-data": MusicLayout(folders=("tunes",)),
     "drascula-music": MusicLayout(folders=("audio",)),  # the CD tracks (the language folders link to them)
+    "frozen-bubble-data": MusicLayout(folders=("snd",)),  # three tunes among short effects (jingles)
+    "glob2-data": MusicLayout(folders=("zik",)),
+    "hex-a-hop-data": MusicLayout(folders=("hex-a-hop",)),  # music-*.ogg among short effects
     "pushover-data": MusicLayout(folders=("themes",)),  # one tune per level theme
+    "zaz-data": MusicLayout(folders=("zaz",)),  # mus1-4.ogg among short effects
 }
 AUDIO_EXTENSIONS = (".ogg", ".oga", ".flac", ".wav", ".mp3", ".opus")
 MUSIC_FOLDER_WORDS = ("music", "cdtracks", "soundtrack")
