@@ -7,8 +7,9 @@ sources) and resumable: rerun the same command after an interruption.
 Writes `<output>/pretrain/` (recorded game soundtracks, 16 kHz mono FLAC: `training/pretrain.py --dataset folder
 --data_dir <output>/pretrain`) and `<output>/tasks/dev-{key,composer,instruments,tempo}.yaml` (`evaluation/probe.py
 --tasks custom:<output>/tasks/dev-key.yaml,...`). What it holds and how it is made: `myna_evaluation.dev_benchmark`
-and the README section "A real-audio development benchmark". Needs `pip install -e ".[bench]"`; FluidSynth and the
-SoundFont are apt-installed when missing (`--no_install` to only say so).
+and the README section "A real-audio development benchmark". Needs `pip install -e ".[bench]"`, and for the tasks
+FluidSynth and a SoundFont: a missing one stops the build with the apt-get command that installs it, which
+`--install` runs.
 """
 
 import logging

@@ -313,47 +313,53 @@ def choose_programs(rng: np.random.Generator, parts, max_families: int) -> list[
 def plan_clips(piece: ScorePiece, count: int, settings: PlanSettings, tonal: bool, profiles=None) -> list[ClipPlan]:
     """`count` clips of `piece`: windows from the start and then evenly spaced; tempo, transposition and programs
     drawn from a generator seeded by the piece and the clip's index, so a rebuild plans the same clips."""
-    plans = []
+    return [
+        plan_clip(
+            piece, index, float(math.floor(piece.length * index / count)) if index else 0.0, settings, tonal, profiles
+        )
+        for index in range(count)
+    ]
+
+
+def plan_clip(
+    piece: ScorePiece, index: int, start: float, settings: PlanSettings, tonal: bool, profiles=None
+) -> ClipPlan:
+    """Clip `index` of `piece`, its window from quarter note `start`: the same plan whenever it is asked again."""
+    rng = _rng(settings.seed, piece.piece_id, index)
     low, high = settings.tempo_range
-    for index in range(count):
-        rng = _rng(settings.seed, piece.piece_id, index)
-        tempo = float(round(math.exp(rng.uniform(math.log(low), math.log(high))), 1))
-        window = settings.clip_seconds * tempo / 60.0
-        start = float(math.floor(piece.length * index / count)) if index else 0.0
-        key, correlation = None, 0.0
-        heard = [note for part in window_notes(piece, start, window) for note in part]
-        tonic, mode, correlation = estimate_key(pitch_class_durations(heard, 0.0, window), profiles)
-        trusted = (
-            tonal
-            and piece.key_signature is not None
-            and piece.mode in (None, "major", "minor")
-            and signature_sharps(tonic, mode) == piece.key_signature
-            and correlation >= settings.min_key_correlation
-        )
-        target = int(rng.integers(12))
-        shift = ((target - tonic + 6) % 12) - 6  # -6..5 semitones, the nearest way to the drawn tonic
-        if trusted:
-            key = key_name(tonic + shift, mode)
-        programs = choose_programs(rng, piece.parts, settings.max_families)
-        velocities = [int(v) for v in rng.integers(70, 105, size=len(piece.parts))]
-        plans.append(
-            ClipPlan(
-                clip_id=f"{piece.piece_id}@{index}",
-                piece_id=piece.piece_id,
-                collection=piece.collection,
-                group=piece.group,
-                start=start,
-                tempo=tempo,
-                transpose=int(shift),
-                programs=programs,
-                families=sorted({family_of(p) for p in programs}),
-                key=key,
-                key_correlation=round(float(correlation), 4),
-                seconds=settings.clip_seconds,
-                velocities=velocities,
-            )
-        )
-    return plans
+    tempo = float(round(math.exp(rng.uniform(math.log(low), math.log(high))), 1))
+    window = settings.clip_seconds * tempo / 60.0
+    key, correlation = None, 0.0
+    heard = [note for part in window_notes(piece, start, window) for note in part]
+    tonic, mode, correlation = estimate_key(pitch_class_durations(heard, 0.0, window), profiles)
+    trusted = (
+        tonal
+        and piece.key_signature is not None
+        and piece.mode in (None, "major", "minor")
+        and signature_sharps(tonic, mode) == piece.key_signature
+        and correlation >= settings.min_key_correlation
+    )
+    target = int(rng.integers(12))
+    shift = ((target - tonic + 6) % 12) - 6  # -6..5 semitones, the nearest way to the drawn tonic
+    if trusted:
+        key = key_name(tonic + shift, mode)
+    programs = choose_programs(rng, piece.parts, settings.max_families)
+    velocities = [int(v) for v in rng.integers(70, 105, size=len(piece.parts))]
+    return ClipPlan(
+        clip_id=f"{piece.piece_id}@{index}",
+        piece_id=piece.piece_id,
+        collection=piece.collection,
+        group=piece.group,
+        start=start,
+        tempo=tempo,
+        transpose=int(shift),
+        programs=programs,
+        families=sorted({family_of(p) for p in programs}),
+        key=key,
+        key_correlation=round(float(correlation), 4),
+        seconds=settings.clip_seconds,
+        velocities=velocities,
+    )
 
 
 def window_notes(piece: ScorePiece, start: float, window: float) -> list[list[tuple[float, float, int]]]:
@@ -509,6 +515,7 @@ __all__ = [
     "normalize_loudness",
     "pitch_class_durations",
     "piece_from_score",
+    "plan_clip",
     "plan_clips",
     "read_pieces",
     "render_batch",

@@ -28,7 +28,9 @@ import numpy as np
 from myna_common.atomic import atomic_path
 
 
-PACKAGES = (
+# Named sets of Debian packages (all in main, so under DFSG-free licences) that ship recorded music. The first set
+# is the default and stays as it is, so that results measured on it remain comparable; `wide` adds packages.
+SOUNDTRACKS14 = (  # 14.0 h after cleaning
     "wesnoth-1.16-music",
     "warzone2100-music",
     "supertux-data",
@@ -39,6 +41,75 @@ PACKAGES = (
     "singularity-music",
     "megaglest-data",
 )
+WIDE_ADDITIONS = (  # checked by hand (`dpkg-deb -c`, and the archives' listings): recorded music, not MIDI or modules
+    "0ad-data",
+    "ufoai-music",
+    "naev-data",
+    "hedgewars-data",
+    "supertuxkart-data",
+    "blobwars-data",
+    "hyperrogue-music",
+    "colobot-common-sounds",
+    "unknown-horizons",
+    "marsshooter-data",
+    "flare-game",
+    "freecol",
+    "starfighter-data",
+    "warmux-data",
+    "drascula-music",
+    "pushover-data",
+    "openclonk-data",
+    "trackballs-data",
+    "enigma-data",
+    "searchandrescue-data",
+    "gigalomania-data",
+    "xmoto-data",
+    "extremetuxracer-data",
+    "asc-music",
+    "adonthell-data",
+    "fillets-ng-data",
+    "ardentryst",
+    "titanion-data",
+    "mu-cade-data",
+    "torus-trooper-data",
+    "gunroar-data",
+    "btanks-data",
+    "berusky2-data",
+    "plee-the-bear-data",
+    "davegnukem-data",
+    "lordsawar-data",
+    "hex-a-hop-data",
+    "zaz-data",
+    "frozen-bubble-data",
+    "amoebax-data",
+    "glob2-data",
+)
+PACKAGE_SETS = {"soundtracks14": SOUNDTRACKS14, "wide": SOUNDTRACKS14 + WIDE_ADDITIONS}
+PACKAGES = SOUNDTRACKS14
+
+
+@dataclass(frozen=True)
+class MusicLayout:
+    """Where a package keeps music that the default rules (audio files in music folders, audio members of music
+    archives) miss. Each package is checked by hand: its other audio is sound effects or speech."""
+
+    folders: tuple[str, ...] = ()  # names of folders that hold its music, though not named for it
+    archives: tuple[str, ...] = ()  # names of zip archives whose members in music folders are music
+    untyped: bool = False  # music files without an extension, known by their first bytes (Ogg, FLAC, WAVE, MP3)
+
+
+MUSIC_LAYOUTS = {
+    "0ad-data": MusicLayout(archives=("public.zip",)),  # audio/music/ of the 3 GiB data archive
+    "adonthell-data": MusicLayout(folders=("audio",)),  # the at-demo-*.ogg themes (and two clicks, jingles)
+    "blobwars-data": MusicLayout(untyped=True),  # music/arctic, music/biomech, ...: Ogg Vorbis without extension
+    "btanks-data": MusicLayout(folders=("tunes",)),
+    "drascula-music": MusicLayout(folders=("audio",)),  # the CD tracks (the language folders link to them)
+    "frozen-bubble-data": MusicLayout(folders=("snd",)),  # three tunes among short effects (jingles)
+    "glob2-data": MusicLayout(folders=("zik",)),
+    "hex-a-hop-data": MusicLayout(folders=("hex-a-hop",)),  # music-*.ogg among short effects
+    "pushover-data": MusicLayout(folders=("themes",)),  # one tune per level theme
+    "zaz-data": MusicLayout(folders=("zaz",)),  # mus1-4.ogg among short effects
+}
 AUDIO_EXTENSIONS = (".ogg", ".oga", ".flac", ".wav", ".mp3", ".opus")
 MUSIC_FOLDER_WORDS = ("music", "cdtracks", "soundtrack")
 ARCHIVE_EXTENSIONS = (".pk3", ".zip")
@@ -97,20 +168,40 @@ def resolve_package(package: str) -> str:
         names = sorted(line.split(" ", 1)[0] for line in result.stdout.splitlines() if line.strip())
         if names:
             return names[-1]
-    raise PackageError(
-        f"apt knows no package {package}: run `apt-get update` first, or leave it out with --packages."
-    )
+    raise PackageError(f"apt knows no package {package}: run `apt-get update` first, or leave it out with --packages.")
+
+
+def _apt_sandbox_ids() -> tuple[int, int] | None:
+    """`(uid, gid)` of apt's sandbox user `_apt` when running as root, else None."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        entry = pwd.getpwnam("_apt")
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
 
 
 def download_deb(package: str, folder: str) -> str:
     """The package's `.deb` in `folder`, fetched with `apt-get download` unless it is there already. The download
-    runs in a temporary folder and the file is moved in when complete, so an interrupted one is never taken."""
+    runs in a temporary folder and the file is moved in when complete, so an interrupted one is never taken.
+
+    `apt-get download` needs no root: a user fetches into any folder they can write. Run as root, apt drops to its
+    sandbox user `_apt` for the fetch, which must then be able to write the folder itself (mode 755 is not enough);
+    where it cannot (the folder, or one above it, is closed to `_apt`), apt downloads as root after the warning
+    "Download is performed unsandboxed as root". The temporary folder is handed to `_apt` so that the download stays
+    sandboxed where apt can reach it, and the finished file is given back to root.
+    """
     os.makedirs(folder, exist_ok=True)
     found = sorted(glob.glob(os.path.join(folder, f"{package}_*.deb")))
     if found:
         return found[-1]
     with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as scratch:
-        os.chmod(scratch, 0o755)  # apt's sandbox user must be able to write there
+        sandbox = _apt_sandbox_ids()
+        if sandbox:
+            os.chown(scratch, *sandbox)
         result = subprocess.run(["apt-get", "download", package], cwd=scratch, capture_output=True, text=True)
         debs = glob.glob(os.path.join(scratch, "*.deb"))
         if result.returncode != 0 or not debs:
@@ -120,6 +211,8 @@ def download_deb(package: str, folder: str) -> str:
             )
         target = os.path.join(folder, os.path.basename(debs[0]))
         shutil.move(debs[0], target)
+        if sandbox:
+            os.chown(target, os.geteuid(), os.getegid())
     return target
 
 
@@ -139,26 +232,44 @@ def unpack_deb(deb: str, folder: str) -> str:
 # ---------------------------------------------------------------------------------------------- finding music
 
 
-def is_music_path(relative: str) -> bool:
-    """Whether a path (relative to the package root) lies in a music folder."""
+def is_music_path(relative: str, folder_names: tuple[str, ...] = ()) -> bool:
+    """Whether a path (relative to the package root) lies in a music folder: one whose name holds a word of
+    `MUSIC_FOLDER_WORDS`, or is one of `folder_names`."""
     folders = [part.lower() for part in relative.replace(os.sep, "/").split("/")[:-1]]
-    return any(any(word in folder for word in MUSIC_FOLDER_WORDS) for folder in folders)
+    return any(any(word in folder for word in MUSIC_FOLDER_WORDS) or folder in folder_names for folder in folders)
+
+
+def is_untyped_audio(path: str) -> bool:
+    """Whether a file without an extension begins as an Ogg, FLAC, WAVE or ID3-tagged MP3 file does."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return head[:4] in (b"OggS", b"fLaC") or head[:3] == b"ID3" or (head[:4] == b"RIFF" and head[8:12] == b"WAVE")
 
 
 def find_music(package: str, root: str) -> list[MusicSource]:
-    """Music files of an unpacked package, sorted: audio in music folders, and audio members of music archives."""
+    """Music files of an unpacked package, sorted: audio in music folders, and audio members of music archives (with
+    the package's `MUSIC_LAYOUTS` where it keeps music elsewhere)."""
+    layout = MUSIC_LAYOUTS.get(package, MusicLayout())
     sources = []
     for directory, _, names in os.walk(root):
         for name in sorted(names):
             path = os.path.join(directory, name)
             relative = os.path.relpath(path, root)
             extension = os.path.splitext(name)[1].lower()
-            if extension in AUDIO_EXTENSIONS and is_music_path(relative):
+            if extension in AUDIO_EXTENSIONS and is_music_path(relative, layout.folders):
                 sources.append(MusicSource(package, path))
+            elif layout.untyped and not extension and is_music_path(relative, layout.folders):
+                if os.path.isfile(path) and is_untyped_audio(path):
+                    sources.append(MusicSource(package, path))
             elif extension in ARCHIVE_EXTENSIONS and "music" in name.lower() and zipfile.is_zipfile(path):
                 with zipfile.ZipFile(path) as archive:
                     for member in archive.namelist():
                         if os.path.splitext(member)[1].lower() in AUDIO_EXTENSIONS:
+                            sources.append(MusicSource(package, path, member))
+            elif name in layout.archives and zipfile.is_zipfile(path):
+                with zipfile.ZipFile(path) as archive:
+                    for member in archive.namelist():
+                        if os.path.splitext(member)[1].lower() in AUDIO_EXTENSIONS and is_music_path(member):
                             sources.append(MusicSource(package, path, member))
     return sorted(sources, key=lambda s: s.name)
 
@@ -295,13 +406,19 @@ def read_source(source: MusicSource, sampling_rate: int = 16_000) -> tuple[np.nd
 
 
 __all__ = [
+    "MUSIC_LAYOUTS",
+    "MusicLayout",
     "MusicSource",
     "PACKAGES",
+    "PACKAGE_SETS",
+    "SOUNDTRACKS14",
+    "WIDE_ADDITIONS",
     "PackageError",
     "download_deb",
     "find_music",
     "fingerprint",
     "is_music_path",
+    "is_untyped_audio",
     "loop_length",
     "near_duplicates",
     "read_source",
