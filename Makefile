@@ -1,11 +1,11 @@
-# Set-up and the two everyday commands on a fresh machine (see README.md).
+# Set-up and the two everyday commands on a fresh machine (see README.md), and the documentation site.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build on the reference machines; on a CUDA machine pip picks the CUDA build of the same version.
 TORCH ?= torch==2.13.0
 
-.PHONY: install browser demo test
+.PHONY: install browser demo test docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The documentation site (mkdocs.yml, pages in docs/): built strictly, then served and rebuilt as docs/ changes.
+DOCS_ADDR ?= 127.0.0.1:8000
+
+docs: install
+	$(BIN)/mkdocs serve --strict --dev-addr $(DOCS_ADDR)

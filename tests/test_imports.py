@@ -5,9 +5,9 @@ may import. A package's floor is one above the highest floor it may import, so i
 tests parse every module of every package with `ast` and check each import wherever it stands (at the top, inside a
 function, under `if __name__ == "__main__":`) against the plan, then look for circles, of packages and of files.
 An import of `a.b` counts as an edge to the module `a.b` (its package's `__init__` runs first, but a package that
-re-exports its own modules is no circle). The picture in README.md's "Architecture" section is drawn from the same
-data by `floor_plan()`: `test_the_readme_draws_this_floor_plan` compares the two, and `python -m tests.test_imports`
-redraws the README's picture after a change here.
+re-exports its own modules is no circle). The picture in docs/architecture.md is drawn from the same data by
+`floor_plan()`: `test_the_docs_draw_this_floor_plan` compares the two, and `python -m tests.test_imports` redraws the
+picture after a change here.
 """
 
 import ast
@@ -22,17 +22,18 @@ import pytest
 
 
 ROOT = Path(__file__).resolve().parent.parent
+ARCHITECTURE_PAGE = ROOT / "docs" / "architecture.md"
 
 
 @dataclass(frozen=True)
 class Package:
     name: str  # the import name
     folder: str  # its folder in the repository (pyproject.toml's package-dir)
-    owns: str  # what it holds, for the README's picture
+    owns: str  # what it holds, for the picture in docs/architecture.md
     imports: tuple[str, ...] = ()  # the packages of this project it may import
 
 
-# The floor plan (README.md, "Architecture").
+# The floor plan (docs/architecture.md).
 PACKAGES = (
     Package(
         "modeling_myna",
@@ -84,7 +85,7 @@ REGISTRATION_HOOK = ("modeling_myna", "myna_pipelines.music_embedding")
 # `python -m modeling_myna.convert_original_checkpoint`, takes its "did you mean" and one-line errors from there.
 PROGRAMS_MAY_IMPORT = ("myna_common",)
 
-README_MARKER = (
+FLOOR_PLAN_MARKER = (
     "<!-- floor plan: drawn from PACKAGES in tests/test_imports.py; python -m tests.test_imports redraws it -->"
 )
 
@@ -253,8 +254,8 @@ def describe(imports_of_a_circle: list[Import]) -> str:
 
 
 def floor_plan() -> str:
-    """The README's picture of `PACKAGES`: the floors from the top, each package with its folder, what it owns and
-    what it may import, then the exceptions."""
+    """The picture of `PACKAGES` in docs/architecture.md: the floors from the top, each package with its folder, what
+    it owns and what it may import, then the exceptions."""
     floor = floors()
     wrap = functools.partial(textwrap.wrap, break_on_hyphens=False)
     width = max(len(package.name) for package in PACKAGES) + 2
@@ -279,9 +280,9 @@ def floor_plan() -> str:
     return "\n".join(lines + wrap(notes, 119)) + "\n"
 
 
-def readme_floor_plan(text: str) -> tuple[int, int] | None:
-    """Where the floor plan's `text` block sits in the README: the span of its content, or None."""
-    match = re.search(re.escape(README_MARKER) + r"\n```text\n(.*?)```", text, re.S)
+def floor_plan_span(text: str) -> tuple[int, int] | None:
+    """Where the floor plan's `text` block sits in the page: the span of its content, or None."""
+    match = re.search(re.escape(FLOOR_PLAN_MARKER) + r"\n\n?```text\n(.*?)```", text, re.S)
     return match.span(1) if match else None
 
 
@@ -349,11 +350,12 @@ def test_the_registration_hook_is_the_one_exception_and_ends_the_package():
     assert all(imp.target_package in PROGRAMS_MAY_IMPORT for imp in upward if imp.program)
 
 
-def test_the_readme_draws_this_floor_plan():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    span = readme_floor_plan(text)
-    assert span is not None, f"README.md has no floor plan: a ```text block after {README_MARKER}"
-    assert text[span[0] : span[1]] == floor_plan(), "README.md's floor plan is stale: python -m tests.test_imports"
+def test_the_docs_draw_this_floor_plan():
+    text = ARCHITECTURE_PAGE.read_text(encoding="utf-8")
+    span = floor_plan_span(text)
+    assert span is not None, f"docs/architecture.md has no floor plan: a ```text block after {FLOOR_PLAN_MARKER}"
+    stale = "docs/architecture.md's floor plan is stale: python -m tests.test_imports"
+    assert text[span[0] : span[1]] == floor_plan(), stale
 
 
 # A planted import, in a copy of the packages: the checks above must name it.
@@ -414,11 +416,12 @@ def test_a_planted_circle_of_files_is_named(copy_of_the_packages):
     assert upward_imports(imports(root)) == []  # within one package: only the circle check sees it
 
 
-if __name__ == "__main__":  # redraws README.md's floor plan from PACKAGES
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    span = readme_floor_plan(text)
+if __name__ == "__main__":  # redraws docs/architecture.md's floor plan from PACKAGES
+    text = ARCHITECTURE_PAGE.read_text(encoding="utf-8")
+    span = floor_plan_span(text)
     if span is None:
-        raise SystemExit(f"README.md has no floor plan block: add {README_MARKER} and an empty ```text block.")
-    readme.write_text(text[: span[0]] + floor_plan() + text[span[1] :], encoding="utf-8")
+        raise SystemExit(
+            f"docs/architecture.md has no floor plan block: add {FLOOR_PLAN_MARKER} and an empty ```text block."
+        )
+    ARCHITECTURE_PAGE.write_text(text[: span[0]] + floor_plan() + text[span[1] :], encoding="utf-8")
     print(floor_plan())
