@@ -1,15 +1,14 @@
 """Builds the real-audio development benchmark, offline (Debian's archive and the music21 corpus are the only
 sources) and resumable: rerun the same command after an interruption.
 
-    python benchmarks/build_dev_benchmark.py --output /work/data/myna-dev
+    python benchmarks/build_dev_benchmark.py      # into ~/.cache/myna-hf/dev-benchmark (--output to choose)
     python benchmarks/build_dev_benchmark.py --stages tasks --clips_per_class 50   # the labelled tasks only, smaller
 
 Writes `<output>/pretrain/` (recorded game soundtracks, 16 kHz mono FLAC: `training/pretrain.py --dataset folder
 --data_dir <output>/pretrain`) and `<output>/tasks/dev-{key,composer,instruments,tempo}.yaml` (`evaluation/probe.py
 --tasks custom:<output>/tasks/dev-key.yaml,...`). What it holds and how it is made: `myna_evaluation.dev_benchmark`
-and the README section "A real-audio development benchmark". Needs `pip install -e ".[bench]"`, and for the tasks
-FluidSynth and a SoundFont: a missing one stops the build with the apt-get command that installs it, which
-`--install` runs.
+and docs/dev-benchmark.md. Needs `pip install -e ".[bench]"`, and for the tasks FluidSynth and a SoundFont: a
+missing one stops the build with the apt-get command that installs it, which `--install` runs.
 """
 
 import logging

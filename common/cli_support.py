@@ -283,7 +283,7 @@ def check_output_folder(
 # The released checkpoints (ghost-signal/myna) are .pth files, not Hub repositories: a folder by these names exists
 # only after conversion.
 RELEASED_NAMES = {"myna-base": "base", "myna-vertical": "vertical", "myna-hybrid": "hybrid"}
-CONVERT_SECTION = "README.md, 'Convert the released weights'"
+CONVERT_SECTION = "docs/convert.md"
 
 
 def conversion_hint(name: str) -> str:

@@ -43,7 +43,7 @@ MynaForAudioClassification.register_for_auto_class("AutoModelForAudioClassificat
 MynaForContrastivePretraining.register_for_auto_class("AutoModelForPreTraining")
 MynaFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 
-# The one import of this package that runs upward (README.md, "Architecture"; REGISTRATION_HOOK in
+# The one import of this package that runs upward (docs/architecture.md; REGISTRATION_HOOK in
 # tests/test_imports.py), kept last. The pipelines live in `myna_pipelines`, of the same distribution; importing its
 # `music_embedding` module registers the "music-embedding" task with `transformers.pipeline`, so that `import
 # modeling_myna` is all a user needs. transformers registers a pipeline by its class, hence an import here and not

@@ -10,8 +10,8 @@
               AMX (oneDNN uses AMX tiles on Xeon 4th generation and later), torch's default engine elsewhere
               (`x86`, with fbgemm's AVX2/AVX512 kernels; `qnnpack` on ARM): `int8_engine()`. On this project's
               AVX512-VNNI machine (no AMX) the three engines are within 3% on a quiet machine (3-minute track,
-              hybrid "both": oneDNN 0.66 s, fbgemm 0.67 s, x86 0.66 s, README); oneDNN is chosen for the CPUs
-              with AMX, whose tiles only it uses.
+              hybrid "both": oneDNN 0.66 s, fbgemm 0.67 s, x86 0.66 s, docs/benchmarks.md); oneDNN is chosen for
+              the CPUs with AMX, whose tiles only it uses.
               What stays float32: the tokenizers (LayerNorm -> Linear -> LayerNorm on the raw power mel; their
               256 x 384 projections are 0.5% of the multiply-adds), the attention products (48 x 48 per head, 2%),
               LayerNorms, GELU and residual sums. torchao's current API (0.18,

@@ -4,7 +4,7 @@ from one of its tracks, and the page must list that track first with a player th
 was cut from; a click on the map plays a track and searches from it; a text file and a too-short clip are one
 message each, and the app keeps serving. Screenshots of the search page and the map go to `$MYNA_APP_SCREENSHOTS`,
 else to the test's temporary folder. `$MYNA_APP_INDEX` runs the same checks on an index of your own (its middle
-track is the clip's source and the map's click); the README's screenshots (docs/app/) are this test on the demo's
+track is the clip's source and the map's click); the screenshots of docs/app.md (docs/app/) are this test on the demo's
 model and generated music:
 
     MYNA_APP_INDEX=index/ MYNA_APP_SCREENSHOTS=docs/app python -m pytest tests/test_app_browser.py

@@ -22,7 +22,7 @@ def test_masking_pictures_regenerate_byte_identical(tmp_path):
     if drawn_with is None or drawn_with.group(1).decode() != matplotlib.__version__:
         pytest.skip(f"the pictures were drawn with another matplotlib ({drawn_with and drawn_with.group(1)}), whose "
                     "rendering may differ in a few pixels")
-    written = plot_policies(str(tmp_path), seed=0)  # what the README's command draws (its --seed defaults to 0)
+    written = plot_policies(str(tmp_path), seed=0)  # what docs/masking.md's command draws (its --seed defaults to 0)
     assert sorted(os.path.basename(p) for p in written) == committed
     for path in written:
         with open(path, "rb") as new, open(os.path.join(MASKING, os.path.basename(path)), "rb") as old:

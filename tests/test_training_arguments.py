@@ -102,7 +102,8 @@ def test_cpu_smoke_preset_parses():
 
 
 def test_the_hour_presets_are_one_recipe_at_two_scales(tmp_path):
-    """cpu-hour.yaml (the recipe of the README's one-CPU-hour curve) and gpu-hour.yaml (the same, 16x the batch)."""
+    """cpu-hour.yaml (the recipe of docs/pretraining.md's one-CPU-hour curve) and gpu-hour.yaml (the same, 16x the
+    batch)."""
     data = ["--dataset", "folder", "--data_dir", str(tmp_path)]
     cpu = parse_arguments(["--config", str(CONFIGS / "cpu-hour.yaml"), *data])
     gpu = parse_arguments(["--config", str(CONFIGS / "gpu-hour.yaml"), *data])

@@ -706,7 +706,7 @@ def test_pretraining_hands_complementary_masking_each_pairs_crop_offset(tmp_path
 
 @pytest.mark.parametrize("flags", [[], ["--cpu"], ["--mixed_precision", "bf16"]], ids=["plain", "cpu", "bf16"])
 def test_the_accelerate_config_leaves_launch_nothing_to_guess(flags, monkeypatch, caplog):
-    """`accelerate launch --config_file training/accelerate.yaml` (the README's and `make demo`'s) prints no
+    """`accelerate launch --config_file training/accelerate.yaml` (the docs' and `make demo`'s) prints no
     "values were not passed" notice, on a 16-core host too, and its own flags still win."""
     import psutil
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser

@@ -1,5 +1,5 @@
 """The generated music corpus, kept importable here, where it lived first (`from myna_training.synthetic import
-generate_clip`): it moved to `myna_common.synthetic`, the floor every package may import (README.md, "Floor plan").
+generate_clip`): it moved to `myna_common.synthetic`, the floor every package may import (docs/architecture.md).
 Importing it stays light: numpy only."""
 
 from myna_common import synthetic as _moved

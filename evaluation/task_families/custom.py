@@ -126,7 +126,8 @@ def read_task_file(path: str) -> CustomTask:
             values = yaml.safe_load(f) or {}
     except yaml.YAMLError as error:
         raise TaskFileError(
-            f"task file {syntax_error_message(path, error)}; fix that line (the README's my_task.yaml shows the keys)."
+            f"task file {syntax_error_message(path, error)}; fix that line (my_task.yaml in docs/evaluation.md shows "
+            "the keys)."
         ) from None
     if not isinstance(values, dict):
         raise TaskFileError(
