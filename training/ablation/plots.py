@@ -144,7 +144,11 @@ def plot_results(points: list[dict], base: dict, output_dir: str, baselines: dic
 
 def plot_policies(output_dir: str, seed: int = 0, mask_ratio: float = 0.9) -> list[str]:
     """One PNG per masking policy: its masks of both views on a generated clip, square (16x16) and vertical (128x2)
-    patches; the kept patches are shown, the dropped ones dimmed."""
+    patches. Kept patches are drawn in full colour on one colour scale (its bar beside the panels), whose low end is
+    not black, so a quiet kept patch still reads as kept; dropped patches are the same spectrogram dimmed to light
+    grey. Axes: time in seconds, mel bin."""
+    from matplotlib.colors import ListedColormap
+
     from modeling_myna import MynaFeatureExtractor
     from modeling_myna.masking import build_masking_policy, masks_from_noise
     from modeling_myna.modeling_myna import num_kept_tokens
@@ -156,14 +160,20 @@ def plot_policies(output_dir: str, seed: int = 0, mask_ratio: float = 0.9) -> li
     extractor = MynaFeatureExtractor()
     mel = extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt")["input_values"]
     views = (mel[0:1], mel[1:2])  # two consecutive 96-frame chunks stand for the two crops
+    log_mels = [torch.log1p(view[0]).numpy() for view in views]  # (n_mels, frames) each
+    low, high = np.percentile(np.stack(log_mels), [0, 99])  # the loudest 1% saturate: colour for the rest
+    n_mels, frames = log_mels[0].shape
+    seconds = frames * extractor.hop_length / extractor.sampling_rate
+    extent = (0.0, seconds, 0.0, n_mels)  # imshow's (left, right, bottom, top): x in s, y in mel bins
+    kept_colours = ListedColormap(plt.get_cmap("magma")(np.linspace(0.25, 1.0, 192)))  # no black at the low end
     written = []
     for name in MASKING_POLICIES:
         policy = build_masking_policy(name)
-        figure, axes = plt.subplots(2, 2, figsize=(6.4, 3.6), gridspec_kw={"height_ratios": [1, 1]})
+        figure, axes = plt.subplots(2, 2, figsize=(7.2, 4.4), sharex=True, sharey=True, layout="constrained")
         for column, patch in enumerate(([16, 16], [128, 2])):
-            grid = (128 // patch[0], 96 // patch[1])
+            grid = (n_mels // patch[0], frames // patch[1])
             num_kept = num_kept_tokens(grid[0] * grid[1], mask_ratio)
-            if name == "frequency_band" and patch[0] == 128:
+            if name == "frequency_band" and patch[0] == n_mels:
                 policy_here = build_masking_policy("uniform")  # what a hybrid's vertical tokenizer draws
             else:
                 policy_here = policy
@@ -173,20 +183,24 @@ def plot_policies(output_dir: str, seed: int = 0, mask_ratio: float = 0.9) -> li
             kept = masks_from_noise(noise, num_kept).view(2, *grid)
             for row in range(2):
                 ax = axes[row][column]
-                log_mel = torch.log1p(views[row][0]).numpy()
                 shade = kept[row].repeat_interleave(patch[0], 0).repeat_interleave(patch[1], 1).numpy()
-                ax.imshow(log_mel, origin="lower", aspect="auto", cmap="magma", interpolation="nearest")
-                ax.imshow(np.where(shade, np.nan, 1.0), origin="lower", aspect="auto", cmap="gray", vmin=0, vmax=1,
-                          alpha=0.75, interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
+                ax.imshow(log_mels[row], origin="lower", aspect="auto", cmap="gray", vmin=low, vmax=high,
+                          alpha=0.3, extent=extent, interpolation="nearest")  # fmt: skip
+                image = ax.imshow(np.where(shade, log_mels[row], np.nan), origin="lower", aspect="auto",
+                                  cmap=kept_colours, vmin=low, vmax=high, extent=extent,
+                                  interpolation="nearest")  # fmt: skip
+                ax.tick_params(labelsize=7)
                 if row == 0:
                     ax.set_title(f"{'square 16x16' if column == 0 else 'vertical 128x2'}: keeps {num_kept} of "
-                                 f"{grid[0] * grid[1]}", fontsize=8)
+                                 f"{grid[0] * grid[1]}", fontsize=8)  # fmt: skip
+                else:
+                    ax.set_xlabel("time (s)", fontsize=7)
                 if column == 0:
-                    ax.set_ylabel(f"view {row + 1}", fontsize=8)
-        figure.suptitle(f"masking policy: {name} ({mask_ratio:.0%} masked)", fontsize=9)
-        figure.tight_layout()
+                    ax.set_ylabel(f"view {row + 1}: mel bin", fontsize=7)
+        bar = figure.colorbar(image, ax=axes, shrink=0.9, pad=0.02)
+        bar.set_label("kept patches: log(1 + mel power)", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
+        figure.suptitle(f"masking policy: {name} ({mask_ratio:.0%} masked; dropped patches in grey)", fontsize=9)
         written.append(_save(figure, os.path.join(output_dir, f"masking_{name}.png"), dpi=72))
         plt.close(figure)
     return written
