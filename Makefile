@@ -40,4 +40,4 @@ test: install
 DOCS_ADDR ?= 127.0.0.1:8000
 
 docs: install
-	$(BIN)/mkdocs serve --strict --dev-addr $(DOCS_ADDR)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr $(DOCS_ADDR)
