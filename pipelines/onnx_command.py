@@ -88,7 +88,7 @@ def export_command(argv: list[str]) -> int:
         prog="myna export",
         description="Export a Myna model to ONNX (input_values -> last_hidden_state, pooler_output; a dynamic batch "
         "axis), optionally int8, in the layout optimum and transformers.js read; each graph is checked against "
-        "the PyTorch model. The mel front end stays outside the graph (README, 'ONNX').",
+        "the PyTorch model. The mel front end stays outside the graph (docs/onnx.md).",
     )
     parser.add_argument("model", metavar="MODEL", help="Myna model folder (or a Hub id).")
     args, positional = parse_into(parser, ExportArguments, argv)
