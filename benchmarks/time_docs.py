@@ -195,8 +195,8 @@ def write_table(path: str, rows: dict[str, str], steps: list[Step] = STEPS) -> s
             f"{len(measured)} of {len(lines)} rows measured"
             + (f"; {loaded} of them while other jobs loaded the machine (load above its cores): their wall times are "
                "longer than a quiet machine's, and CPU is the figure to compare" if loaded else ", on a quiet machine")
-            + (". Rows not measured yet: run `python benchmarks/time_docs.py --only ROW`." if len(measured) < len(lines)
-               else ".")
+            + (". Rows not measured yet: run `python benchmarks/time_docs.py --only ROW`."
+               if len(measured) < len(lines) else ".")
         )  # fmt: skip
     text = "\n".join(
         [

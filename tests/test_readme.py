@@ -4,9 +4,9 @@ clone would, reading on from the README), so that neither can drift from the cod
 
 Stand-ins keep it to a few minutes on CPU and offline: `make demo` and the pre-training commands run with a tiny model
 and a few steps (the flags are appended, so they override the page's), the probe with its fast grid on a few generated
-clips, fine-tuning one epoch, and the download of `myna-hybrid.pth` is a tiny released-layout checkpoint. Shell commands run in this
-process, through the same `main` functions as the console scripts. A block preceded by `<!-- readme-test: skip
-(reason) -->` needs data no test has; the test checks that every skip gives its reason. The README's set-up is two
+clips, fine-tuning one epoch, and the download of `myna-hybrid.pth` is a tiny released-layout checkpoint. Shell
+commands run in this process, through the same `main` functions as the console scripts. A block preceded by
+`<!-- readme-test: skip (reason) -->` needs data no test has; the test checks that every skip gives its reason. The README's set-up is two
 commands, `make demo` and `make test`, then `source .venv/bin/activate`; CI (`.ci/run`) runs its test command.
 """
 
