@@ -337,8 +337,7 @@ def format_summary(summary: dict) -> str:
 
 
 if __name__ == "__main__":
-    import sys
-
     from myna_common.cli_support import run_cli
+    from myna_training.process_errors import exit_process
 
-    sys.exit(run_cli(main, "finetune.py"))
+    exit_process(run_cli(main, "finetune.py"))

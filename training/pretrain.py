@@ -73,6 +73,7 @@ from myna_training.hub import push_folder_to_hub
 from myna_training.losses import InfoNCELoss, SogCLRLoss
 from myna_training.pretrain_data import Clips, TrainingData, data_hash, list_clips, load_training_data
 from myna_training.pretrain_summary import format_summary
+from myna_training.process_errors import exit_process
 from myna_training.run_folder import (
     CHECKPOINTS_DIR,
     LOGS_DIR,
@@ -496,4 +497,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, "pretrain.py"))
+    exit_process(run_cli(main, "pretrain.py"))
