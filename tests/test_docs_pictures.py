@@ -46,3 +46,30 @@ def test_ablation_table_redraws_from_its_markdown(tmp_path):
     out = str(tmp_path / "batch.png")
     assert redraw.main([os.path.join(root, "docs/ablation-real/batch.md"), out]) == out
     assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_generated_corpus_ablation_redraws_two_seeds_with_intervals(tmp_path):
+    """`benchmarks/redraw_ablation_results.py` averages the per-seed results files of `docs/ablation/`: the base
+    point's key score is the mean of the two seeds' (44.9 and 48.4 in docs/masking.md's table), its interval the
+    t-interval of two values (t = 12.71); one seed alone is refused, since it has no interval."""
+    import importlib.util
+
+    from myna_training.ablation.statistics import aggregate
+
+    spec = importlib.util.spec_from_file_location("redraw_results",
+                                                  os.path.join(ROOT, "benchmarks/redraw_ablation_results.py"))
+    redraw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(redraw)
+    seeds = [os.path.join(ROOT, "docs/ablation", name) for name in ("results.json", "results-seed1.json")]
+    runs = redraw.read_runs(seeds[0])[0] + redraw.read_runs(seeds[1])[0]
+    points = aggregate(runs)
+    assert len(points) == 10 and all(p["seeds"] == [0, 1] for p in points)
+    key = points[0]["tasks"]["synthetic-key"]["weighted_score"]
+    assert [round(v, 1) for v in key["values"]] == [44.9, 48.4]
+    low, high = sorted(key["values"])
+    assert key["mean"] == pytest.approx((low + high) / 2)
+    assert key["half_width"] == pytest.approx(12.706 * (high - low) / 2, rel=1e-3)  # sd/sqrt(2) = |a-b|/2
+    written = redraw.main([*seeds, "--output_dir", str(tmp_path)])
+    assert {os.path.basename(p) for p in written} >= {"metric_vs_mask_ratio.png", "metric_vs_masking_policy.png"}
+    with pytest.raises(SystemExit, match="one seed"):
+        redraw.main([seeds[0], "--output_dir", str(tmp_path / "one")])
