@@ -40,6 +40,10 @@ MODEL_SIZES = {
 # "constant" are the paper's.
 MASKING_POLICIES = ("uniform", "time_block", "frequency_band", "multi_block", "complementary", "saliency")
 MASK_RATIO_SCHEDULES = ("constant", "linear", "cosine")
+# What the tokenizers see: the raw power mel (the paper's, the released models'), or its log after LOG_OFFSET, a floor
+# about 1% of a music mel's bins fall below (power values span ~1e-8 to ~1e4 at full scale).
+INPUT_SCALES = ("power", "log")
+LOG_OFFSET = 1e-6
 
 # How a forward of a model with two tokenizers combines them: one of them, or both concatenated.
 BOTH_PATCH_MODES = "both"
@@ -127,6 +131,12 @@ class MynaConfig(PretrainedConfig):
             Standard deviation of the truncated normal initialisation of linear layers.
         sampling_rate (`int`, *optional*, defaults to 16000):
             Sampling rate the model was trained at.
+        input_scale (`str`, *optional*, defaults to `"power"`):
+            What the tokenizers see of the mel spectrogram: `"power"`, the raw power values (the paper's and the
+            released models'), or `"log"`, their natural log after adding `LOG_OFFSET` (1e-6). Raw power spans
+            about 20 orders of magnitude, so each patch's LayerNorm keeps its few loudest bins and flattens the
+            rest; the log keeps the whole spectral envelope. The input (`MynaFeatureExtractor`'s output) is the
+            same either way: the model takes the log itself, so every path through it agrees.
 
     Example:
 
@@ -163,6 +173,7 @@ class MynaConfig(PretrainedConfig):
         mask_ratio_start: float | None = None,
         initializer_range: float = 0.02,
         sampling_rate: int = SAMPLING_RATE,
+        input_scale: str = "power",
         **kwargs,
     ):
         self.hidden_size = hidden_size
@@ -186,6 +197,7 @@ class MynaConfig(PretrainedConfig):
         self.mask_ratio_start = mask_ratio_start
         self.initializer_range = initializer_range
         self.sampling_rate = sampling_rate
+        self.input_scale = input_scale
         self._validate_geometry()
         if default_patch_mode is None:
             default_patch_mode = BOTH_PATCH_MODES if len(self.patch_sizes) > 1 else self.patch_modes[0]
@@ -235,6 +247,11 @@ class MynaConfig(PretrainedConfig):
             raise ValueError(
                 f"mask_ratio_schedule={self.mask_ratio_schedule!r} needs mask_ratio_start in [0, 1), got "
                 f"{self.mask_ratio_start}."
+            )
+        if self.input_scale not in INPUT_SCALES:
+            raise ValueError(
+                f"input_scale={self.input_scale!r}: choose one of {list(INPUT_SCALES)} ('power' for the released "
+                "models, 'log' for the log of the power mel)."
             )
         if self.chunk_frames < self.patch_sizes[0][1]:
             raise ValueError(f"chunk_frames={self.chunk_frames} is narrower than one patch {self.patch_sizes[0]}.")

@@ -23,7 +23,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceCl
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
-from .configuration_myna import BOTH_PATCH_MODES, MynaConfig
+from .configuration_myna import BOTH_PATCH_MODES, LOG_OFFSET, MynaConfig
 from .model_card import write_model_card
 
 
@@ -70,11 +70,13 @@ class MynaPatchEmbeddings(nn.Module):
 
     Patches are taken row-major over the grid (frequency index major, time index minor); each patch vector is
     flattened frequency-major. LayerNorm -> Linear -> LayerNorm, as SimpleViT. The first LayerNorm runs in float32
-    whatever the weights' dtype: raw power mels reach ~1e6, past float16's 65504, and are O(1) after it.
+    whatever the weights' dtype: raw power mels reach ~1e6, past float16's 65504, and are O(1) after it. A model
+    with `input_scale="log"` takes the log of the (kept) patches first.
     """
 
     def __init__(self, config: MynaConfig, patch_size: list[int]):
         super().__init__()
+        self.log_input = config.input_scale == "log"
         self.patch_height, self.patch_width = patch_size
         patch_dim = self.patch_height * self.patch_width
         self.patch_norm = nn.LayerNorm(patch_dim, eps=config.layer_norm_eps)
@@ -102,9 +104,12 @@ class MynaPatchEmbeddings(nn.Module):
         patches = self.patchify(input_values)
         if ids_keep is not None:
             patches = patches.gather(1, ids_keep[..., None].expand(-1, -1, patches.shape[-1]))  # (B, K, P) kept
+        patches = patches.float()
+        if self.log_input:
+            patches = torch.log(patches.clamp_min(0) + LOG_OFFSET)
         norm = self.patch_norm
         patches = nn.functional.layer_norm(
-            patches.float(), norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps
+            patches, norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps
         )
         return self.norm(self.projection(patches.to(self.projection.weight.dtype)))
 

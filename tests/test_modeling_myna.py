@@ -66,6 +66,7 @@ def test_config_json_round_trip_is_exact(tmp_path):
         (dict(patch_sizes=[[16, 16], [128, 2], [32, 4]]), "one or two"),
         (dict(default_patch_mode="vertical"), "not one of"),
         (dict(mask_ratio=1.0), "mask_ratio"),
+        (dict(input_scale="db"), "input_scale='db': choose one of"),
     ],
 )
 def test_bad_configs_are_refused_with_a_reason(kwargs, message):
@@ -79,6 +80,32 @@ def test_unknown_variant_lists_the_known_ones():
 
 
 # --- encoder -------------------------------------------------------------------------------------------------------
+
+
+def test_a_log_input_model_is_the_power_model_on_the_log_of_the_mel(tmp_path):
+    """`input_scale="log"` takes the log inside the model: on the raw power mel it gives exactly what the same weights
+    with `input_scale="power"` give on `log(mel + 1e-6)`, in every patch mode; the setting survives
+    a save and load; the released models' default stays the raw power."""
+    from modeling_myna.configuration_myna import LOG_OFFSET
+
+    assert MynaConfig().input_scale == "power"
+    power = tiny_model("hybrid")
+    log = tiny_model("hybrid", input_scale="log")
+    log.load_state_dict(power.state_dict())
+    mel = spectrogram(frames=96)
+    mel[0, :, :10] = 0.0  # silence: the log stays finite
+    for mode in ("square", "vertical", "both"):
+        with torch.no_grad():
+            expected = power(torch.log(mel + LOG_OFFSET), patch_mode=mode).pooler_output
+            got = log(mel, patch_mode=mode).pooler_output
+            raw = power(mel, patch_mode=mode).pooler_output
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        assert torch.isfinite(got).all() and (got - raw).abs().max() > 0.1  # a different model, not a no-op
+    log.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.input_scale == "log"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(mel).pooler_output, log(mel).pooler_output)
 
 
 def test_sincos_embedding_matches_its_formula():

@@ -18,6 +18,7 @@ VARIANT_NAMES = ("base", "hybrid", "vertical")
 MODEL_SIZE_NAMES = ("small", "vit-t", "vit-s", "vit-b", "vit-l")  # configuration_myna.MODEL_SIZES
 MASKING_POLICY_NAMES = ("uniform", "time_block", "frequency_band", "multi_block", "complementary", "saliency")
 MASK_RATIO_SCHEDULE_NAMES = ("constant", "linear", "cosine")
+INPUT_SCALE_NAMES = ("power", "log")  # configuration_myna.INPUT_SCALES
 # The fields that override a model_size's dimensions.
 SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
@@ -62,6 +63,13 @@ class ModelArguments:
     mask_ratio_start: float | None = field(
         default=None, metadata={"help": "Masking ratio at the first step of a linear or cosine schedule."}
     )
+    input_scale: str = field(
+        default="power",
+        metadata={
+            "help": "What the tokenizers see of the mel: 'power' (the paper's, the released models') or 'log' (its "
+            "log, which keeps the quiet bins' spectral envelope)."
+        },
+    )
     init_from: str | None = field(
         default=None, metadata={"help": "A saved Myna folder or Hub id to start from instead of random weights."}
     )
@@ -71,7 +79,8 @@ class ModelArguments:
         from myna_common.cli_support import did_you_mean
 
         for name, known in (("variant", VARIANT_NAMES), ("model_size", MODEL_SIZE_NAMES),
-                            ("masking_policy", MASKING_POLICY_NAMES), ("mask_ratio_schedule", MASK_RATIO_SCHEDULE_NAMES)):
+                            ("masking_policy", MASKING_POLICY_NAMES), ("mask_ratio_schedule", MASK_RATIO_SCHEDULE_NAMES),
+                            ("input_scale", INPUT_SCALE_NAMES)):
             value = getattr(self, name)
             if value not in known:
                 raise ValueError(f"{name}={value!r}: choose one of {list(known)}.{did_you_mean(value, known)}")
@@ -112,6 +121,7 @@ class ModelArguments:
             masking_policy_kwargs=policy_options,
             mask_ratio_schedule=self.mask_ratio_schedule,
             mask_ratio_start=self.mask_ratio_start,
+            input_scale=self.input_scale,
             **({"chunk_frames": self.chunk_frames} if self.chunk_frames is not None else {}),
             **size,
         )
