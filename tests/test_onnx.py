@@ -102,6 +102,21 @@ def test_a_vertical_model_exports_its_98_frame_chunks(tmp_path):
 
 
 @needs_onnx
+def test_a_log_input_model_takes_the_log_inside_its_graph(tmp_path):
+    """A model with `input_scale="log"`: the graph takes the same raw power mel as every Myna graph and gives the
+    model's output, so the log is in it."""
+    from myna_pipelines.onnx_export import export_onnx
+
+    model, extractor = load(save_tiny_model(tmp_path / "log", "base", input_scale="log"))
+    result = export_onnx(model, str(tmp_path / "out"), extractor)
+    chunks = real_chunks(extractor)
+    with torch.no_grad():
+        expected = model.base_model(chunks).pooler_output.numpy()
+    _, pooled = run_graph(result["graphs"]["square"]["float32"], chunks, 4)
+    assert cosines(pooled, expected).min() >= 0.99999
+
+
+@needs_onnx
 def test_the_graph_takes_input_values_and_names_its_outputs_as_the_model(exported):
     import onnx
 
