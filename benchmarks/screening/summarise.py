@@ -46,6 +46,8 @@ for log in sorted(glob.glob(f"{ROOT}/logs/*-seed*.log")):
     if not found:
         continue
     name = run.rsplit("-seed", 1)[0]
+    if name not in jobs:  # an hour's run (hour.sh): its curve is ablate.py --curve's table
+        continue
     last = metrics(f"{ROOT}/probes/{run}-last-mean/results.json")
     every = metrics(f"{ROOT}/probes/{run}-all-meanstd/results.json")
     rows.append(
