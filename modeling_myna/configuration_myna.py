@@ -134,7 +134,7 @@ class MynaConfig(PretrainedConfig):
         input_scale (`str`, *optional*, defaults to `"power"`):
             What the tokenizers see of the mel spectrogram: `"power"`, the raw power values (the paper's and the
             released models'), or `"log"`, their natural log after adding `LOG_OFFSET` (1e-6). Raw power spans
-            about 20 orders of magnitude, so each patch's LayerNorm keeps its few loudest bins and flattens the
+            about twelve orders of magnitude in music, so each patch's LayerNorm keeps its few loudest bins and flattens the
             rest; the log keeps the whole spectral envelope. The input (`MynaFeatureExtractor`'s output) is the
             same either way: the model takes the log itself, so every path through it agrees.
 
