@@ -41,8 +41,9 @@ MODEL_SIZES = {
 MASKING_POLICIES = ("uniform", "time_block", "frequency_band", "multi_block", "complementary", "saliency")
 MASK_RATIO_SCHEDULES = ("constant", "linear", "cosine")
 # What the tokenizers see: the raw power mel (the paper's, the released models'), or its log after LOG_OFFSET, a floor
-# about 1% of a music mel's bins fall below (power values span ~1e-8 to ~1e4 at full scale).
-INPUT_SCALES = ("power", "log")
+# about 1% of a music mel's bins fall below (power values span ~1e-8 to ~1e4 at full scale); "mixed": the log for
+# square patches, the raw power for vertical (full-height) ones.
+INPUT_SCALES = ("power", "log", "mixed")
 LOG_OFFSET = 1e-6
 
 # How a forward of a model with two tokenizers combines them: one of them, or both concatenated.
@@ -135,8 +136,10 @@ class MynaConfig(PretrainedConfig):
             What the tokenizers see of the mel spectrogram: `"power"`, the raw power values (the paper's and the
             released models'), or `"log"`, their natural log after adding `LOG_OFFSET` (1e-6). Raw power spans
             about twelve orders of magnitude in music, so each patch's LayerNorm keeps its few loudest bins and flattens the
-            rest; the log keeps the whole spectral envelope. The input (`MynaFeatureExtractor`'s output) is the
-            same either way: the model takes the log itself, so every path through it agrees.
+            rest; the log keeps the whole spectral envelope. `"mixed"` gives each tokenizer its own: the log to square
+            patches, the raw power to vertical (full-height) ones, whose loudest bins are the notes being played.
+            The input (`MynaFeatureExtractor`'s output) is the same either way: the model takes the log itself, so
+            every path through it agrees.
 
     Example:
 
@@ -251,7 +254,7 @@ class MynaConfig(PretrainedConfig):
         if self.input_scale not in INPUT_SCALES:
             raise ValueError(
                 f"input_scale={self.input_scale!r}: choose one of {list(INPUT_SCALES)} ('power' for the released "
-                "models, 'log' for the log of the power mel)."
+                "models, 'log' for the log of the power mel, 'mixed' for the log in square patches only)."
             )
         if self.chunk_frames < self.patch_sizes[0][1]:
             raise ValueError(f"chunk_frames={self.chunk_frames} is narrower than one patch {self.patch_sizes[0]}.")

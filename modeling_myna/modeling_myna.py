@@ -23,7 +23,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceCl
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
-from .configuration_myna import BOTH_PATCH_MODES, LOG_OFFSET, MynaConfig
+from .configuration_myna import BOTH_PATCH_MODES, LOG_OFFSET, MynaConfig, patch_mode_name
 from .model_card import write_model_card
 
 
@@ -71,13 +71,14 @@ class MynaPatchEmbeddings(nn.Module):
     Patches are taken row-major over the grid (frequency index major, time index minor); each patch vector is
     flattened frequency-major. LayerNorm -> Linear -> LayerNorm, as SimpleViT. The first LayerNorm runs in float32
     whatever the weights' dtype: raw power mels reach ~1e6, past float16's 65504, and are O(1) after it. A model
-    with `input_scale="log"` takes the log of the (kept) patches first.
+    with `input_scale="log"` takes the log of the (kept) patches first; with `"mixed"`, only a square tokenizer does.
     """
 
     def __init__(self, config: MynaConfig, patch_size: list[int]):
         super().__init__()
-        self.log_input = config.input_scale == "log"
         self.patch_height, self.patch_width = patch_size
+        square = patch_mode_name(patch_size, config.num_mel_bins) == "square"
+        self.log_input = config.input_scale == "log" or (config.input_scale == "mixed" and square)
         patch_dim = self.patch_height * self.patch_width
         self.patch_norm = nn.LayerNorm(patch_dim, eps=config.layer_norm_eps)
         self.projection = nn.Linear(patch_dim, config.hidden_size)

@@ -108,6 +108,34 @@ def test_a_log_input_model_is_the_power_model_on_the_log_of_the_mel(tmp_path):
         torch.testing.assert_close(loaded(mel).pooler_output, log(mel).pooler_output)
 
 
+def test_a_mixed_input_model_takes_the_log_in_square_patches_only(tmp_path):
+    """`input_scale="mixed"`: the square tokenizer is the log model's, the vertical one the power model's, with the
+    same weights; the setting survives a save and load."""
+    power = tiny_model("hybrid")
+    log = tiny_model("hybrid", input_scale="log")
+    mixed = tiny_model("hybrid", input_scale="mixed")
+    log.load_state_dict(power.state_dict())
+    mixed.load_state_dict(power.state_dict())
+    mel = spectrogram(frames=96)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            mixed(mel, patch_mode="square").pooler_output, log(mel, patch_mode="square").pooler_output
+        )
+        torch.testing.assert_close(
+            mixed(mel, patch_mode="vertical").pooler_output, power(mel, patch_mode="vertical").pooler_output
+        )
+        both = mixed(mel, patch_mode="both").pooler_output
+        assert (both - log(mel, patch_mode="both").pooler_output).abs().max() > 0.1
+        assert (both - power(mel, patch_mode="both").pooler_output).abs().max() > 0.1
+    vertical_only = tiny_model("vertical", input_scale="mixed")
+    assert [tokenizer.log_input for tokenizer in vertical_only.embeddings.patch_embeddings] == [False]
+    mixed.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.input_scale == "mixed"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(mel).pooler_output, mixed(mel).pooler_output)
+
+
 def test_sincos_embedding_matches_its_formula():
     table = sincos_position_embedding(3, 5, 16)
     assert table.shape == (15, 16)

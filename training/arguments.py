@@ -18,7 +18,7 @@ VARIANT_NAMES = ("base", "hybrid", "vertical")
 MODEL_SIZE_NAMES = ("small", "vit-t", "vit-s", "vit-b", "vit-l")  # configuration_myna.MODEL_SIZES
 MASKING_POLICY_NAMES = ("uniform", "time_block", "frequency_band", "multi_block", "complementary", "saliency")
 MASK_RATIO_SCHEDULE_NAMES = ("constant", "linear", "cosine")
-INPUT_SCALE_NAMES = ("power", "log")  # configuration_myna.INPUT_SCALES
+INPUT_SCALE_NAMES = ("power", "log", "mixed")  # configuration_myna.INPUT_SCALES
 # The fields that override a model_size's dimensions.
 SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
@@ -66,8 +66,9 @@ class ModelArguments:
     input_scale: str = field(
         default="power",
         metadata={
-            "help": "What the tokenizers see of the mel: 'power' (the paper's, the released models') or 'log' (its "
-            "log, which keeps the quiet bins' spectral envelope)."
+            "help": "What the tokenizers see of the mel: 'power' (the paper's, the released models'), 'log' (its "
+            "log, which keeps the quiet bins' spectral envelope) or 'mixed' (the log in square patches, the power in "
+            "vertical ones)."
         },
     )
     init_from: str | None = field(
