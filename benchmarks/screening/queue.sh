@@ -1,6 +1,7 @@
 #!/bin/bash
 # queue.sh [JOBS]: the hand-crafted baselines, then every line of JOBS (default jobs.txt: NAME SEED STEPS ARGS...),
 # two at a time. Steps per line are set for about 10 CPU-minutes each from a measured 0.21 CPU-s per preset step.
+# Each line names its input_scale: the preset's changed from power to log after round two.
 HERE=$(cd "$(dirname "$0")" && pwd)
 export SCREEN=${SCREEN:-$PWD/outputs/screening} DEV=${DEV:-$HOME/.cache/myna-hf/dev-benchmark}
 ( "$HERE/probe_one.sh" handcrafted:logmel base-logmel-meanstd --pooling meanstd

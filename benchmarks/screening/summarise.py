@@ -1,11 +1,14 @@
 """Screening table: each run's settings, steps, CPU-seconds, and its dev-task test metrics under both probe protocols
-(`SCREEN=... python benchmarks/screening/summarise.py`)."""
+(`SCREEN=... python benchmarks/screening/summarise.py`); then, for every probe of two or more seeds of one run name
+(an hour's `hour.sh` runs, a screened row's second seed; `sf2-` probes: the other SoundFont's tasks), the mean and
+the half-width of the 95% t-interval over the seeds."""
 
 import glob
 import json
 import os
 import pathlib
 import re
+from collections import defaultdict
 
 ROOT = os.environ.get("SCREEN", "outputs/screening")
 COLS = [
@@ -70,3 +73,28 @@ print("| " + " | ".join(header) + " |")
 print("|" + "---|" * len(header))
 for row in rows:
     print("| " + " | ".join(row) + " |")
+
+
+# Seeds of one run name, one probe set: "[sf2-]NAME-seedN-PROTOCOL" folders.
+groups = defaultdict(dict)
+for folder in sorted(glob.glob(f"{ROOT}/probes/*-seed*-*")):
+    found = re.fullmatch(r"(sf2-)?(.+)-seed(\d+)-(last-mean|all-meanstd)", os.path.basename(folder))
+    if found and os.path.exists(f"{folder}/results.json"):
+        prefix, name, seed, protocol = found.groups()
+        groups[(name, protocol, prefix or "")][int(seed)] = metrics(f"{folder}/results.json")
+if any(len(seeds) > 1 for seeds in groups.values()):
+    from myna_training.ablation.statistics import interval95
+
+    print("\n| run | tasks | protocol | seeds | key | composer | instr. AUC | instr. AP |")
+    print("|---|---|---|---|---:|---:|---:|---:|")
+    for (name, protocol, prefix), seeds in sorted(groups.items()):
+        if len(seeds) < 2:
+            continue
+        cells = []
+        for column in zip(*seeds.values()):
+            mean, half = interval95([float(value) for value in column])
+            cells.append(f"{mean:.1f} ± {half:.1f}")
+        tasks = "other SoundFont" if prefix else "dev"
+        protocol_name = "paper's" if protocol == "last-mean" else "layer-chosen"
+        seed_list = ", ".join(map(str, sorted(seeds)))
+        print(f"| {name} | {tasks} | {protocol_name} | {seed_list} | " + " | ".join(cells) + " |")
