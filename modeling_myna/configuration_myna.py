@@ -110,6 +110,10 @@ class MynaConfig(PretrainedConfig):
             concatenated embedding of a hybrid model). Defaults to `"both"` for two patch sizes, else the only one.
         projection_dim (`int`, *optional*, defaults to 128):
             Output width of the contrastive projection (`linear_head` of the reference code).
+        projection_hidden_size (`int`, *optional*, defaults to 0):
+            Hidden width of the contrastive projection: 0 for the paper's linear one, else Linear -> GELU -> Linear
+            (SimCLR's projection head, which lets the loss's invariances live in the head rather than the encoder).
+            Pre-training only: the encoder (`MynaModel`) is the same either way.
         mask_ratio (`float`, *optional*, defaults to 0.9):
             Fraction of patch tokens dropped from each view in pre-training.
         classifier_hidden_size (`int`, *optional*, defaults to 0):
@@ -167,6 +171,7 @@ class MynaConfig(PretrainedConfig):
         chunk_frames: int | None = None,
         default_patch_mode: str | None = None,
         projection_dim: int = 128,
+        projection_hidden_size: int = 0,
         mask_ratio: float = 0.9,
         classifier_hidden_size: int = 0,
         classifier_dropout: float = 0.0,
@@ -191,6 +196,7 @@ class MynaConfig(PretrainedConfig):
         self.patch_sizes = [list(p) for p in (patch_sizes if patch_sizes is not None else [SQUARE_PATCH])]
         self.chunk_frames = chunk_frames if chunk_frames is not None else chunk_frames_for(self.patch_sizes)
         self.projection_dim = projection_dim
+        self.projection_hidden_size = projection_hidden_size
         self.mask_ratio = mask_ratio
         self.classifier_hidden_size = classifier_hidden_size
         self.classifier_dropout = classifier_dropout
@@ -250,6 +256,11 @@ class MynaConfig(PretrainedConfig):
             raise ValueError(
                 f"mask_ratio_schedule={self.mask_ratio_schedule!r} needs mask_ratio_start in [0, 1), got "
                 f"{self.mask_ratio_start}."
+            )
+        if not isinstance(self.projection_hidden_size, int) or self.projection_hidden_size < 0:
+            raise ValueError(
+                f"projection_hidden_size={self.projection_hidden_size!r}: give 0 for a linear projection (the "
+                "paper's) or the hidden width of an MLP projection head, e.g. 512."
             )
         if self.input_scale not in INPUT_SCALES:
             raise ValueError(

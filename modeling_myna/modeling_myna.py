@@ -704,8 +704,21 @@ class MynaContrastiveOutput(ModelOutput):
     embeddings: tuple[torch.FloatTensor, ...] | None = None
 
 
+class MynaProjectionHead(nn.Module):
+    """The MLP projection of `config.projection_hidden_size > 0`: Linear -> GELU -> Linear, as SimCLR's."""
+
+    def __init__(self, config: MynaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.projection_hidden_size)
+        self.out_proj = nn.Linear(config.projection_hidden_size, config.projection_dim)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(nn.functional.gelu(self.dense(pooled)))
+
+
 class MynaForContrastivePretraining(MynaPreTrainedModel):
-    """Myna with its pre-training projection (`linear_head` of the reference code).
+    """Myna with its pre-training projection (`linear_head` of the reference code, or an MLP head when
+    `config.projection_hidden_size > 0`).
 
     Each view is masked (`config.mask_ratio`, 90%), encoded, mean-pooled and projected; the contrastive loss
     lives in `training/losses.py` and is handed in as `loss_fn`, so one loss object (which may carry SogCLR state
@@ -717,7 +730,10 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
     def __init__(self, config: MynaConfig):
         super().__init__(config)
         self.myna = MynaModel(config)
-        self.projection = nn.Linear(config.hidden_size, config.projection_dim)
+        if config.projection_hidden_size:
+            self.projection = MynaProjectionHead(config)
+        else:
+            self.projection = nn.Linear(config.hidden_size, config.projection_dim)
         self.post_init()
 
     def forward(

@@ -408,6 +408,33 @@ def test_contrastive_head_projects_masked_views_and_averages_tokenizer_losses():
     assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
+def test_an_mlp_projection_head_is_linear_gelu_linear_and_saves_with_the_model(tmp_path):
+    """`projection_hidden_size > 0`: the projection is Linear -> GELU -> Linear on each tokenizer's pooled
+    embedding; the encoder is untouched (AutoModel loads it without the head), the head round-trips through
+    AutoModelForPreTraining, and a negative width is refused."""
+    torch.manual_seed(0)
+    model = MynaForContrastivePretraining(tiny_config("hybrid", projection_hidden_size=24)).train()
+    head = model.projection
+    assert (head.dense.in_features, head.dense.out_features, head.out_proj.out_features) == (32, 24, 8)
+    views = [spectrogram(batch=4, seed=1), spectrogram(batch=4, seed=2)]
+    output = model(views, loss_fn=lambda z1, z2, tokenizer: (z1 - z2).square().mean())
+    for embedding, projection in zip(output.embeddings, output.projections):
+        expected = head.out_proj(torch.nn.functional.gelu(head.dense(embedding)))
+        torch.testing.assert_close(projection, expected)
+    output.loss.backward()
+    assert head.dense.weight.grad.abs().sum() > 0 and head.out_proj.weight.grad.abs().sum() > 0
+    model.eval().save_pretrained(tmp_path)
+    inputs = spectrogram()
+    with torch.no_grad():
+        encoder = AutoModel.from_pretrained(tmp_path).eval()
+        torch.testing.assert_close(encoder(inputs).pooler_output, model.myna(inputs).pooler_output)
+        loaded = AutoModelForPreTraining.from_pretrained(tmp_path).eval()
+        torch.testing.assert_close(loaded.projection.dense.weight, head.dense.weight)
+        torch.testing.assert_close(loaded.projection.out_proj.bias, head.out_proj.bias)
+    with pytest.raises(ValueError, match="projection_hidden_size=-1: give 0"):
+        tiny_config("hybrid", projection_hidden_size=-1)
+
+
 @pytest.mark.parametrize(
     "problem_type, labels",
     [

@@ -472,3 +472,17 @@ def test_three_views_read_out_of_core_train_as_the_resident_bank_does(tmp_path):
     out_of_core = load_file(tmp_path / "out_of_core" / "model" / "model.safetensors")
     for name in resident:
         torch.testing.assert_close(out_of_core[name], resident[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_curve_names_what_no_other_column_does():
+    """The curve's recipe column names a log input and an MLP projection head, and nothing for the paper's defaults
+    or an older run's settings that lack both."""
+    from myna_training.ablation.curve import curve_point
+
+    settings = {"variant": "hybrid", "model_size": "small", "mask_ratio": 0.9, "masking_policy": "uniform",
+                "per_device_batch_size": 128}
+    assert curve_point(settings)["recipe"] == ""
+    assert curve_point({**settings, "input_scale": "power", "projection_hidden_size": 0})["recipe"] == ""
+    assert curve_point({**settings, "input_scale": "log"})["recipe"] == "input_scale=log"
+    both = curve_point({**settings, "input_scale": "mixed", "projection_hidden_size": 512})
+    assert both["recipe"] == "input_scale=mixed,projection_hidden_size=512"

@@ -147,6 +147,20 @@ def test_a_model_size_flag_wins_over_a_presets_dimensions():
     assert model_args.to_config().hidden_size == 64  # without the flag, the preset's dimensions
 
 
+def test_the_projection_head_flag_reaches_the_config_and_a_run_rebuilds_it():
+    """`--projection_hidden_size` makes the MLP projection; a run's settings (run.json) rebuild the same config for
+    export, and the default stays the paper's linear projection."""
+    from dataclasses import asdict
+
+    from myna_training.export import config_from_settings
+
+    model_args, _, _ = parse_arguments(["--config", "cpu-smoke.yaml", "--projection_hidden_size", "256"])
+    assert model_args.to_config().projection_hidden_size == 256
+    assert config_from_settings(asdict(model_args)).projection_hidden_size == 256
+    default_args, _, _ = parse_arguments(["--config", "cpu-smoke.yaml"])
+    assert default_args.to_config().projection_hidden_size == 0
+
+
 def test_complementary_masking_with_more_than_two_views_is_refused_before_any_work(tmp_path, capsys):
     # It used to pass the checks and stop at step 1, after the spectrograms were computed and written.
     from myna_common.cli_support import run_cli

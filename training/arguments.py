@@ -40,6 +40,10 @@ class ModelArguments:
     num_attention_heads: int | None = field(default=None, metadata={"help": "Overrides the heads of model_size."})
     intermediate_size: int | None = field(default=None, metadata={"help": "Overrides the MLP width."})
     projection_dim: int = field(default=128, metadata={"help": "Width of the contrastive projection."})
+    projection_hidden_size: int = field(
+        default=0,
+        metadata={"help": "0: the paper's linear projection; else an MLP projection head this wide (e.g. 512)."},
+    )
     chunk_frames: int | None = field(
         default=None,
         metadata={
@@ -117,6 +121,7 @@ class ModelArguments:
         return MynaConfig.from_variant(
             self.variant,
             projection_dim=self.projection_dim,
+            projection_hidden_size=self.projection_hidden_size,
             mask_ratio=self.mask_ratio,
             masking_policy=self.masking_policy,
             masking_policy_kwargs=policy_options,

@@ -37,8 +37,12 @@ def curve_point(settings: dict) -> dict:
         "model_size": f"{width}x{depth}" if width and depth else settings["model_size"],
         "crop_frames": settings.get("chunk_frames"), "mask_ratio": settings["mask_ratio"], "mask_schedule": schedule,
         "masking_policy": settings["masking_policy"], "batch_size": settings["per_device_batch_size"],
-        # What no other column names: the log-mel input (a settings file of an older run has no input_scale).
-        "recipe": "" if settings.get("input_scale", "power") == "power" else f"input_scale={settings['input_scale']}",
+        # What no other column names: the log-mel input, an MLP projection head (a settings file of an older run
+        # has neither).
+        "recipe": ",".join(
+            f"{name}={settings[name]}" for name, default in (("input_scale", "power"), ("projection_hidden_size", 0))
+            if settings.get(name, default) != default
+        ),
     }
 
 
