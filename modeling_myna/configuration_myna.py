@@ -112,7 +112,7 @@ class MynaConfig(PretrainedConfig):
             Output width of the contrastive projection (`linear_head` of the reference code).
         projection_hidden_size (`int`, *optional*, defaults to 0):
             Hidden width of the contrastive projection: 0 for the paper's linear one, else Linear -> GELU -> Linear
-            (SimCLR's projection head, which lets the loss's invariances live in the head rather than the encoder).
+            (SimCLR's two-layer head, with GELU: the loss's invariances can live in the head rather than the encoder).
             Pre-training only: the encoder (`MynaModel`) is the same either way.
         mask_ratio (`float`, *optional*, defaults to 0.9):
             Fraction of patch tokens dropped from each view in pre-training.

@@ -705,7 +705,7 @@ class MynaContrastiveOutput(ModelOutput):
 
 
 class MynaProjectionHead(nn.Module):
-    """The MLP projection of `config.projection_hidden_size > 0`: Linear -> GELU -> Linear, as SimCLR's."""
+    """The MLP projection of `config.projection_hidden_size > 0`: Linear -> GELU -> Linear (SimCLR's two-layer head)."""
 
     def __init__(self, config: MynaConfig):
         super().__init__()
