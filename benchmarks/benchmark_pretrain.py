@@ -56,7 +56,7 @@ def training_flops_per_example(config: MynaConfig, num_views: int = 2, embed_all
         k = num_kept_tokens(n, config.mask_ratio)
         embed = 2 * (n if embed_all else k) * patch_height * patch_width * d
         block = 2 * k * (3 * d * h + h * d + 2 * d * config.intermediate_size) + 2 * 2 * k * k * h
-        hidden = getattr(config, "projection_hidden_size", 0)
+        hidden = config.projection_hidden_size
         head = 2 * (d * hidden + hidden * config.projection_dim) if hidden else 2 * d * config.projection_dim
         total += num_views * (embed + layers * block + head)
     return 3 * total
