@@ -113,7 +113,7 @@ def test_the_hour_presets_are_one_recipe_at_two_scales(tmp_path):
             128, 3
         )
         assert config.mask_ratio == 0.9 and data_args.num_views == 2 and data_args.dataset == "folder"
-        assert config.input_scale == "log"
+        assert config.input_scale == "log" and config.projection_hidden_size == 512
     cpu_training, gpu_training = cpu[2], gpu[2]
     # 18k steps at the 0.195 CPU-s per step measured on one thread: about an hour.
     assert cpu_training.per_device_batch_size == 128 and 3000 < 0.195 * cpu_training.max_steps < 4200
