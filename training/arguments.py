@@ -192,6 +192,13 @@ class DataArguments:
             "of its spectrogram; a 90%%-masked view is cheap."
         },
     )
+    equalizer_db: float = field(
+        default=0.0,
+        metadata={
+            "help": "Filter each view by its own smooth random equaliser of at most this many dB either way over the "
+            "mel bins (0: none, the paper's), so that a pair cannot be matched by its spectral envelope alone."
+        },
+    )
     probe_clips: int = field(
         default=240, metadata={"help": "Held-out generated clips for the closing linear probe (0: no probe)."}
     )
@@ -219,6 +226,8 @@ class DataArguments:
             raise ValueError(f"segment_seconds={self.segment_seconds}: use a length in seconds, or 0 for whole files.")
         if self.num_views < 2:
             raise ValueError(f"num_views={self.num_views}: a contrastive pair needs at least 2 views per clip.")
+        if not 0 <= self.equalizer_db <= 60:
+            raise ValueError(f"equalizer_db={self.equalizer_db}: use a largest gain in dB from 0 (none) to 60, e.g. 6.")
         if self.num_views > 2 and self.streaming:
             raise ValueError(f"num_views={self.num_views} with --streaming: a stream gives 2 views; cache the set.")
 

@@ -60,6 +60,7 @@ from myna_training.arguments import (
     parse_arguments,
     to_yaml,
 )
+from myna_training.augment import random_equalizer
 from myna_training.checkpoints import (
     TrainingProgress,
     list_checkpoints,
@@ -321,7 +322,7 @@ def train(accelerator: Accelerator, training: Training, data: TrainingData, run:
     training.model.train()
     data.start(progress.micro_batches, accelerator.device)
     while progress.step < training.max_steps:
-        loss = training_step(accelerator, training, data, run.config, masking_policy, args)
+        loss = training_step(accelerator, training, data, run.config, masking_policy, args, run.data_args.equalizer_db)
         progress.micro_batches += 1
         progress.examples_seen += data.global_batch
         losses.append(loss.detach())
@@ -359,16 +360,20 @@ def train(accelerator: Accelerator, training: Training, data: TrainingData, run:
     return Session(start_step, start_examples, cpu_before, train_seconds, first_loss, last_loss)
 
 
-def training_step(accelerator: Accelerator, training: Training, data: TrainingData, config, masking_policy, args):
-    """One micro-batch: its views and masks, drawn for the whole global batch from generators seeded by
-    `(seed, micro-batch)` with this process's rows kept, then the forward and backward pass, and on a micro-batch
-    that synchronises gradients the optimiser and schedule steps. Returns the micro-batch's loss."""
+def training_step(
+    accelerator: Accelerator, training: Training, data: TrainingData, config, masking_policy, args, equalizer_db=0.0
+):
+    """One micro-batch: its views, their random equalisers (`equalizer_db`) and masks, drawn for the whole global
+    batch from generators seeded by `(seed, micro-batch)` with this process's rows kept, then the forward and backward
+    pass, and on a micro-batch that synchronises gradients the optimiser and schedule steps. Returns the micro-batch's
+    loss."""
     micro, step = training.progress.micro_batches, training.progress.step
     generator = torch.Generator(device=accelerator.device).manual_seed((args.seed * 1_000_003 + micro) * 2)
     if isinstance(training.loss_fn, SogCLRLoss):  # libauc's adjust_gamma: the first-visit rule holds in epoch 0 only
         training.loss_fn.set_epoch(data.epoch(micro))
     # Every process raises here, at the same micro-batch, when any found the store damaged or its crops non-finite.
     views, index, view_shift = data.checked_micro_batch(micro, view_shift=masking_policy.uses_view_shift)
+    views = random_equalizer(views, equalizer_db, args.seed, micro, data.local_rows, data.global_batch)
     # One draw per tokenizer for the whole global batch by the masking policy (uniform: a (2, global batch, tokens)
     # torch.rand), this process's rows kept, view-major as the model expects.
     mask_ratio = mask_ratio_at(step, training.max_steps, config.mask_ratio, config.mask_ratio_schedule,
