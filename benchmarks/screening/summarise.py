@@ -1,7 +1,8 @@
 """Screening table: each run's settings, steps, CPU-seconds, and its dev-task test metrics under both probe protocols
 (`SCREEN=... python benchmarks/screening/summarise.py`); then, for every probe of two or more seeds of one run name
 (an hour's `hour.sh` runs, a screened row's second seed; `sf2-` probes: the other SoundFont's tasks), the mean and
-the half-width of the 95% t-interval over the seeds."""
+the half-width of the 95% t-interval over the seeds. The first table's last column is the paper's protocol on the
+other SoundFont's build of the tasks (`sf2-RUN-last-mean` probes; `sf2-base-...` for the hand-crafted rows)."""
 
 import glob
 import json
@@ -36,7 +37,7 @@ for name in ("base-logmel-meanstd", "base-all-meanstd"):
     rows.append(
         [f"`handcrafted:{name.split('-')[1]}` (mean+std)", "", "", "0"]
         + metrics(f"{ROOT}/probes/{name}/results.json")
-        + ["(same)"]
+        + ["(same)", " / ".join(metrics(f"{ROOT}/probes/sf2-{name}/results.json"))]
     )
 for log in sorted(glob.glob(f"{ROOT}/logs/*-seed*.log")):
     run = os.path.basename(log)[:-4]
@@ -53,10 +54,11 @@ for log in sorted(glob.glob(f"{ROOT}/logs/*-seed*.log")):
         continue
     last = metrics(f"{ROOT}/probes/{run}-last-mean/results.json")
     every = metrics(f"{ROOT}/probes/{run}-all-meanstd/results.json")
+    other = metrics(f"{ROOT}/probes/sf2-{run}-last-mean/results.json")
     rows.append(
         [f"{name} `{jobs.get(name, '')}`", run.rsplit("seed", 1)[1], found[1], f"{float(found[3]):.0f}"]
         + last
-        + [" / ".join(every)]
+        + [" / ".join(every), " / ".join(other)]
     )
 header = [
     "run (overrides of cpu-hour.yaml)",
@@ -68,6 +70,7 @@ header = [
     "instr. AUC",
     "instr. AP",
     "layer-chosen, mean+std: key / comp. / AUC / AP",
+    "other SoundFont, paper's: key / comp. / AUC / AP",
 ]
 print("| " + " | ".join(header) + " |")
 print("|" + "---|" * len(header))
