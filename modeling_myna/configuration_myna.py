@@ -114,6 +114,13 @@ class MynaConfig(PretrainedConfig):
             Hidden width of the contrastive projection: 0 for the paper's linear one, else Linear -> GELU -> Linear
             (SimCLR's two-layer head, with GELU: the loss's invariances can live in the head rather than the encoder).
             Pre-training only: the encoder (`MynaModel`) is the same either way.
+        statistics_loss_weight (`float`, *optional*, defaults to 0.0):
+            Weight of an auxiliary pre-training loss beside the contrastive one (0: none, the paper's). When positive,
+            a linear head predicts from each masked view's pooled embedding the statistics of that view's whole crop,
+            the mean and standard deviation over time of each mel bin's log (as PASE's workers predict hand-crafted
+            features), standardised over the batch; the loss is their mean squared error, averaged over tokenizers.
+            It asks the encoder to keep the spectral envelope and its movement that the contrastive pairs can leave
+            out. Pre-training only, like the projection.
         mask_ratio (`float`, *optional*, defaults to 0.9):
             Fraction of patch tokens dropped from each view in pre-training.
         classifier_hidden_size (`int`, *optional*, defaults to 0):
@@ -172,6 +179,7 @@ class MynaConfig(PretrainedConfig):
         default_patch_mode: str | None = None,
         projection_dim: int = 128,
         projection_hidden_size: int = 0,
+        statistics_loss_weight: float = 0.0,
         mask_ratio: float = 0.9,
         classifier_hidden_size: int = 0,
         classifier_dropout: float = 0.0,
@@ -197,6 +205,7 @@ class MynaConfig(PretrainedConfig):
         self.chunk_frames = chunk_frames if chunk_frames is not None else chunk_frames_for(self.patch_sizes)
         self.projection_dim = projection_dim
         self.projection_hidden_size = projection_hidden_size
+        self.statistics_loss_weight = statistics_loss_weight
         self.mask_ratio = mask_ratio
         self.classifier_hidden_size = classifier_hidden_size
         self.classifier_dropout = classifier_dropout
@@ -261,6 +270,11 @@ class MynaConfig(PretrainedConfig):
             raise ValueError(
                 f"projection_hidden_size={self.projection_hidden_size!r}: give 0 for a linear projection (the "
                 "paper's) or the hidden width of an MLP projection head, e.g. 512."
+            )
+        if not isinstance(self.statistics_loss_weight, (int, float)) or not 0 <= self.statistics_loss_weight < 1e3:
+            raise ValueError(
+                f"statistics_loss_weight={self.statistics_loss_weight!r}: give 0 for the contrastive loss alone (the "
+                "paper's) or a positive weight of the auxiliary statistics loss, e.g. 1.0."
             )
         if self.input_scale not in INPUT_SCALES:
             raise ValueError(

@@ -463,8 +463,8 @@ class MynaModelOutput(BaseModelOutputWithPooling):
 class MynaModel(MynaPreTrainedModel):
     """The bare Myna encoder: chunk spectrograms in, per-token states and a mean-pooled embedding out."""
 
-    # Pre-training checkpoints carry the projection; the bare encoder has no use for it.
-    _keys_to_ignore_on_load_unexpected = [r"^projection\."]
+    # Pre-training checkpoints carry the projection (and the statistics head); the bare encoder has no use for them.
+    _keys_to_ignore_on_load_unexpected = [r"^projection\.", r"^statistics_head\."]
 
     def __init__(self, config: MynaConfig):
         super().__init__(config)
@@ -697,11 +697,26 @@ class MynaContrastiveOutput(ModelOutput):
             tokenizer-major: `(view1_square, view2_square, view1_vertical, view2_vertical)`.
         embeddings (`tuple[torch.FloatTensor]`):
             The pooled encoder outputs `(batch_size, hidden_size)` behind each projection, in the same order.
+        statistics_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            With `config.statistics_loss_weight > 0` and a `loss_fn`: the auxiliary statistics loss (unweighted);
+            `loss` is then the contrastive loss plus `statistics_loss_weight` times it.
     """
 
     loss: torch.FloatTensor | None = None
     projections: tuple[torch.FloatTensor, ...] | None = None
     embeddings: tuple[torch.FloatTensor, ...] | None = None
+    statistics_loss: torch.FloatTensor | None = None
+
+
+def crop_statistics(views: torch.Tensor) -> torch.Tensor:
+    """The targets of the statistics loss: `(N, num_mel_bins, frames)` power mel crops -> `(N, 2 * num_mel_bins)`,
+    each bin's mean and standard deviation over time of the log (`LOG_OFFSET` added, as the log tokenizers do),
+    float32, each column standardised over the `N` rows (a column that does not vary over them is 0)."""
+    with torch.no_grad():
+        log_mel = torch.log(views.float().clamp_min(0) + LOG_OFFSET)
+        statistics = torch.cat([log_mel.mean(dim=-1), log_mel.std(dim=-1, correction=0)], dim=-1)
+        centred = statistics - statistics.mean(dim=0)
+        return centred / (centred.std(dim=0, correction=0) + 1e-3)
 
 
 class MynaProjectionHead(nn.Module):
@@ -722,7 +737,8 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
 
     Each view is masked (`config.mask_ratio`, 90%), encoded, mean-pooled and projected; the contrastive loss
     lives in `training/losses.py` and is handed in as `loss_fn`, so one loss object (which may carry SogCLR state
-    or a process group) serves every tokenizer.
+    or a process group) serves every tokenizer. With `config.statistics_loss_weight > 0` a linear
+    `statistics_head` also predicts each view's crop statistics (`crop_statistics`) from its pooled embedding.
     """
 
     main_input_name = "views"
@@ -734,6 +750,8 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
             self.projection = MynaProjectionHead(config)
         else:
             self.projection = nn.Linear(config.hidden_size, config.projection_dim)
+        if config.statistics_loss_weight > 0:
+            self.statistics_head = nn.Linear(config.hidden_size, 2 * config.num_mel_bins)
         self.post_init()
 
     def forward(
@@ -762,7 +780,8 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
             loss_fn (`Callable`, *optional*):
                 Called as `loss_fn(*projections_of_one_tokenizer, tokenizer=k, **loss_kwargs)` once per tokenizer
                 (`k` its index in `config.patch_sizes`, so a stateful loss such as SogCLR can keep one state per
-                tokenizer); `loss` is the mean over tokenizers, as in the reference code.
+                tokenizer); `loss` is the mean over tokenizers, as in the reference code, plus
+                `config.statistics_loss_weight` times the statistics loss when that weight is positive.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         mask_ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
@@ -777,7 +796,9 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
         pooled = self.myna(
             stacked, patch_mode=patch_mode, mask_ratio=mask_ratio, noise=noise, return_dict=True
         ).pooler_output
-        projections, embeddings, losses = [], [], []
+        use_statistics = loss_fn is not None and self.config.statistics_loss_weight > 0
+        targets = crop_statistics(stacked) if use_statistics else None  # (V * B, 2 * F)
+        projections, embeddings, losses, statistics_losses = [], [], [], []
         tokenizer_indices = self.myna._tokenizer_indices(patch_mode)
         for tokenizer, tokenizer_pooled in zip(tokenizer_indices, pooled.split(self.config.hidden_size, dim=-1)):
             tokenizer_projections = self.projection(tokenizer_pooled).chunk(len(views), dim=0)  # V x (B, P)
@@ -785,11 +806,20 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
             projections.extend(tokenizer_projections)
             if loss_fn is not None:
                 losses.append(loss_fn(*tokenizer_projections, tokenizer=tokenizer, **loss_kwargs))
+            if use_statistics:
+                predicted = self.statistics_head(tokenizer_pooled).float()
+                statistics_losses.append(nn.functional.mse_loss(predicted, targets))
 
         loss = torch.stack(losses).mean() if losses else None
+        statistics_loss = torch.stack(statistics_losses).mean() if statistics_losses else None
+        if statistics_loss is not None:
+            loss = loss + self.config.statistics_loss_weight * statistics_loss
         if not return_dict:
-            return tuple(v for v in (loss, tuple(projections), tuple(embeddings)) if v is not None)
-        return MynaContrastiveOutput(loss=loss, projections=tuple(projections), embeddings=tuple(embeddings))
+            output = (loss, tuple(projections), tuple(embeddings), statistics_loss)
+            return tuple(v for v in output if v is not None)
+        return MynaContrastiveOutput(
+            loss=loss, projections=tuple(projections), embeddings=tuple(embeddings), statistics_loss=statistics_loss
+        )
 
 
 class MynaClassificationHead(nn.Module):

@@ -44,6 +44,13 @@ class ModelArguments:
         default=0,
         metadata={"help": "0: the paper's linear projection; else an MLP projection head this wide (e.g. 512)."},
     )
+    statistics_loss_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "0: the contrastive loss alone (the paper's); else the weight of an auxiliary loss that predicts "
+            "each view's per-bin log-mel mean and std over its whole crop from the masked view (e.g. 1.0)."
+        },
+    )
     chunk_frames: int | None = field(
         default=None,
         metadata={
@@ -122,6 +129,7 @@ class ModelArguments:
             self.variant,
             projection_dim=self.projection_dim,
             projection_hidden_size=self.projection_hidden_size,
+            statistics_loss_weight=self.statistics_loss_weight,
             mask_ratio=self.mask_ratio,
             masking_policy=self.masking_policy,
             masking_policy_kwargs=policy_options,
