@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -105,10 +106,13 @@ def test_a_bad_weight_is_refused_with_the_fix(weight):
         MynaConfig.from_variant("hybrid", statistics_loss_weight=weight, **TINY)
 
 
-def test_a_run_with_the_statistics_loss_is_another_run_with_its_weight_in_run_json(tmp_path):
+def test_a_run_with_the_statistics_loss_is_another_run_with_its_weight_in_run_json(tmp_path, capsys):
     cache = ["--cache_dir", str(tmp_path / "cache")]
     pretrain.main(QUICK + cache + ["--output_dir", str(tmp_path / "plain")])
+    assert "statistics_loss=" not in capsys.readouterr().err
     pretrain.main(QUICK + cache + ["--output_dir", str(tmp_path / "stats"), "--statistics_loss_weight", "1.0"])
+    logged = re.findall(r"statistics_loss=([0-9.]+)", capsys.readouterr().err)  # the progress lines show it
+    assert logged and all(0 < float(value) < 10 for value in logged)
     plain = load_file(tmp_path / "plain" / "model" / "model.safetensors")
     stats = load_file(tmp_path / "stats" / "model" / "model.safetensors")
     assert "statistics_head.weight" in stats and "statistics_head.weight" not in plain

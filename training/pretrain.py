@@ -311,6 +311,7 @@ def train(accelerator: Accelerator, training: Training, data: TrainingData, run:
     masking_policy = masking_policy_from_config(run.config)
     # Recent micro-batch losses for logging (a window, not the whole run's history).
     losses = collections.deque(maxlen=max(10, args.logging_steps) * accumulation)
+    statistics_losses = collections.deque(maxlen=losses.maxlen)  # the unweighted statistics loss, when it is on
     # This session's share of the run (a resumed run's totals include the sessions before).
     first_loss, start_time, start_step, start_examples = None, time.perf_counter(), progress.step, progress.examples_seen
     # The compute a run costs, whatever else the machine runs: this process's CPU time (all its threads) in the loop.
@@ -322,10 +323,15 @@ def train(accelerator: Accelerator, training: Training, data: TrainingData, run:
     training.model.train()
     data.start(progress.micro_batches, accelerator.device)
     while progress.step < training.max_steps:
-        loss = training_step(accelerator, training, data, run.config, masking_policy, args, run.data_args.equalizer_db)
+        output = training_step(
+            accelerator, training, data, run.config, masking_policy, args, run.data_args.equalizer_db
+        )
+        loss = output.loss
         progress.micro_batches += 1
         progress.examples_seen += data.global_batch
         losses.append(loss.detach())
+        if output.statistics_loss is not None:
+            statistics_losses.append(output.statistics_loss.detach())
         if first_loss is None:
             first_loss = loss.item()
         if not accelerator.sync_gradients:
@@ -337,12 +343,15 @@ def train(accelerator: Accelerator, training: Training, data: TrainingData, run:
             window = list(losses)[-args.logging_steps * accumulation :]
             mean_loss = accelerator.reduce(torch.stack(window).mean(), "mean").item()
             rate = (progress.step - start_step) * data.global_batch * accumulation / (time.perf_counter() - start_time)
-            bar.set_postfix(loss=f"{mean_loss:.3f}", examples_per_s=f"{rate:.0f}")
-            accelerator.log(
-                {"train/loss": mean_loss, "train/lr": training.scheduler.get_last_lr()[0],
-                 "train/examples_per_second": rate},
-                step=progress.step,
-            )
+            logs = {"train/loss": mean_loss, "train/lr": training.scheduler.get_last_lr()[0],
+                    "train/examples_per_second": rate}
+            postfix = {"loss": f"{mean_loss:.3f}"}
+            if statistics_losses:
+                window = list(statistics_losses)[-args.logging_steps * accumulation :]
+                logs["train/statistics_loss"] = accelerator.reduce(torch.stack(window).mean(), "mean").item()
+                postfix["statistics_loss"] = f"{logs['train/statistics_loss']:.3f}"
+            bar.set_postfix(**postfix, examples_per_s=f"{rate:.0f}")
+            accelerator.log(logs, step=progress.step)
         if args.checkpointing_steps and progress.step % args.checkpointing_steps == 0:
             progress.cpu_seconds = cpu_before + time.process_time() - start_cpu
             save_checkpoint(
@@ -365,8 +374,8 @@ def training_step(
 ):
     """One micro-batch: its views, their random equalisers (`equalizer_db`) and masks, drawn for the whole global
     batch from generators seeded by `(seed, micro-batch)` with this process's rows kept, then the forward and backward
-    pass, and on a micro-batch that synchronises gradients the optimiser and schedule steps. Returns the micro-batch's
-    loss."""
+    pass, and on a micro-batch that synchronises gradients the optimiser and schedule steps. Returns the model's
+    output for the micro-batch (`MynaContrastiveOutput`: its `loss`, and its `statistics_loss` when that is on)."""
     micro, step = training.progress.micro_batches, training.progress.step
     generator = torch.Generator(device=accelerator.device).manual_seed((args.seed * 1_000_003 + micro) * 2)
     if isinstance(training.loss_fn, SogCLRLoss):  # libauc's adjust_gamma: the first-visit rule holds in epoch 0 only
@@ -389,15 +398,15 @@ def training_step(
 
     model, optimizer = training.model, training.optimizer
     with accelerator.accumulate(model):
-        loss = model(views=views, noise=noise, mask_ratio=mask_ratio, loss_fn=training.loss_fn, index=index).loss
-        accelerator.backward(loss)
+        output = model(views=views, noise=noise, mask_ratio=mask_ratio, loss_fn=training.loss_fn, index=index)
+        accelerator.backward(output.loss)
         if accelerator.sync_gradients and args.max_grad_norm > 0:
             accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         optimizer.step()
         if accelerator.sync_gradients:
             training.scheduler.step()
         optimizer.zero_grad()
-    return loss
+    return output
 
 
 # ---------------------------------------------------------------------------------------------------------------
