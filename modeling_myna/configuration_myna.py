@@ -5,6 +5,8 @@ Representations") is a SimpleViT (Beyer et al. 2022) on raw power mel spectrogra
 model and the feature extractor share is defined once, here.
 """
 
+import math
+
 from transformers import PretrainedConfig
 
 
@@ -271,7 +273,8 @@ class MynaConfig(PretrainedConfig):
                 f"projection_hidden_size={self.projection_hidden_size!r}: give 0 for a linear projection (the "
                 "paper's) or the hidden width of an MLP projection head, e.g. 512."
             )
-        if not isinstance(self.statistics_loss_weight, (int, float)) or not 0 <= self.statistics_loss_weight < 1e3:
+        weight = self.statistics_loss_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
             raise ValueError(
                 f"statistics_loss_weight={self.statistics_loss_weight!r}: give 0 for the contrastive loss alone (the "
                 "paper's) or a positive weight of the auxiliary statistics loss, e.g. 1.0."

@@ -65,6 +65,11 @@ def pool_chunks(chunk_values: torch.Tensor, audio_index: torch.Tensor, num_audio
     return sums / counts.view(-1, *([1] * (chunk_values.dim() - 1)))
 
 
+def log_power(power: torch.Tensor) -> torch.Tensor:
+    """The log of a power mel as the model takes it (`input_scale="log"`): negatives clamped to 0, `LOG_OFFSET` added."""
+    return torch.log(power.clamp_min(0) + LOG_OFFSET)
+
+
 class MynaPatchEmbeddings(nn.Module):
     """One tokenizer: cuts `input_values` `(batch, num_mel_bins, frames)` into patches and embeds them.
 
@@ -107,7 +112,7 @@ class MynaPatchEmbeddings(nn.Module):
             patches = patches.gather(1, ids_keep[..., None].expand(-1, -1, patches.shape[-1]))  # (B, K, P) kept
         patches = patches.float()
         if self.log_input:
-            patches = torch.log(patches.clamp_min(0) + LOG_OFFSET)
+            patches = log_power(patches)
         norm = self.patch_norm
         patches = nn.functional.layer_norm(
             patches, norm.normalized_shape, norm.weight.float(), norm.bias.float(), norm.eps
@@ -710,10 +715,10 @@ class MynaContrastiveOutput(ModelOutput):
 
 def crop_statistics(views: torch.Tensor) -> torch.Tensor:
     """The targets of the statistics loss: `(N, num_mel_bins, frames)` power mel crops -> `(N, 2 * num_mel_bins)`,
-    each bin's mean and standard deviation over time of the log (`LOG_OFFSET` added, as the log tokenizers do),
+    each bin's mean and standard deviation over time of the log (`log_power`, as the log tokenizers take it),
     float32, each column standardised over the `N` rows (a column that does not vary over them is 0)."""
     with torch.no_grad():
-        log_mel = torch.log(views.float().clamp_min(0) + LOG_OFFSET)
+        log_mel = log_power(views.float())
         statistics = torch.cat([log_mel.mean(dim=-1), log_mel.std(dim=-1, correction=0)], dim=-1)
         centred = statistics - statistics.mean(dim=0)
         return centred / (centred.std(dim=0, correction=0) + 1e-3)

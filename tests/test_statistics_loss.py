@@ -100,7 +100,7 @@ def test_the_head_saves_with_the_pretraining_model_and_the_encoder_loads_without
                                model.myna.embeddings.patch_embeddings[0].projection.weight)
 
 
-@pytest.mark.parametrize("weight", [-1.0, "1", float("nan")])
+@pytest.mark.parametrize("weight", [-1.0, "1", float("nan"), float("inf"), True])
 def test_a_bad_weight_is_refused_with_the_fix(weight):
     with pytest.raises(ValueError, match="statistics_loss_weight=.*give 0 for the contrastive loss alone"):
         MynaConfig.from_variant("hybrid", statistics_loss_weight=weight, **TINY)
