@@ -123,6 +123,10 @@ class MynaConfig(PretrainedConfig):
             features), standardised over the batch; the loss is their mean squared error, averaged over tokenizers.
             It asks the encoder to keep the spectral envelope and its movement that the contrastive pairs can leave
             out. Pre-training only, like the projection.
+        tokenizer_loss_weights (`list[float]`, *optional*):
+            A hybrid's weight of each tokenizer's contrastive loss, in the order of `patch_sizes` (square, then
+            vertical); the loss is their weighted mean. Defaults to equal weights, the reference code's plain mean.
+            Pre-training only.
         mask_ratio (`float`, *optional*, defaults to 0.9):
             Fraction of patch tokens dropped from each view in pre-training.
         classifier_hidden_size (`int`, *optional*, defaults to 0):
@@ -182,6 +186,7 @@ class MynaConfig(PretrainedConfig):
         projection_dim: int = 128,
         projection_hidden_size: int = 0,
         statistics_loss_weight: float = 0.0,
+        tokenizer_loss_weights: list[float] | None = None,
         mask_ratio: float = 0.9,
         classifier_hidden_size: int = 0,
         classifier_dropout: float = 0.0,
@@ -208,6 +213,9 @@ class MynaConfig(PretrainedConfig):
         self.projection_dim = projection_dim
         self.projection_hidden_size = projection_hidden_size
         self.statistics_loss_weight = statistics_loss_weight
+        self.tokenizer_loss_weights = (
+            list(tokenizer_loss_weights) if isinstance(tokenizer_loss_weights, (list, tuple)) else tokenizer_loss_weights
+        )
         self.mask_ratio = mask_ratio
         self.classifier_hidden_size = classifier_hidden_size
         self.classifier_dropout = classifier_dropout
@@ -279,6 +287,7 @@ class MynaConfig(PretrainedConfig):
                 f"statistics_loss_weight={self.statistics_loss_weight!r}: give 0 for the contrastive loss alone (the "
                 "paper's) or a positive weight of the auxiliary statistics loss, e.g. 1.0."
             )
+        self._validate_tokenizer_loss_weights()
         if self.input_scale not in INPUT_SCALES:
             raise ValueError(
                 f"input_scale={self.input_scale!r}: choose one of {list(INPUT_SCALES)} ('power' for the released "
@@ -286,6 +295,22 @@ class MynaConfig(PretrainedConfig):
             )
         if self.chunk_frames < self.patch_sizes[0][1]:
             raise ValueError(f"chunk_frames={self.chunk_frames} is narrower than one patch {self.patch_sizes[0]}.")
+
+    def _validate_tokenizer_loss_weights(self) -> None:
+        weights = self.tokenizer_loss_weights
+        if weights is None:
+            return
+        if not isinstance(weights, list) or len(weights) != len(self.patch_sizes):
+            raise ValueError(
+                f"tokenizer_loss_weights={weights!r} for {len(self.patch_sizes)} tokenizer(s) {self.patch_modes}: "
+                "give a list of one weight per tokenizer of a hybrid model (square, then vertical, e.g. [1, 3]), or "
+                "leave it unset for equal weights."
+            )
+        if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < math.inf for w in weights):
+            raise ValueError(
+                f"tokenizer_loss_weights={weights!r}: every weight must be a positive number (a tokenizer with weight "
+                "0 would get no gradient); to train one tokenizer alone, use the square or vertical variant."
+            )
 
     @property
     def patch_modes(self) -> list[str]:

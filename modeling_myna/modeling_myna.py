@@ -776,7 +776,8 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
                 views are encoded together as one batch.
             patch_mode (`str`, *optional*):
                 Tokenizer(s) to train; `"both"` (hybrid default) runs the views through each tokenizer and the loss
-                is the mean of the per-tokenizer losses, as in the reference code.
+                is the mean of the per-tokenizer losses, as in the reference code (weighted by
+                `config.tokenizer_loss_weights` when set).
             mask_ratio (`float`, *optional*):
                 Defaults to `config.mask_ratio`; pass 0 for unmasked views.
             noise (`torch.FloatTensor` or `list[torch.FloatTensor]`, *optional*):
@@ -785,7 +786,8 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
             loss_fn (`Callable`, *optional*):
                 Called as `loss_fn(*projections_of_one_tokenizer, tokenizer=k, **loss_kwargs)` once per tokenizer
                 (`k` its index in `config.patch_sizes`, so a stateful loss such as SogCLR can keep one state per
-                tokenizer); `loss` is the mean over tokenizers, as in the reference code, plus
+                tokenizer); `loss` is the mean over tokenizers, as in the reference code (or their weighted mean,
+                `config.tokenizer_loss_weights`), plus
                 `config.statistics_loss_weight` times the statistics loss when that weight is positive.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
@@ -815,7 +817,7 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
                 predicted = self.statistics_head(tokenizer_pooled).float()
                 statistics_losses.append(nn.functional.mse_loss(predicted, targets))
 
-        loss = torch.stack(losses).mean() if losses else None
+        loss = self._tokenizer_mean(losses, tokenizer_indices) if losses else None
         statistics_loss = torch.stack(statistics_losses).mean() if statistics_losses else None
         if statistics_loss is not None:
             loss = loss + self.config.statistics_loss_weight * statistics_loss
@@ -825,6 +827,15 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
         return MynaContrastiveOutput(
             loss=loss, projections=tuple(projections), embeddings=tuple(embeddings), statistics_loss=statistics_loss
         )
+
+
+    def _tokenizer_mean(self, losses: list[torch.Tensor], tokenizer_indices: list[int]) -> torch.Tensor:
+        """The per-tokenizer losses' mean, weighted by `config.tokenizer_loss_weights` when set."""
+        losses = torch.stack(losses)
+        if self.config.tokenizer_loss_weights is None or len(tokenizer_indices) == 1:
+            return losses.mean()
+        weights = losses.new_tensor([self.config.tokenizer_loss_weights[k] for k in tokenizer_indices])
+        return (losses * weights).sum() / weights.sum()
 
 
 class MynaClassificationHead(nn.Module):

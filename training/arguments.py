@@ -51,6 +51,13 @@ class ModelArguments:
             "each view's per-bin log-mel mean and std over its whole crop from the masked view (e.g. 1.0)."
         },
     )
+    tokenizer_loss_weights: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Hybrid only: each tokenizer's weight in the contrastive loss, square then vertical, e.g. "
+            "`1 3` (default equal: the reference code's mean)."
+        },
+    )
     chunk_frames: int | None = field(
         default=None,
         metadata={
@@ -130,6 +137,7 @@ class ModelArguments:
             projection_dim=self.projection_dim,
             projection_hidden_size=self.projection_hidden_size,
             statistics_loss_weight=self.statistics_loss_weight,
+            tokenizer_loss_weights=self.tokenizer_loss_weights,
             mask_ratio=self.mask_ratio,
             masking_policy=self.masking_policy,
             masking_policy_kwargs=policy_options,
