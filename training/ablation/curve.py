@@ -26,6 +26,20 @@ from myna_training.export import export_checkpoint
 from myna_training.run_folder import RUN_FILE
 
 
+# Settings named in the curve's recipe column when they differ from their default (the paper's).
+RECIPE_SETTINGS = (
+    ("input_scale", "power"), ("projection_hidden_size", 0), ("statistics_loss_weight", 0.0),
+    ("tokenizer_loss_weights", None),
+)
+
+
+def _compact(value) -> str:
+    """`3` for 3.0, `3:1` for [3.0, 1.0]: a recipe column stays short."""
+    if isinstance(value, list):
+        return ":".join(_compact(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def curve_point(settings: dict) -> dict:
     """The sweep point a pre-training's settings describe (for the table's and plots' columns)."""
     schedule = settings.get("mask_ratio_schedule", "constant")
@@ -37,10 +51,10 @@ def curve_point(settings: dict) -> dict:
         "model_size": f"{width}x{depth}" if width and depth else settings["model_size"],
         "crop_frames": settings.get("chunk_frames"), "mask_ratio": settings["mask_ratio"], "mask_schedule": schedule,
         "masking_policy": settings["masking_policy"], "batch_size": settings["per_device_batch_size"],
-        # What no other column names: the log-mel input, an MLP projection head (a settings file of an older run
-        # has neither).
+        # What no other column names: the log-mel input, an MLP projection head, the statistics loss, a hybrid's
+        # tokenizer weights (a settings file of an older run has none of them).
         "recipe": ",".join(
-            f"{name}={settings[name]}" for name, default in (("input_scale", "power"), ("projection_hidden_size", 0))
+            f"{name}={_compact(settings[name])}" for name, default in RECIPE_SETTINGS
             if settings.get(name, default) != default
         ),
     }
