@@ -80,6 +80,11 @@ def patch_mode_name(patch_size: list[int], num_mel_bins: int) -> str:
     return "vertical" if patch_size[0] == num_mel_bins else "square"
 
 
+def _is_finite_number(value) -> bool:
+    """A finite int or float; not a bool, a string or NaN (for the loss weights' checks)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class MynaConfig(PretrainedConfig):
     r"""
     Configuration of a [`MynaModel`]. The defaults give Myna-Base (ViT-S/16 on 128-bin mel spectrograms); use
@@ -281,8 +286,7 @@ class MynaConfig(PretrainedConfig):
                 f"projection_hidden_size={self.projection_hidden_size!r}: give 0 for a linear projection (the "
                 "paper's) or the hidden width of an MLP projection head, e.g. 512."
             )
-        weight = self.statistics_loss_weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < math.inf:
+        if not _is_finite_number(self.statistics_loss_weight) or self.statistics_loss_weight < 0:
             raise ValueError(
                 f"statistics_loss_weight={self.statistics_loss_weight!r}: give 0 for the contrastive loss alone (the "
                 "paper's) or a positive weight of the auxiliary statistics loss, e.g. 1.0."
@@ -306,7 +310,7 @@ class MynaConfig(PretrainedConfig):
                 "give a list of one weight per tokenizer of a hybrid model (square, then vertical, e.g. [1, 3]), or "
                 "leave it unset for equal weights."
             )
-        if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < math.inf for w in weights):
+        if not all(_is_finite_number(w) and w > 0 for w in weights):
             raise ValueError(
                 f"tokenizer_loss_weights={weights!r}: every weight must be a positive number (a tokenizer with weight "
                 "0 would get no gradient); to train one tokenizer alone, use the square or vertical variant."

@@ -828,14 +828,13 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
             loss=loss, projections=tuple(projections), embeddings=tuple(embeddings), statistics_loss=statistics_loss
         )
 
-
     def _tokenizer_mean(self, losses: list[torch.Tensor], tokenizer_indices: list[int]) -> torch.Tensor:
-        """The per-tokenizer losses' mean, weighted by `config.tokenizer_loss_weights` when set."""
-        losses = torch.stack(losses)
+        """The per-tokenizer losses' mean, weighted by `config.tokenizer_loss_weights` when set (Python floats: no
+        tensor is built on the host each step)."""
         if self.config.tokenizer_loss_weights is None or len(tokenizer_indices) == 1:
-            return losses.mean()
-        weights = losses.new_tensor([self.config.tokenizer_loss_weights[k] for k in tokenizer_indices])
-        return (losses * weights).sum() / weights.sum()
+            return torch.stack(losses).mean()
+        weights = [self.config.tokenizer_loss_weights[k] for k in tokenizer_indices]
+        return torch.stack([w * loss for w, loss in zip(weights, losses)]).sum() / sum(weights)
 
 
 class MynaClassificationHead(nn.Module):
