@@ -47,6 +47,10 @@ MASK_RATIO_SCHEDULES = ("constant", "linear", "cosine")
 # square patches, the raw power for vertical (full-height) ones.
 INPUT_SCALES = ("power", "log", "mixed")
 LOG_OFFSET = 1e-6
+# What the statistics loss's head predicts of each mel bin's log over a crop: its mean and standard deviation over
+# time (the default), and "delta", the mean absolute change from one frame to the next (how much the bin moves).
+STATISTICS_TARGETS = ("mean", "std", "delta")
+DEFAULT_STATISTICS_TARGETS = ["mean", "std"]
 
 # How a forward of a model with two tokenizers combines them: one of them, or both concatenated.
 BOTH_PATCH_MODES = "both"
@@ -124,10 +128,14 @@ class MynaConfig(PretrainedConfig):
         statistics_loss_weight (`float`, *optional*, defaults to 0.0):
             Weight of an auxiliary pre-training loss beside the contrastive one (0: none, the paper's). When positive,
             a linear head predicts from each masked view's pooled embedding the statistics of that view's whole crop,
-            the mean and standard deviation over time of each mel bin's log (as PASE's workers predict hand-crafted
-            features), standardised over the batch; the loss is their mean squared error, averaged over tokenizers.
+            by default the mean and standard deviation over time of each mel bin's log (`statistics_targets`; as
+            PASE's workers predict hand-crafted features), standardised over the batch; the loss is their mean squared error, averaged over tokenizers.
             It asks the encoder to keep the spectral envelope and its movement that the contrastive pairs can leave
             out. Pre-training only, like the projection.
+        statistics_targets (`list[str]`, *optional*, defaults to `["mean", "std"]`):
+            What the statistics head predicts of each mel bin's log over the crop, in this order: any of `"mean"`,
+            `"std"` (over time) and `"delta"` (the mean absolute change from one frame to the next: how fast the bin
+            moves, what the hand-crafted rows' MFCC deltas hold). Used only when `statistics_loss_weight > 0`.
         tokenizer_loss_weights (`list[float]`, *optional*):
             A hybrid's weight of each tokenizer's contrastive loss, in the order of `patch_sizes` (square, then
             vertical); the loss is their weighted mean. Defaults to equal weights, the reference code's plain mean.
@@ -191,6 +199,7 @@ class MynaConfig(PretrainedConfig):
         projection_dim: int = 128,
         projection_hidden_size: int = 0,
         statistics_loss_weight: float = 0.0,
+        statistics_targets: list[str] | None = None,
         tokenizer_loss_weights: list[float] | None = None,
         mask_ratio: float = 0.9,
         classifier_hidden_size: int = 0,
@@ -218,6 +227,10 @@ class MynaConfig(PretrainedConfig):
         self.projection_dim = projection_dim
         self.projection_hidden_size = projection_hidden_size
         self.statistics_loss_weight = statistics_loss_weight
+        self.statistics_targets = (
+            list(statistics_targets) if isinstance(statistics_targets, (list, tuple))
+            else list(DEFAULT_STATISTICS_TARGETS) if statistics_targets is None else statistics_targets
+        )
         self.tokenizer_loss_weights = (
             list(tokenizer_loss_weights) if isinstance(tokenizer_loss_weights, (list, tuple)) else tokenizer_loss_weights
         )
@@ -291,6 +304,7 @@ class MynaConfig(PretrainedConfig):
                 f"statistics_loss_weight={self.statistics_loss_weight!r}: give 0 for the contrastive loss alone (the "
                 "paper's) or a positive weight of the auxiliary statistics loss, e.g. 1.0."
             )
+        self._validate_statistics_targets()
         self._validate_tokenizer_loss_weights()
         if self.input_scale not in INPUT_SCALES:
             raise ValueError(
@@ -299,6 +313,17 @@ class MynaConfig(PretrainedConfig):
             )
         if self.chunk_frames < self.patch_sizes[0][1]:
             raise ValueError(f"chunk_frames={self.chunk_frames} is narrower than one patch {self.patch_sizes[0]}.")
+
+    def _validate_statistics_targets(self) -> None:
+        targets = self.statistics_targets
+        if (
+            not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets)
+            or len(set(targets)) != len(targets) or not set(targets) <= set(STATISTICS_TARGETS)
+        ):
+            raise ValueError(
+                f"statistics_targets={targets!r}: give a list of distinct names from {list(STATISTICS_TARGETS)}, e.g. "
+                f"{DEFAULT_STATISTICS_TARGETS} (the default) or ['mean', 'std', 'delta']."
+            )
 
     def _validate_tokenizer_loss_weights(self) -> None:
         weights = self.tokenizer_loss_weights

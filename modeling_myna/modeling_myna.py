@@ -23,7 +23,13 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceCl
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
-from .configuration_myna import BOTH_PATCH_MODES, LOG_OFFSET, MynaConfig, patch_mode_name
+from .configuration_myna import (
+    BOTH_PATCH_MODES,
+    DEFAULT_STATISTICS_TARGETS,
+    LOG_OFFSET,
+    MynaConfig,
+    patch_mode_name,
+)
 from .model_card import write_model_card
 
 
@@ -713,15 +719,27 @@ class MynaContrastiveOutput(ModelOutput):
     statistics_loss: torch.FloatTensor | None = None
 
 
-def crop_statistics(views: torch.Tensor) -> torch.Tensor:
-    """The targets of the statistics loss: `(N, num_mel_bins, frames)` power mel crops -> `(N, 2 * num_mel_bins)`,
-    each bin's mean and standard deviation over time of the log (`log_power`, as the log tokenizers take it),
-    float32, each column standardised over the `N` rows (a column that does not vary over them is 0)."""
+def crop_statistics(views: torch.Tensor, targets: list[str] = DEFAULT_STATISTICS_TARGETS) -> torch.Tensor:
+    """The targets of the statistics loss: `(N, num_mel_bins, frames)` power mel crops -> `(N, len(targets) *
+    num_mel_bins)`, for each name of `targets` in order one column per bin of the log (`log_power`, as the log
+    tokenizers take it): `"mean"` and `"std"` over time, `"delta"` the mean absolute change from one frame to the
+    next. Float32, each column standardised over the `N` rows (a column that does not vary over them is 0)."""
     with torch.no_grad():
         log_mel = log_power(views.float())
-        statistics = torch.cat([log_mel.mean(dim=-1), log_mel.std(dim=-1, correction=0)], dim=-1)
+        statistics = torch.cat([_bin_statistic(log_mel, name) for name in targets], dim=-1)
         centred = statistics - statistics.mean(dim=0)
         return centred / (centred.std(dim=0, correction=0) + 1e-3)
+
+
+def _bin_statistic(log_mel: torch.Tensor, name: str) -> torch.Tensor:
+    """One statistic of `crop_statistics` over the time axis of `(N, num_mel_bins, frames)` -> `(N, num_mel_bins)`."""
+    if name == "mean":
+        return log_mel.mean(dim=-1)
+    if name == "std":
+        return log_mel.std(dim=-1, correction=0)
+    if name == "delta":
+        return log_mel.diff(dim=-1).abs().mean(dim=-1)
+    raise ValueError(f"Unknown statistics target {name!r}: choose among 'mean', 'std' and 'delta'.")
 
 
 class MynaProjectionHead(nn.Module):
@@ -756,7 +774,7 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
         else:
             self.projection = nn.Linear(config.hidden_size, config.projection_dim)
         if config.statistics_loss_weight > 0:
-            self.statistics_head = nn.Linear(config.hidden_size, 2 * config.num_mel_bins)
+            self.statistics_head = nn.Linear(config.hidden_size, len(config.statistics_targets) * config.num_mel_bins)
         self.post_init()
 
     def forward(
@@ -804,7 +822,8 @@ class MynaForContrastivePretraining(MynaPreTrainedModel):
             stacked, patch_mode=patch_mode, mask_ratio=mask_ratio, noise=noise, return_dict=True
         ).pooler_output
         use_statistics = loss_fn is not None and self.config.statistics_loss_weight > 0
-        targets = crop_statistics(stacked) if use_statistics else None  # (V * B, 2 * F)
+        # (V * B, len(statistics_targets) * F)
+        targets = crop_statistics(stacked, self.config.statistics_targets) if use_statistics else None
         projections, embeddings, losses, statistics_losses = [], [], [], []
         tokenizer_indices = self.myna._tokenizer_indices(patch_mode)
         for tokenizer, tokenizer_pooled in zip(tokenizer_indices, pooled.split(self.config.hidden_size, dim=-1)):

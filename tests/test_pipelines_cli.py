@@ -221,7 +221,13 @@ def test_constants_written_out_for_speed_agree_with_their_sources():
     assert cli.DEFAULT_BATCH_SIZE == base.DEFAULT_BATCH_SIZE and cli.AUDIO_EXTENSIONS == AUDIO_EXTENSIONS
     # The names training/arguments.py writes out so that pretrain.py --help does not import torch.
     from modeling_myna import VARIANTS
-    from modeling_myna.configuration_myna import INPUT_SCALES, MASK_RATIO_SCHEDULES, MASKING_POLICIES, MODEL_SIZES
+    from modeling_myna.configuration_myna import (
+        INPUT_SCALES,
+        MASK_RATIO_SCHEDULES,
+        MASKING_POLICIES,
+        MODEL_SIZES,
+        STATISTICS_TARGETS,
+    )
     from myna_training import arguments
 
     assert sorted(arguments.VARIANT_NAMES) == sorted(VARIANTS)
@@ -229,6 +235,7 @@ def test_constants_written_out_for_speed_agree_with_their_sources():
     assert arguments.MASKING_POLICY_NAMES == tuple(MASKING_POLICIES)
     assert arguments.MASK_RATIO_SCHEDULE_NAMES == tuple(MASK_RATIO_SCHEDULES)
     assert arguments.INPUT_SCALE_NAMES == tuple(INPUT_SCALES)
+    assert arguments.STATISTICS_TARGET_NAMES == tuple(STATISTICS_TARGETS)
 
 
 def test_mistakes_are_one_line_with_a_suggestion(folder, music, tmp_path, capsys, monkeypatch):

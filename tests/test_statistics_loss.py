@@ -1,5 +1,6 @@
 """The auxiliary statistics loss of pre-training (`statistics_loss_weight`, `--statistics_loss_weight`)."""
 
+import itertools
 import json
 import math
 import re
@@ -122,3 +123,61 @@ def test_a_run_with_the_statistics_loss_is_another_run_with_its_weight_in_run_js
     from myna_training.arguments import ARGUMENT_GROUPS, build_parser
 
     assert "--statistics_loss_weight" in build_parser(ARGUMENT_GROUPS).format_help()
+
+
+def test_the_delta_target_is_each_bins_mean_absolute_frame_to_frame_change_after_the_default_columns():
+    generator = torch.Generator().manual_seed(1)
+    views = torch.rand(5, 4, 12, generator=generator, dtype=torch.float64) ** 3 * 50
+    targets = crop_statistics(views, ["mean", "std", "delta"])
+    assert targets.shape == (5, 12) and targets.dtype == torch.float32
+    torch.testing.assert_close(targets[:, :8], crop_statistics(views))  # mean and std first, as the default gives them
+    # Clip 3, bin 2, by hand: the mean of |log x[t+1] - log x[t]|, then standardised over the five clips.
+    logs = [math.log(float(v) + LOG_OFFSET) for v in views[3, 2]]
+    by_hand = sum(abs(b - a) for a, b in itertools.pairwise(logs)) / (len(logs) - 1)
+    column = torch.log(views[:, 2].double() + LOG_OFFSET).diff(dim=-1).abs().mean(-1)
+    assert column[3].item() == pytest.approx(by_hand)
+    expected = (by_hand - column.mean()) / (column.std(correction=0) + 1e-3)
+    assert targets[3, 8 + 2].item() == pytest.approx(expected.item(), rel=1e-4)
+    # The order of the names is the order of the columns.
+    torch.testing.assert_close(crop_statistics(views, ["delta", "mean"]), targets[:, [*range(8, 12), *range(4)]])
+    # A steady bin does not move: a crop whose every bin is constant over time has the smallest delta of the batch.
+    views[0] = views[0, :, :1]
+    assert (crop_statistics(views, ["delta"]).argmin(0) == 0).all()
+
+
+def test_the_head_predicts_every_target_and_the_loss_reads_the_configured_ones():
+    torch.manual_seed(0)
+    config = MynaConfig.from_variant(
+        "hybrid", statistics_loss_weight=1.0, statistics_targets=["mean", "std", "delta"], **TINY
+    )
+    model = MynaForContrastivePretraining(config).eval()
+    assert model.statistics_head.out_features == 3 * config.num_mel_bins
+    views = [torch.rand(4, 128, 96) ** 4 * 100 for _ in range(2)]
+    noise = [torch.rand(8, 48), torch.rand(8, 48)]
+    out = model(views=views, noise=noise, loss_fn=constant_loss)
+    targets = crop_statistics(torch.cat(views), ["mean", "std", "delta"])
+    square, vertical = torch.cat(out.embeddings[:2]), torch.cat(out.embeddings[2:])
+    expected = sum(torch.nn.functional.mse_loss(model.statistics_head(p), targets) for p in (square, vertical)) / 2
+    torch.testing.assert_close(out.statistics_loss, expected)
+    # Saved and loaded with the config: the same head, the same targets.
+    assert MynaConfig.from_dict(config.to_dict()).statistics_targets == ["mean", "std", "delta"]
+    assert MynaConfig.from_variant("hybrid", **TINY).statistics_targets == ["mean", "std"]
+
+
+@pytest.mark.parametrize("targets", [[], ["mean", "mean"], ["mean", "chroma"], "mean", [1], ("mean", None)])
+def test_bad_statistics_targets_are_refused_with_the_fix(targets):
+    with pytest.raises(ValueError, match=r"statistics_targets=.*distinct names from \['mean', 'std', 'delta'\]"):
+        MynaConfig.from_variant("hybrid", statistics_loss_weight=1.0, statistics_targets=targets, **TINY)
+
+
+def test_a_run_with_the_delta_target_names_it_in_run_json_and_a_misspelt_one_stops_before_any_work(tmp_path, capsys):
+    argv = QUICK + ["--cache_dir", str(tmp_path / "cache"), "--statistics_loss_weight", "1.0"]
+    pretrain.main(argv + ["--output_dir", str(tmp_path / "delta"), "--statistics_targets", "mean", "std", "delta"])
+    with open(tmp_path / "delta" / "run.json") as f:
+        assert json.load(f)["settings"]["statistics_targets"] == ["mean", "std", "delta"]
+    with open(tmp_path / "delta" / "model" / "config.json") as f:
+        assert json.load(f)["statistics_targets"] == ["mean", "std", "delta"]
+    assert load_file(tmp_path / "delta" / "model" / "model.safetensors")["statistics_head.weight"].shape[0] == 3 * 128
+    with pytest.raises((SystemExit, ValueError)) as refused:
+        pretrain.main(argv + ["--output_dir", str(tmp_path / "typo"), "--statistics_targets", "mean", "detla"])
+    assert "detla" in str(refused.value) + capsys.readouterr().err and not (tmp_path / "typo").exists()

@@ -19,6 +19,7 @@ MODEL_SIZE_NAMES = ("small", "vit-t", "vit-s", "vit-b", "vit-l")  # configuratio
 MASKING_POLICY_NAMES = ("uniform", "time_block", "frequency_band", "multi_block", "complementary", "saliency")
 MASK_RATIO_SCHEDULE_NAMES = ("constant", "linear", "cosine")
 INPUT_SCALE_NAMES = ("power", "log", "mixed")  # configuration_myna.INPUT_SCALES
+STATISTICS_TARGET_NAMES = ("mean", "std", "delta")  # configuration_myna.STATISTICS_TARGETS
 # The fields that override a model_size's dimensions.
 SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
@@ -49,6 +50,13 @@ class ModelArguments:
         metadata={
             "help": "0: the contrastive loss alone (the paper's); else the weight of an auxiliary loss that predicts "
             "each view's per-bin log-mel mean and std over its whole crop from the masked view (e.g. 1.0)."
+        },
+    )
+    statistics_targets: list[str] = field(
+        default_factory=lambda: ["mean", "std"],
+        metadata={
+            "help": "What the statistics loss predicts of each mel bin's log over the crop: any of `mean`, `std` and "
+            "`delta` (the mean absolute frame-to-frame change), e.g. `mean std delta` (default `mean std`)."
         },
     )
     tokenizer_loss_weights: list[float] | None = field(
@@ -103,6 +111,12 @@ class ModelArguments:
             value = getattr(self, name)
             if value not in known:
                 raise ValueError(f"{name}={value!r}: choose one of {list(known)}.{did_you_mean(value, known)}")
+        for value in self.statistics_targets:
+            if value not in STATISTICS_TARGET_NAMES:
+                raise ValueError(
+                    f"statistics_targets: {value!r} is not one of {list(STATISTICS_TARGET_NAMES)}."
+                    f"{did_you_mean(value, STATISTICS_TARGET_NAMES)}"
+                )
 
     def to_config(self):
         """The `MynaConfig` of these arguments."""
@@ -137,6 +151,7 @@ class ModelArguments:
             projection_dim=self.projection_dim,
             projection_hidden_size=self.projection_hidden_size,
             statistics_loss_weight=self.statistics_loss_weight,
+            statistics_targets=self.statistics_targets,
             tokenizer_loss_weights=self.tokenizer_loss_weights,
             mask_ratio=self.mask_ratio,
             masking_policy=self.masking_policy,

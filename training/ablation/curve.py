@@ -29,7 +29,7 @@ from myna_training.run_folder import RUN_FILE
 # Settings named in the curve's recipe column when they differ from their default (the paper's).
 RECIPE_SETTINGS = (
     ("input_scale", "power"), ("projection_hidden_size", 0), ("statistics_loss_weight", 0.0),
-    ("tokenizer_loss_weights", None),
+    ("statistics_targets", ["mean", "std"]), ("tokenizer_loss_weights", None),
 )
 
 
