@@ -475,8 +475,8 @@ def test_three_views_read_out_of_core_train_as_the_resident_bank_does(tmp_path):
 
 
 def test_a_curve_names_what_no_other_column_does():
-    """The curve's recipe column names a log input, an MLP projection head, the statistics loss and a hybrid's
-    tokenizer weights, and nothing for the paper's defaults or an older run's settings that lack them."""
+    """The curve's recipe column names a log input, an MLP projection head, the statistics loss (and its targets) and
+    a hybrid's tokenizer weights, and nothing for the paper's defaults or an older run's settings that lack them."""
     from myna_training.ablation.curve import curve_point
 
     settings = {"variant": "hybrid", "model_size": "small", "mask_ratio": 0.9, "masking_policy": "uniform",
@@ -489,3 +489,6 @@ def test_a_curve_names_what_no_other_column_does():
     statistics = curve_point({**settings, "statistics_loss_weight": 3.0, "tokenizer_loss_weights": [3.0, 1.0]})
     assert statistics["recipe"] == "statistics_loss_weight=3,tokenizer_loss_weights=3:1"
     assert curve_point({**settings, "statistics_loss_weight": 0.0, "tokenizer_loss_weights": None})["recipe"] == ""
+    delta = curve_point({**settings, "statistics_loss_weight": 3.0, "statistics_targets": ["mean", "std", "delta"]})
+    assert delta["recipe"] == "statistics_loss_weight=3,statistics_targets=mean:std:delta"
+    assert curve_point({**settings, "statistics_targets": ["mean", "std"]})["recipe"] == ""  # the default
