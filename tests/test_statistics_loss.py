@@ -181,3 +181,10 @@ def test_a_run_with_the_delta_target_names_it_in_run_json_and_a_misspelt_one_sto
     with pytest.raises((SystemExit, ValueError)) as refused:
         pretrain.main(argv + ["--output_dir", str(tmp_path / "typo"), "--statistics_targets", "mean", "detla"])
     assert "detla" in str(refused.value) + capsys.readouterr().err and not (tmp_path / "typo").exists()
+
+
+def test_statistics_targets_without_the_statistics_loss_are_refused_before_any_work(tmp_path):
+    argv = QUICK + ["--output_dir", str(tmp_path / "run"), "--statistics_targets", "mean", "delta"]
+    with pytest.raises((SystemExit, ValueError), match="no effect without the statistics loss.*--statistics_loss_weight"):
+        pretrain.main(argv)
+    assert not (tmp_path / "run").exists()

@@ -117,6 +117,11 @@ class ModelArguments:
                     f"statistics_targets: {value!r} is not one of {list(STATISTICS_TARGET_NAMES)}."
                     f"{did_you_mean(value, STATISTICS_TARGET_NAMES)}"
                 )
+        if self.statistics_targets != ["mean", "std"] and self.statistics_loss_weight == 0:
+            raise ValueError(
+                f"statistics_targets={self.statistics_targets} has no effect without the statistics loss: give a "
+                "positive --statistics_loss_weight (e.g. 3, the cpu-hour preset's) or drop --statistics_targets."
+            )
 
     def to_config(self):
         """The `MynaConfig` of these arguments."""
