@@ -50,7 +50,7 @@ LOG_OFFSET = 1e-6
 # What the statistics loss's head predicts of each mel bin's log over a crop: its mean and standard deviation over
 # time (the default), and "delta", the mean absolute change from one frame to the next (how much the bin moves).
 STATISTICS_TARGETS = ("mean", "std", "delta")
-DEFAULT_STATISTICS_TARGETS = ["mean", "std"]
+DEFAULT_STATISTICS_TARGETS = ("mean", "std")
 
 # How a forward of a model with two tokenizers combines them: one of them, or both concatenated.
 BOTH_PATCH_MODES = "both"
@@ -129,7 +129,8 @@ class MynaConfig(PretrainedConfig):
             Weight of an auxiliary pre-training loss beside the contrastive one (0: none, the paper's). When positive,
             a linear head predicts from each masked view's pooled embedding the statistics of that view's whole crop,
             by default the mean and standard deviation over time of each mel bin's log (`statistics_targets`; as
-            PASE's workers predict hand-crafted features), standardised over the batch; the loss is their mean squared error, averaged over tokenizers.
+            PASE's workers predict hand-crafted features), standardised over the batch; the loss is their mean
+            squared error, averaged over tokenizers.
             It asks the encoder to keep the spectral envelope and its movement that the contrastive pairs can leave
             out. Pre-training only, like the projection.
         statistics_targets (`list[str]`, *optional*, defaults to `["mean", "std"]`):
@@ -227,9 +228,10 @@ class MynaConfig(PretrainedConfig):
         self.projection_dim = projection_dim
         self.projection_hidden_size = projection_hidden_size
         self.statistics_loss_weight = statistics_loss_weight
+        if statistics_targets is None:
+            statistics_targets = DEFAULT_STATISTICS_TARGETS
         self.statistics_targets = (
-            list(statistics_targets) if isinstance(statistics_targets, (list, tuple))
-            else list(DEFAULT_STATISTICS_TARGETS) if statistics_targets is None else statistics_targets
+            list(statistics_targets) if isinstance(statistics_targets, (list, tuple)) else statistics_targets
         )
         self.tokenizer_loss_weights = (
             list(tokenizer_loss_weights) if isinstance(tokenizer_loss_weights, (list, tuple)) else tokenizer_loss_weights
@@ -322,7 +324,7 @@ class MynaConfig(PretrainedConfig):
         ):
             raise ValueError(
                 f"statistics_targets={targets!r}: give a list of distinct names from {list(STATISTICS_TARGETS)}, e.g. "
-                f"{DEFAULT_STATISTICS_TARGETS} (the default) or ['mean', 'std', 'delta']."
+                f"{list(DEFAULT_STATISTICS_TARGETS)} (the default) or ['mean', 'std', 'delta']."
             )
 
     def _validate_tokenizer_loss_weights(self) -> None:

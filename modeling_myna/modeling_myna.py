@@ -9,8 +9,8 @@ fixed 2D sin-cos positions, pre-norm blocks, mean pooling, no CLS token. Masking
 import os
 import tempfile
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -719,7 +719,7 @@ class MynaContrastiveOutput(ModelOutput):
     statistics_loss: torch.FloatTensor | None = None
 
 
-def crop_statistics(views: torch.Tensor, targets: list[str] = DEFAULT_STATISTICS_TARGETS) -> torch.Tensor:
+def crop_statistics(views: torch.Tensor, targets: Sequence[str] = DEFAULT_STATISTICS_TARGETS) -> torch.Tensor:
     """The targets of the statistics loss: `(N, num_mel_bins, frames)` power mel crops -> `(N, len(targets) *
     num_mel_bins)`, for each name of `targets` in order one column per bin of the log (`log_power`, as the log
     tokenizers take it): `"mean"` and `"std"` over time, `"delta"` the mean absolute change from one frame to the
