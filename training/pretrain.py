@@ -301,7 +301,11 @@ def train(accelerator: Accelerator, training: Training, data: TrainingData, run:
     """Micro-batches until `max_steps` optimiser steps: the loss logged every `logging_steps`, a checkpoint every
     `checkpointing_steps`, and one at the end."""
     args, progress, accumulation = run.training_args, training.progress, run.training_args.gradient_accumulation_steps
-    tracked = {k: v if v is not None else "" for k, v in run.hyperparameters.items()}
+    # Trackers (TensorBoard's hparams) take numbers, strings and booleans: unset is "", a list is written out.
+    tracked = {
+        k: "" if v is None else v if isinstance(v, (bool, int, float, str)) else str(v)
+        for k, v in run.hyperparameters.items()
+    }
     accelerator.init_trackers("myna-pretrain", config=tracked)
     accelerator.print(
         f"{data.num_clips if data.num_clips is not None else 'streamed'} clips ({data.skipped}); {training.max_steps} "
