@@ -27,6 +27,7 @@ from .configuration_myna import (
     BOTH_PATCH_MODES,
     DEFAULT_STATISTICS_TARGETS,
     LOG_OFFSET,
+    STATISTICS_TARGETS,
     MynaConfig,
     patch_mode_name,
 )
@@ -739,7 +740,7 @@ def _bin_statistic(log_mel: torch.Tensor, name: str) -> torch.Tensor:
         return log_mel.std(dim=-1, correction=0)
     if name == "delta":
         return log_mel.diff(dim=-1).abs().mean(dim=-1)
-    raise ValueError(f"Unknown statistics target {name!r}: choose among 'mean', 'std' and 'delta'.")
+    raise ValueError(f"Unknown statistics target {name!r}: choose among {list(STATISTICS_TARGETS)}.")
 
 
 class MynaProjectionHead(nn.Module):

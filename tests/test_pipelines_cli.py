@@ -222,6 +222,7 @@ def test_constants_written_out_for_speed_agree_with_their_sources():
     # The names training/arguments.py writes out so that pretrain.py --help does not import torch.
     from modeling_myna import VARIANTS
     from modeling_myna.configuration_myna import (
+        DEFAULT_STATISTICS_TARGETS,
         INPUT_SCALES,
         MASK_RATIO_SCHEDULES,
         MASKING_POLICIES,
@@ -236,6 +237,7 @@ def test_constants_written_out_for_speed_agree_with_their_sources():
     assert arguments.MASK_RATIO_SCHEDULE_NAMES == tuple(MASK_RATIO_SCHEDULES)
     assert arguments.INPUT_SCALE_NAMES == tuple(INPUT_SCALES)
     assert arguments.STATISTICS_TARGET_NAMES == tuple(STATISTICS_TARGETS)
+    assert arguments.DEFAULT_STATISTICS_TARGET_NAMES == tuple(DEFAULT_STATISTICS_TARGETS)
 
 
 def test_mistakes_are_one_line_with_a_suggestion(folder, music, tmp_path, capsys, monkeypatch):

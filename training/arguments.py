@@ -20,6 +20,7 @@ MASKING_POLICY_NAMES = ("uniform", "time_block", "frequency_band", "multi_block"
 MASK_RATIO_SCHEDULE_NAMES = ("constant", "linear", "cosine")
 INPUT_SCALE_NAMES = ("power", "log", "mixed")  # configuration_myna.INPUT_SCALES
 STATISTICS_TARGET_NAMES = ("mean", "std", "delta")  # configuration_myna.STATISTICS_TARGETS
+DEFAULT_STATISTICS_TARGET_NAMES = ("mean", "std")  # configuration_myna.DEFAULT_STATISTICS_TARGETS
 # The fields that override a model_size's dimensions.
 SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
@@ -53,7 +54,7 @@ class ModelArguments:
         },
     )
     statistics_targets: list[str] = field(
-        default_factory=lambda: ["mean", "std"],
+        default_factory=lambda: list(DEFAULT_STATISTICS_TARGET_NAMES),
         metadata={
             "help": "What the statistics loss predicts of each mel bin's log over the crop: any of `mean`, `std` and "
             "`delta` (the mean absolute frame-to-frame change), e.g. `mean std delta` (default `mean std`)."
@@ -117,7 +118,7 @@ class ModelArguments:
                     f"statistics_targets: {value!r} is not one of {list(STATISTICS_TARGET_NAMES)}."
                     f"{did_you_mean(value, STATISTICS_TARGET_NAMES)}"
                 )
-        if self.statistics_targets != ["mean", "std"] and self.statistics_loss_weight == 0:
+        if self.statistics_targets != list(DEFAULT_STATISTICS_TARGET_NAMES) and self.statistics_loss_weight == 0:
             raise ValueError(
                 f"statistics_targets={self.statistics_targets} has no effect without the statistics loss: give a "
                 "positive --statistics_loss_weight (e.g. 3, the cpu-hour preset's) or drop --statistics_targets."

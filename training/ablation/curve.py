@@ -22,6 +22,7 @@ from myna_training.ablation.stages import RESULT_FILE, read_json, without_finger
 from myna_training.ablation.statistics import aggregate, load_baselines, metric_columns, task_results
 from myna_training.ablation.sweep import probe_argv, task_list
 from myna_training.ablation.tables import render_markdown
+from myna_training.arguments import DEFAULT_STATISTICS_TARGET_NAMES
 from myna_training.export import export_checkpoint
 from myna_training.run_folder import RUN_FILE
 
@@ -29,7 +30,7 @@ from myna_training.run_folder import RUN_FILE
 # Settings named in the curve's recipe column when they differ from their default (the paper's).
 RECIPE_SETTINGS = (
     ("input_scale", "power"), ("projection_hidden_size", 0), ("statistics_loss_weight", 0.0),
-    ("statistics_targets", ["mean", "std"]), ("tokenizer_loss_weights", None),
+    ("statistics_targets", list(DEFAULT_STATISTICS_TARGET_NAMES)), ("tokenizer_loss_weights", None),
 )
 
 
